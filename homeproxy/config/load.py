@@ -1,0 +1,432 @@
+"""TOML text -> `Config`, with errors that name the file, the line and the key.
+
+`parse_config(text, file)` returns a `Config` or raises `ConfigInvalid`
+carrying *every* error found (not just the first), each as
+`path:line: key.path: what was wrong, what was expected`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import tomlkit
+import tomlkit.exceptions
+
+from homeproxy.config.model import (
+    Config,
+    LoggingSettings,
+    Route,
+    ServerSettings,
+    Site,
+)
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigError:
+    """One problem in a config file."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigInvalid(Exception):
+    """A config failed to parse or validate; `errors` lists every problem."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = tuple(errors)
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+def format_key(path: KeyPath) -> str:
+    """`("sites", 0, "hosts")` -> `sites[0].hosts`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+# --- value converters: each returns the converted value or raises ValueError(expected) ---
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
+_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    raise ValueError(f"expected true or false, got {_show(v)}")
+
+
+def _str(v: Any) -> str:
+    if isinstance(v, str):
+        return str(v)
+    raise ValueError(f"expected a string, got {_show(v)}")
+
+
+def _port(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"expected a port number (1-65535), got {_show(v)}")
+    if not 0 <= v <= 65535:
+        raise ValueError(f"port {int(v)} is out of range: expected 1-65535 (0 picks a free port)")
+    return int(v)
+
+
+def _count(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"expected a whole number >= 0, got {_show(v)}")
+    return int(v)
+
+
+def _duration(v: Any) -> float:
+    """`10`, `2.5`, `"500ms"`, `"10s"`, `"2m"`, `"1h"` -> seconds."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        secs = float(v)
+    elif isinstance(v, str) and (m := _DURATION.match(v)):
+        secs = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    else:
+        raise ValueError(f'expected a duration such as 10, "500ms", "30s" or "2m", got {_show(v)}')
+    if secs <= 0:
+        raise ValueError(f"expected a duration above zero, got {_show(v)}")
+    return secs
+
+
+def _size(v: Any) -> int:
+    """`1048576`, `"10MiB"`, `"500KB"` -> bytes."""
+    if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+        return int(v)
+    if isinstance(v, str) and (m := _SIZE.match(v)):
+        return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+    raise ValueError(f'expected a size such as 1048576, "512KiB" or "10MiB", got {_show(v)}')
+
+
+def _level(v: Any) -> str:
+    s = _str(v).lower()
+    if s not in ("debug", "info", "warning", "error"):
+        raise ValueError(f'expected one of "debug", "info", "warning", "error", got {_show(v)}')
+    return s
+
+
+def _list_of(item: Callable[[Any], Any], what: str) -> Callable[[Any], tuple[Any, ...]]:
+    def convert(v: Any) -> tuple[Any, ...]:
+        if isinstance(v, str):
+            v = [v]  # a single value where a list is expected is forgiven
+        if not isinstance(v, list):
+            raise ValueError(f"expected a list of {what}, got {_show(v)}")
+        out = []
+        for i, x in enumerate(v):
+            try:
+                out.append(item(x))
+            except ValueError as e:
+                raise ValueError(f"item {i + 1}: {e}") from None
+        return tuple(out)
+
+    return convert
+
+
+def _upstream(v: Any) -> str:
+    s = _str(v).strip()
+    try:
+        parts = urlsplit(s)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f'expected an http(s) URL such as "http://192.168.1.20:8123", got {_show(v)}')
+    if parts.query or parts.fragment:
+        raise ValueError(f"an upstream URL takes no query or fragment, got {_show(v)}")
+    return s.rstrip("/")
+
+
+def _host(v: Any) -> str:
+    s = _str(v).strip().lower().rstrip(".")
+    name = s[2:] if s.startswith("*.") else s
+    labels = name.split(".")
+    if not name or not all(_HOST_LABEL.match(lbl) for lbl in labels):
+        raise ValueError(f'expected a host name such as "plex.home.arpa" or "*.home.arpa", got {_show(v)}')
+    return s
+
+
+def _cidr(v: Any) -> str:
+    try:
+        return str(ipaddress.ip_network(_str(v).strip(), strict=False))
+    except ValueError:
+        raise ValueError(f'expected an IP network such as "192.168.0.0/16" or "fd00::/8", got {_show(v)}') from None
+
+
+def _listen(v: Any) -> str:
+    s = _str(v).strip()
+    if not s:
+        raise ValueError("expected an address such as \"0.0.0.0\", \"::\" or \"127.0.0.1\"")
+    return s
+
+
+def _path_prefix(v: Any) -> str:
+    s = _str(v)
+    if not s.startswith("/"):
+        raise ValueError(f'expected a path starting with "/", such as "/api/", got {_show(v)}')
+    return s
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, Mapping):
+        return "a table"
+    if isinstance(v, list):
+        return "a list"
+    return repr(v)
+
+
+# --- the schema: key -> converter, per table ------------------------------------------
+
+Schema = dict[str, Callable[[Any], Any]]
+
+SERVER_KEYS: Schema = {
+    "listen": _list_of(_listen, "addresses"),
+    "http_port": _port,
+    "https_port": _port,
+    "trusted_proxies": _list_of(_cidr, "networks"),
+    "drain_timeout": _duration,
+}
+LOGGING_KEYS: Schema = {
+    "access_log": _bool,
+    "max_bytes": _size,
+    "keep_files": _count,
+    "level": _level,
+}
+ROUTE_KEYS: Schema = {
+    "path": _path_prefix,
+    "upstreams": _list_of(_upstream, "http(s) URLs"),
+    "strip_prefix": _bool,
+}
+SITE_KEYS: Schema = {
+    "name": _str,
+    "hosts": _list_of(_host, "host names"),
+    "upstreams": _list_of(_upstream, "http(s) URLs"),
+    "routes": lambda v: v,  # checked item by item below
+    "enabled": _bool,
+    "websockets": _bool,
+    "preserve_host": _bool,
+    "connect_timeout": _duration,
+    "read_timeout": _duration,
+}
+TOP_KEYS = ("server", "logging", "sites")
+
+
+class _Checker:
+    """Walks a parsed document, converting values and collecting errors."""
+
+    def __init__(self, file: str, lines: Mapping[KeyPath, int]) -> None:
+        self.file = file
+        self.lines = lines
+        self.errors: list[ConfigError] = []
+
+    def line_of(self, path: KeyPath) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return None
+
+    def error(self, path: KeyPath, message: str) -> None:
+        self.errors.append(ConfigError(self.file, self.line_of(path), format_key(path), message))
+
+    def table(self, raw: Any, path: KeyPath, schema: Schema, required: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Convert one table; unknown keys are errors with a suggestion."""
+        if not isinstance(raw, Mapping):
+            self.error(path, f"expected a table, got {_show(raw)}")
+            return {}
+        out: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in schema:
+                self.unknown(path + (key,), key, schema)
+                continue
+            try:
+                out[key] = schema[key](value)
+            except ValueError as e:
+                self.error(path + (key,), str(e))
+        for key in required:
+            if key not in raw:
+                self.error(path, f'missing required key "{key}"')
+        return out
+
+    def unknown(self, path: KeyPath, key: str, valid: Mapping[str, Any] | tuple[str, ...]) -> None:
+        close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+        hint = f'; did you mean "{close[0]}"?' if close else f"; valid keys: {', '.join(valid)}"
+        self.error(path, f'unknown key "{key}"{hint}')
+
+
+def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping[KeyPath, int] | None = None) -> Config:
+    """Validate plain TOML data (as parsed) and build the model, or raise `ConfigInvalid`."""
+    c = _Checker(file, lines or {})
+    for key in data:
+        if key not in TOP_KEYS:
+            c.unknown((key,), key, TOP_KEYS)
+    server = ServerSettings(**c.table(data.get("server", {}), ("server",), SERVER_KEYS))
+    logging = LoggingSettings(**c.table(data.get("logging", {}), ("logging",), LOGGING_KEYS))
+
+    raw_sites = data.get("sites", [])
+    sites: list[Site] = []
+    if not isinstance(raw_sites, list):
+        c.error(("sites",), "expected an array of tables ([[sites]]), got " + _show(raw_sites))
+        raw_sites = []
+    names: dict[str, int] = {}
+    owners: dict[str, tuple[int, str]] = {}
+    for i, raw in enumerate(raw_sites):
+        path: KeyPath = ("sites", i)
+        values = c.table(raw, path, SITE_KEYS, required=("name", "hosts", "upstreams"))
+        routes: list[Route] = []
+        for j, raw_route in enumerate(values.pop("routes", None) or []):
+            rpath = path + ("routes", j)
+            rv = c.table(raw_route, rpath, ROUTE_KEYS, required=("path", "upstreams"))
+            if "path" in rv and "upstreams" in rv:
+                routes.append(Route(**rv))
+        if isinstance(raw, Mapping) and "routes" in raw and not isinstance(raw["routes"], list):
+            c.error(path + ("routes",), "expected an array of tables ([[sites.routes]])")
+        name = values.get("name")
+        if name is not None:
+            if not name.strip():
+                c.error(path + ("name",), "a site name cannot be empty")
+            elif name in names:
+                c.error(path + ("name",), f'site name "{name}" is already used by sites[{names[name]}]')
+            else:
+                names[name] = i
+        for host in values.get("hosts", ()):
+            if host in owners and owners[host][0] != i:
+                j, other = owners[host]
+                c.error(path + ("hosts",), f'host "{host}" is already claimed by site "{other}" (sites[{j}])')
+            owners.setdefault(host, (i, str(name)))
+        if "hosts" in values and not values["hosts"]:
+            c.error(path + ("hosts",), "a site needs at least one host name")
+        if "upstreams" in values and not values["upstreams"]:
+            c.error(path + ("upstreams",), "a site needs at least one upstream URL")
+        if {"name", "hosts", "upstreams"} <= values.keys():
+            sites.append(Site(routes=tuple(routes), **values))
+    if c.errors:
+        raise ConfigInvalid(sorted(c.errors, key=lambda e: e.line or 0))
+    return Config(server=server, logging=logging, sites=tuple(sites))
+
+
+def parse_config(text: str, file: str = "<config>") -> Config:
+    """Parse TOML text and build the model, or raise `ConfigInvalid` with every error."""
+    try:
+        doc = tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as e:
+        # tomlkit's message ends with " at line L col C"; keep only the first part.
+        msg = re.sub(r" at line \d+ col \d+$", "", str(e))
+        raise ConfigInvalid([ConfigError(file, e.line, "", f"malformed TOML: {msg} (column {e.col})")]) from None
+    return build_config(doc.unwrap(), file, locate_keys(text))
+
+
+# --- where each key is: a light line scanner over the TOML text ----------------------
+
+_HEADER = re.compile(r"^\[\[?\s*([^\]]+?)\s*\]\]?")
+_KEY = re.compile(r"""^((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+
+
+def _split_key(key: str) -> tuple[str, ...]:
+    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", key)
+    return tuple(p.strip("\"'") for p in parts)
+
+
+def locate_keys(text: str) -> dict[KeyPath, int]:
+    """Map key paths to their 1-based line numbers.
+
+    Only what starts a line counts (table headers and `key =`); lines inside
+    multi-line arrays, inline tables and multi-line strings are skipped, so a
+    key inside an inline table is reported at its parent key's line.
+    """
+    lines: dict[KeyPath, int] = {}
+    aot_counts: dict[KeyPath, int] = {}
+    table: KeyPath = ()
+    depth = 0
+    in_mstring: str | None = None
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if in_mstring:
+            if in_mstring in line:
+                in_mstring = None
+            continue
+        if depth == 0 and line and not line.startswith("#"):
+            if m := _HEADER.match(line):
+                names = _split_key(m.group(1))
+                if line.startswith("[["):
+                    # An array of tables: [[sites.routes]] indexes within the latest [[sites]].
+                    parent = _resolve(names[:-1], aot_counts)
+                    key = parent + (names[-1],)
+                    idx = aot_counts.get(key, -1) + 1
+                    aot_counts[key] = idx
+                    # A new [[sites]] restarts the numbering of its nested arrays.
+                    for k in [k for k in aot_counts if len(k) > len(key) and k[: len(key)] == key]:
+                        del aot_counts[k]
+                    table = key + (idx,)
+                    lines.setdefault(key, n)
+                else:
+                    table = _resolve(names, aot_counts)
+                lines[table] = n
+                continue
+            if m := _KEY.match(line):
+                lines[table + _split_key(m.group(1))] = n
+                line = line[m.end():]
+        depth, in_mstring = _scan_value(line, depth)
+    return lines
+
+
+def _resolve(names: tuple[str, ...], aot_counts: Mapping[KeyPath, int]) -> KeyPath:
+    """Insert the current array-of-tables index after each AoT name in a header."""
+    out: KeyPath = ()
+    for name in names:
+        out = out + (name,)
+        if out in aot_counts:
+            out = out + (aot_counts[out],)
+    return out
+
+
+def _scan_value(s: str, depth: int) -> tuple[int, str | None]:
+    """Track bracket depth over the rest of a line, skipping strings and comments."""
+    i = 0
+    while i < len(s):
+        ch = s[i]
+        if ch == "#":
+            break
+        if s.startswith('"""', i) or s.startswith("'''", i):
+            q = s[i : i + 3]
+            end = s.find(q, i + 3)
+            if end < 0:
+                return depth, q
+            i = end + 3
+            continue
+        if ch in "\"'":
+            end = i + 1
+            while end < len(s) and s[end] != ch:
+                end += 2 if (ch == '"' and s[end] == "\\") else 1
+            i = end + 1
+            continue
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+    return depth, None
+

@@ -1,0 +1,19 @@
+"""The engine facade: the only part of the engine that the TUI and the CLI import."""
+
+from homeproxy.engine.accesslog import AccessLog
+from homeproxy.engine.engine import BindError, Engine
+from homeproxy.engine.events import Consumer, EventBus, RequestCompleted, Subscription
+from homeproxy.engine.stats import TOTAL, SiteStats, Stats
+
+__all__ = [
+    "TOTAL",
+    "AccessLog",
+    "BindError",
+    "Consumer",
+    "Engine",
+    "EventBus",
+    "RequestCompleted",
+    "SiteStats",
+    "Stats",
+    "Subscription",
+]

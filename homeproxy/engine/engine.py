@@ -1,0 +1,298 @@
+"""`Engine`: the proxy, on its own event loop in its own thread.
+
+`start()` binds the listeners, `apply(config)` swaps in a newly compiled
+routing table (rebinding listeners only when the addresses or ports change),
+`stop()` stops accepting, drains in-flight requests (bounded by
+`server.drain_timeout`) and closes the upstream pool. All three are called
+from any thread and block until the loop has done the work, so a caller (the
+TUI, the headless server, the config store) never touches the loop itself.
+
+The engine knows nothing of the TUI: it publishes one `RequestCompleted` per
+request on the `EventBus`, and that is all it tells anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from homeproxy.config.model import Config, Route, ServerSettings, Site
+from homeproxy.engine.chain import Handler, compose
+from homeproxy.engine.events import EventBus, RequestCompleted
+from homeproxy.engine.exchange import Exchange
+from homeproxy.engine.pages import error_page
+from homeproxy.engine.routing import RoutingTable, compile_table, normalize_host
+from homeproxy.engine.upstream import Forwarder, UpstreamClient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class BindError(OSError):
+    """A listener could not be opened; the message says why and what to do."""
+
+
+def explain_bind_error(host: str, port: int, err: OSError) -> str:
+    """A sentence a person can act on."""
+    where = f"{host}:{port}"
+    if err.errno == errno.EACCES:
+        return (
+            f"cannot listen on {where}: permission denied. Ports below 1024 need root or "
+            f"CAP_NET_BIND_SERVICE (the systemd unit in assets/ grants it); or set http_port to 1024 or above."
+        )
+    if err.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the port is already in use by another program "
+            f"(another homeproxy? `ss -ltnp 'sport = :{port}'` shows which); stop it or change http_port."
+        )
+    if err.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: this machine has no such address; check server.listen."
+    return f"cannot listen on {where}: {err.strerror or err}"
+
+
+class Engine:
+    """The reverse proxy engine."""
+
+    def __init__(self, config: Config, bus: EventBus | None = None, *, clock: Callable[[], float] = time.time) -> None:
+        self.bus = bus or EventBus()
+        self.clock = clock
+        self._client = UpstreamClient()
+        self._config = config
+        self._table = self._compile(config)
+        self._trusted = _networks(config.server)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.ServerRunner | None = None
+        self._sites: list[web.TCPSite] = []
+        self._bound: tuple[tuple[str, int], ...] = ()
+        self.listen_errors: tuple[str, ...] = ()
+        """Why listeners could not be opened (empty when all are up)."""
+        self.started_at: float | None = None
+
+    # --- public, thread-safe -------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        """The config in force."""
+        return self._config
+
+    @property
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """(host, port) of every open listener, ports as bound (port 0 resolved)."""
+        return tuple((s._host or "", s.port) for s in self._sites)  # type: ignore[misc]
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the loop thread and bind the listeners. Bind failures land in `listen_errors`."""
+        if self._thread is not None:
+            raise RuntimeError("engine already started")
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="homeproxy-engine", daemon=True)
+        self._thread.start()
+        ready.wait()
+        self._call(self._start(), timeout)
+        self.started_at = self.clock()
+
+    def apply(self, config: Config, timeout: float = 30.0) -> None:
+        """Put `config` in force. Raises `BindError` (and changes nothing) if a new listener cannot open."""
+        table = self._compile(config)  # compiled here, off the loop
+        if self._loop is None:
+            self._config, self._table, self._trusted = config, table, _networks(config.server)
+            return
+        self._call(self._apply(config, table), timeout)
+
+    def stop(self) -> None:
+        """Stop accepting, drain in-flight requests (bounded), close everything, end the thread."""
+        if self._loop is None or self._thread is None:
+            return
+        try:
+            self._call(self._stop(), self._config.server.drain_timeout + 15)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop = None
+            self._thread = None
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def _run_loop(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _start(self) -> None:
+        await self._client.open()
+        server = web.Server(self._handle, access_log=None, handler_cancellation=False)
+        self._runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=self._config.server.drain_timeout
+        )
+        await self._runner.setup()
+        try:
+            await self._bind(self._config.server)
+        except BindError as e:
+            log.error("%s", e)
+
+    async def _apply(self, config: Config, table: RoutingTable) -> None:
+        wanted = _listen_set(config.server)
+        if wanted != _listen_set(self._config.server) or self.listen_errors:
+            await self._bind(config.server)  # raises BindError with the old listeners intact
+        assert self._runner is not None
+        # aiohttp reads the drain bound from the runner at shutdown; keep it current.
+        self._runner._shutdown_timeout = config.server.drain_timeout
+        # The swap: a request reads self._table once when it arrives.
+        self._config, self._table, self._trusted = config, table, _networks(config.server)
+
+    async def _bind(self, server: ServerSettings) -> None:
+        """Open listeners for `server`; on failure restore the old ones and raise `BindError`."""
+        assert self._runner is not None
+        old = self._sites
+        for site in old:  # release the ports first: the new set usually reuses them
+            await site.stop()
+        new: list[web.TCPSite] = []
+        errors: list[str] = []
+        for host, port in _listen_set(server):
+            site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024)
+            try:
+                await site.start()
+                new.append(site)
+            except OSError as e:
+                errors.append(explain_bind_error(host, port, e))
+        if errors and old and not self.listen_errors:
+            for site in new:
+                await site.stop()
+            restored = []
+            for site in old:
+                again = web.TCPSite(self._runner, site._host, site.port, reuse_address=True, backlog=1024)
+                try:
+                    await again.start()
+                    restored.append(again)
+                except OSError as e:  # pragma: no cover - the port was taken in between
+                    log.error("%s", explain_bind_error(str(site._host), site.port, e))
+            self._sites = restored
+            raise BindError("; ".join(errors))
+        self._sites = new
+        self.listen_errors = tuple(errors)
+        if errors:
+            raise BindError("; ".join(errors))
+        for host, port in self.addresses:
+            log.info("listening on http://%s:%d", host, port)
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()  # stops the listeners, then drains
+            self._runner = None
+        self._sites = []
+        await self._client.close()
+
+    # --- requests ------------------------------------------------------------------------
+
+    def _compile(self, config: Config) -> RoutingTable:
+        return compile_table(config, self._make_handler)
+
+    def _make_handler(self, site: Site, route: Route | None) -> Handler:
+        return compose((), Forwarder(self._client, site, route))
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.monotonic()
+        table = self._table
+        headers = request.headers
+        # Not request.host: without a Host header it falls back to a DNS lookup.
+        host = normalize_host(headers.get("Host", ""))
+        peer = request.remote or ""
+        trusted = bool(self._trusted) and _in_networks(peer, self._trusted)
+        client = _client_ip(peer, headers.get("X-Forwarded-For", ""), self._trusted) if trusted else peer
+        ex = Exchange(request, client, host, trusted)
+        response: web.StreamResponse | None = None
+        try:
+            compiled = table.lookup(host)
+            if compiled is None:
+                response = error_page(404, request)
+            else:
+                ex.site = compiled.site.name
+                response = await compiled.route_for(request.path).handler(ex)
+            return response
+        except Exception as e:  # never a stack trace to the client
+            log.exception("error handling %s %s", request.method, request.raw_path)
+            ex.error = f"internal error: {type(e).__name__}"
+            if response is None or not response.prepared:
+                response = error_page(502, request)
+            return response
+        finally:
+            self._publish(ex, response, started)
+
+    def _publish(self, ex: Exchange, response: web.StreamResponse | None, started: float) -> None:
+        duration = time.monotonic() - started
+        request = ex.request
+        status = response.status if response is not None else 0
+        out = ex.bytes_out
+        if out is None:
+            body = getattr(response, "body", None)
+            out = len(body) if isinstance(body, bytes) else 0
+        self.bus.publish(
+            RequestCompleted(
+                time=self.clock() - duration,
+                client=ex.client,
+                site=ex.site,
+                host=ex.host,
+                method=request.method,
+                path=request.raw_path,
+                status=status,
+                bytes_in=ex.bytes_in,
+                bytes_out=out,
+                duration=duration,
+                upstream=ex.upstream,
+                cache=ex.cache,
+                error=ex.error,
+            )
+        )
+
+
+def _listen_set(server: ServerSettings) -> tuple[tuple[str, int], ...]:
+    return tuple((host, server.http_port) for host in server.listen)
+
+
+def _networks(server: ServerSettings) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in server.trusted_proxies)
+
+
+def _in_networks(addr: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in n for n in networks)
+
+
+def _client_ip(peer: str, xff: str, trusted: tuple[Network, ...]) -> str:
+    """The first address from the right of X-Forwarded-For that is not a trusted proxy."""
+    hops = [h.strip() for h in xff.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _in_networks(hop, trusted):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer  # garbage in the header: fall back to what we know
+    return hops[0] if hops else peer

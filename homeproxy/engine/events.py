@@ -1,0 +1,146 @@
+"""Events and the `EventBus` that fans them out.
+
+Events are frozen, slotted dataclasses of primitives with past-tense names.
+The bus never makes the proxy wait: `publish()` appends to one bounded queue
+per subscriber (dropping the oldest event and counting the drop when full).
+Subscribers drain their queue in batches, either themselves (the TUI, on a
+timer) or through a `Consumer` thread that calls a handler; a handler that
+raises is logged and detached, never able to hurt the proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCompleted:
+    """One finished request (or WebSocket session), as the proxy saw it."""
+
+    time: float
+    """Wall-clock time the request started (seconds since the epoch)."""
+    client: str
+    """The client's IP (from the socket, or from X-Forwarded-For of a trusted proxy)."""
+    site: str
+    """Name of the site that answered, or "" for an unknown host."""
+    host: str
+    """The Host the client asked for (port removed, lower case)."""
+    method: str
+    path: str
+    """The request target as sent (path and query)."""
+    status: int
+    bytes_in: int
+    """Request body bytes read from the client."""
+    bytes_out: int
+    """Response body bytes written to the client."""
+    duration: float
+    """Seconds from the request's arrival to its last byte."""
+    upstream: str
+    """The upstream URL used, or "" when none was contacted."""
+    cache: str = ""
+    """Cache status (HIT, MISS, ...); "" while no cache is on the path."""
+    error: str = ""
+    """What went wrong, if anything (e.g. "upstream unreachable")."""
+
+
+Event = RequestCompleted
+
+
+class Subscription:
+    """A bounded queue of events for one subscriber."""
+
+    def __init__(self, name: str, maxlen: int) -> None:
+        self.name = name
+        self.maxlen = maxlen
+        self.dropped = 0
+        """Events lost because the subscriber fell behind."""
+        self._queue: deque[Event] = deque(maxlen=maxlen)
+
+    def put(self, event: Event) -> None:
+        # deque.append is atomic under the GIL; with maxlen it drops the oldest.
+        if len(self._queue) >= self.maxlen:
+            self.dropped += 1
+        self._queue.append(event)
+
+    def drain(self) -> list[Event]:
+        """Take every queued event, oldest first."""
+        out: list[Event] = []
+        pop = self._queue.popleft
+        try:
+            while True:
+                out.append(pop())
+        except IndexError:
+            return out
+
+
+class EventBus:
+    """Fans events out to subscribers without blocking the publisher."""
+
+    def __init__(self) -> None:
+        self._subs: tuple[Subscription, ...] = ()
+        self._lock = threading.Lock()
+
+    def subscribe(self, name: str, maxlen: int = 10_000) -> Subscription:
+        """A new subscription receiving every event published from now on."""
+        sub = Subscription(name, maxlen)
+        with self._lock:
+            self._subs = (*self._subs, sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            self._subs = tuple(s for s in self._subs if s is not sub)
+
+    def publish(self, event: Event) -> None:
+        """Queue `event` for every subscriber. Never blocks, never raises."""
+        for sub in self._subs:
+            sub.put(event)
+
+
+class Consumer:
+    """A daemon thread that hands a subscription's events to `handler` in batches."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        name: str,
+        handler: Callable[[Sequence[Event]], None],
+        *,
+        interval: float = 0.1,
+        maxlen: int = 10_000,
+    ) -> None:
+        self.bus = bus
+        self.handler = handler
+        self.interval = interval
+        self.subscription = bus.subscribe(name, maxlen)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"homeproxy-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after handing over what is queued."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            stopping = self._stop.wait(self.interval)
+            batch = self.subscription.drain()
+            if batch:
+                try:
+                    self.handler(batch)
+                except Exception:
+                    log.exception("event subscriber %s failed and was detached", self.subscription.name)
+                    self.bus.unsubscribe(self.subscription)
+                    return
+            if stopping:
+                return

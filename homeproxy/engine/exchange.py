@@ -1,0 +1,27 @@
+"""`Exchange`: one request's state as it travels the chain (what ends up in its event)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+
+@dataclass(slots=True)
+class Exchange:
+    """The request plus what the proxy learns while handling it."""
+
+    request: web.BaseRequest
+    client: str
+    """The client IP used for logging and access rules."""
+    host: str
+    """Normalised Host: lower case, no port."""
+    trusted_peer: bool = False
+    """The socket peer is a configured trusted proxy (its X-Forwarded-* are believed)."""
+    site: str = ""
+    upstream: str = ""
+    bytes_in: int = 0
+    bytes_out: int | None = None
+    """Body bytes written by a streamed response; None lets the engine take the body's length."""
+    cache: str = ""
+    error: str = ""

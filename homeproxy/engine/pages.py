@@ -1,0 +1,52 @@
+"""homeproxy's own small responses: 400, 404, 502, 504.
+
+They say what happened and what to check, in plain words, and reveal nothing
+about the configured sites or the upstream addresses (those are in the access
+log and the TUI, for the owner).
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from aiohttp import web
+
+_TITLES = {
+    400: "Bad Request",
+    404: "Not Found",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+_TEXT = {
+    400: "The request could not be understood.",
+    404: "There is no site at this address.",
+    502: "The service behind this address could not be reached. It may be down or restarting; try again shortly.",
+    503: "The service behind this address is not available right now.",
+    504: "The service behind this address took too long to answer.",
+}
+
+_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>{status} {title}</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36em;margin:15vh auto;padding:0 1em;color:#333}}
+h1{{font-size:1.4em}}small{{color:#888}}</style></head>
+<body><h1>{status} {title}</h1><p>{text}</p><p><small>homeproxy</small></p></body></html>
+"""
+
+
+def error_page(status: int, request: web.BaseRequest | None = None) -> web.Response:
+    """A complete response for `status`: HTML for browsers, plain text otherwise."""
+    title = _TITLES.get(status, "Error")
+    text = _TEXT.get(status, title)
+    accept = request.headers.get("Accept", "") if request is not None else ""
+    if "text/html" in accept:
+        body = _HTML.format(status=status, title=escape(title), text=escape(text))
+        content_type = "text/html"
+    else:
+        body = f"{status} {title}\n{text}\n"
+        content_type = "text/plain"
+    resp = web.Response(status=status, text=body, content_type=content_type)
+    resp.headers["Cache-Control"] = "no-store"
+    return resp

@@ -1,0 +1,97 @@
+"""The compiled, immutable routing table: host -> site -> path route -> handler.
+
+Built once per `Engine.apply()` (never per request) and swapped in whole, so a
+request in flight finishes on the table it started with.
+
+Host matching is case-insensitive and ignores the port. Exact names win over
+wildcards; `*.example.lan` matches any name ending in `.example.lan` (one or
+more labels, not `example.lan` itself), the longest wildcard first. Inside a
+site the longest matching path prefix wins; `/api/` also matches `/api`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from homeproxy.config.model import Config, Route, Site
+from homeproxy.engine.chain import Handler
+
+HandlerFactory = Callable[[Site, Route | None], Handler]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A path prefix of a site and the chain that serves it."""
+
+    prefix: str
+    """"" for the site's default route."""
+    handler: Handler
+
+    def matches(self, path: str) -> bool:
+        p = self.prefix
+        return not p or path.startswith(p) or (p.endswith("/") and path == p[:-1])
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSite:
+    """A site with its routes, longest prefix first and the default route last."""
+
+    site: Site
+    routes: tuple[CompiledRoute, ...]
+
+    def route_for(self, path: str) -> CompiledRoute:
+        for route in self.routes:
+            if route.matches(path):
+                return route
+        return self.routes[-1]
+
+
+def normalize_host(raw: str) -> str:
+    """`"Plex.Home.Arpa:8080"` -> `"plex.home.arpa"`; `"[::1]:80"` -> `"[::1]"`."""
+    host = raw.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        host = name
+    return host.rstrip(".")
+
+
+class RoutingTable:
+    """Host -> `CompiledSite` lookups."""
+
+    def __init__(self, sites: Iterable[CompiledSite]) -> None:
+        self.exact: dict[str, CompiledSite] = {}
+        wildcards: list[tuple[str, CompiledSite]] = []
+        for cs in sites:
+            for host in cs.site.hosts:
+                if host.startswith("*."):
+                    wildcards.append((host[1:], cs))  # ".example.lan"
+                else:
+                    self.exact[host] = cs
+        self.wildcards = tuple(sorted(wildcards, key=lambda w: -len(w[0])))
+
+    def lookup(self, host: str) -> CompiledSite | None:
+        """The site for a normalised host name, or None."""
+        cs = self.exact.get(host)
+        if cs is not None:
+            return cs
+        for suffix, cs in self.wildcards:
+            if host.endswith(suffix):
+                return cs
+        return None
+
+
+def compile_table(config: Config, make_handler: HandlerFactory) -> RoutingTable:
+    """Compile the enabled sites of `config`."""
+    compiled = []
+    for site in config.sites:
+        if not site.enabled:
+            continue
+        routes = [CompiledRoute(r.path, make_handler(site, r)) for r in site.routes]
+        routes.sort(key=lambda r: -len(r.prefix))
+        routes.append(CompiledRoute("", make_handler(site, None)))
+        compiled.append(CompiledSite(site, tuple(routes)))
+    return RoutingTable(compiled)

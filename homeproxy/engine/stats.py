@@ -1,0 +1,130 @@
+"""`Stats`: per-site counters, latency percentiles and per-second rates.
+
+A bus subscriber (`Stats.record` takes a batch). Everything is bounded:
+latencies are a window of the most recent requests per site, rates a ring of
+the last `history` seconds. Reads (`snapshot()`) are safe from any thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from homeproxy.engine.events import RequestCompleted
+
+TOTAL = "*"
+"""The key of the all-sites totals in a snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class SiteStats:
+    """A point-in-time view of one site's numbers (or the totals)."""
+
+    requests: int
+    status: tuple[int, int, int, int, int]
+    """Counts of 1xx, 2xx, 3xx, 4xx and 5xx responses."""
+    bytes_in: int
+    bytes_out: int
+    p50: float
+    p95: float
+    p99: float
+    """Latency percentiles in seconds over the recent window (0 when empty)."""
+    rate: tuple[int, ...]
+    """Requests per second, oldest first, one per second of history, ending with the last full second."""
+
+    @property
+    def errors(self) -> int:
+        """5xx responses."""
+        return self.status[4]
+
+    @property
+    def rps(self) -> float:
+        """Average requests per second over the last 5 full seconds."""
+        recent = self.rate[-5:]
+        return sum(recent) / len(recent) if recent else 0.0
+
+
+class _Counter:
+    __slots__ = ("requests", "status", "bytes_in", "bytes_out", "latencies", "slots", "slot_secs")
+
+    def __init__(self, history: int, window: int) -> None:
+        self.requests = 0
+        self.status = [0, 0, 0, 0, 0]
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.latencies: deque[float] = deque(maxlen=window)
+        self.slots = [0] * history
+        self.slot_secs = [-1] * history
+
+    def add(self, ev: RequestCompleted) -> None:
+        self.requests += 1
+        cls = ev.status // 100
+        if 1 <= cls <= 5:
+            self.status[cls - 1] += 1
+        self.bytes_in += ev.bytes_in
+        self.bytes_out += ev.bytes_out
+        self.latencies.append(ev.duration)
+        sec = int(ev.time + ev.duration)  # counted when it finished
+        i = sec % len(self.slots)
+        if self.slot_secs[i] != sec:
+            self.slot_secs[i] = sec
+            self.slots[i] = 0
+        self.slots[i] += 1
+
+    def view(self, now: float) -> SiteStats:
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> float:
+            return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else 0.0
+
+        n = len(self.slots)
+        last = int(now) - 1
+        rate = tuple(
+            self.slots[s % n] if self.slot_secs[s % n] == s else 0 for s in range(last - n + 1, last + 1)
+        )
+        return SiteStats(
+            self.requests, (*self.status,), self.bytes_in, self.bytes_out,  # type: ignore[arg-type]
+            pct(0.50), pct(0.95), pct(0.99), rate,
+        )
+
+
+class Stats:
+    """Per-site and total request statistics fed by the event bus."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, history: int = 300, window: int = 4096) -> None:
+        self._clock = clock
+        self._history = history
+        self._window = window
+        self._lock = threading.Lock()
+        self._sites: dict[str, _Counter] = {}
+        self.started = clock()
+
+    def record(self, batch: Sequence[RequestCompleted]) -> None:
+        """Add a batch of finished requests."""
+        with self._lock:
+            total = self._counter(TOTAL)
+            for ev in batch:
+                total.add(ev)
+                self._counter(ev.site).add(ev)
+
+    def _counter(self, site: str) -> _Counter:
+        c = self._sites.get(site)
+        if c is None:
+            c = self._sites[site] = _Counter(self._history, self._window)
+        return c
+
+    def snapshot(self) -> dict[str, SiteStats]:
+        """Every site's numbers plus the totals under `TOTAL` ("" is unknown hosts)."""
+        now = self._clock()
+        with self._lock:
+            views = {name: c.view(now) for name, c in self._sites.items()}
+        if TOTAL not in views:
+            views[TOTAL] = _Counter(self._history, 1).view(now)
+        return views
+
+    def site(self, name: str) -> SiteStats:
+        """One site's numbers (zeros if it has seen no request)."""
+        return self.snapshot().get(name) or _Counter(self._history, 1).view(self._clock())

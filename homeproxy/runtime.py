@@ -1,0 +1,79 @@
+"""`Runtime`: the one factory that wires a running homeproxy together.
+
+config file -> `ConfigStore` -> `Engine.apply()`; engine -> `EventBus` ->
+`Stats`, `AccessLog` (each drained by its own `Consumer` thread) and, when
+the TUI runs, its own subscription. `homeproxy serve`, the TUI and the tests
+all build this same object.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from homeproxy import paths
+from homeproxy.config import Config, ConfigStore
+from homeproxy.engine import AccessLog, Consumer, Engine, EventBus, Stats
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Store, engine, bus and subscribers, started and stopped together."""
+
+    def __init__(
+        self,
+        config_path: Path | str | None = None,
+        *,
+        log_dir: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config_path = Path(config_path) if config_path else paths.default_config_path()
+        self.clock = clock
+        self.bus = EventBus()
+        self.stats = Stats(clock=clock)
+        self.store = ConfigStore(self.config_path, applier=self._apply)
+        self.access_log = AccessLog(log_dir or paths.log_dir())
+        self.engine: Engine | None = None
+        self._consumers: list[Consumer] = []
+
+    def start(self, *, watch: bool = True) -> Config:
+        """Load (or create) the config, start the engine and the subscribers.
+
+        Raises `ConfigInvalid` if the file is invalid (nothing is started then).
+        Listeners that fail to bind are reported in `engine.listen_errors`.
+        """
+        config = self.store.load()
+        self._configure_log(config)
+        self._consumers = [
+            Consumer(self.bus, "stats", self.stats.record),
+            Consumer(self.bus, "access-log", self.access_log.write, interval=0.25),
+        ]
+        for c in self._consumers:
+            c.start()
+        self.engine = Engine(config, self.bus, clock=self.clock)
+        self.engine.start()
+        if watch:
+            self.store.watch()
+        return config
+
+    def _apply(self, config: Config) -> None:
+        """The store's applier: the engine first (it may refuse), then the log settings."""
+        if self.engine is not None:
+            self.engine.apply(config)
+        self._configure_log(config)
+
+    def _configure_log(self, config: Config) -> None:
+        lg = config.logging
+        self.access_log.configure(enabled=lg.access_log, max_bytes=lg.max_bytes, keep_files=lg.keep_files)
+
+    def stop(self) -> None:
+        """Stop watching, drain and stop the engine, flush the subscribers."""
+        self.store.stop_watching()
+        if self.engine is not None:
+            self.engine.stop()
+        for c in self._consumers:
+            c.stop()
+        self.access_log.close()
