@@ -1,0 +1,226 @@
+"""The `homeproxy` command: the TUI, `serve`, `check`.
+
+    homeproxy                     open the terminal UI (the proxy runs inside it)
+    homeproxy serve               run the proxy headless (systemd), logging to stderr
+    homeproxy check               validate a config file and exit 0 or 1
+
+`--config PATH` works before or after the subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from homeproxy import __version__, paths
+from homeproxy.config import ConfigChanged, ConfigEvent, ConfigInvalid, ConfigRejected, ConfigStore
+from homeproxy.config.load import parse_config
+
+log = logging.getLogger("homeproxy")
+
+DESCRIPTION = """\
+homeproxy is a reverse proxy for the home lab. Put your services (Home Assistant,
+Plex, Nextcloud, ...) behind one address and reach each by its own host name.
+
+Sites live in a TOML config file. With no file, homeproxy writes a commented
+default one and listens on port 8080. Edit the file (changes apply within
+seconds, an invalid edit is reported and ignored) or use the TUI.
+"""
+
+EPILOG = f"""\
+examples:
+  homeproxy                         open the TUI with the default config
+  homeproxy serve                   run headless (systemd: assets/homeproxy.service)
+  homeproxy check --config my.toml  validate a config file
+  kill -HUP <pid>                   make `homeproxy serve` re-read its config
+
+default config file: {paths.default_config_path()}
+access log:          {paths.log_dir() / "access.log"}
+"""
+
+
+def _add_config_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="PATH",
+        type=Path,
+        default=default,
+        help="config file to use (default: %s)" % paths.default_config_path(),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="homeproxy",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"homeproxy {__version__}")
+    _add_config_option(parser, None)
+    parser.set_defaults(command="tui")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    tui = sub.add_parser("tui", help="open the terminal UI (the default)", description="Open the terminal UI.")
+    serve = sub.add_parser(
+        "serve",
+        help="run the proxy without the UI (for systemd)",
+        description="Run the proxy headless, logging to stderr. SIGTERM or SIGINT drains in-flight requests "
+        "(up to server.drain_timeout) and exits 0; SIGHUP re-reads the config file.",
+    )
+    check = sub.add_parser(
+        "check",
+        help="validate a config file and exit 0 (valid) or 1 (errors)",
+        description="Validate a config file. Prints every error with its line and key; exits 0 or 1.",
+    )
+    for p, name in ((tui, "tui"), (serve, "serve"), (check, "check")):
+        # SUPPRESS: a --config given before the subcommand is not overwritten by this default.
+        _add_config_option(p, argparse.SUPPRESS)
+        p.set_defaults(command=name)
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override logging.level")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config_path: Path = args.config or paths.default_config_path()
+    if args.command == "check":
+        return cmd_check(config_path)
+    if args.command == "serve":
+        return cmd_serve(config_path, args.log_level)
+    return cmd_tui(config_path)
+
+
+def cmd_check(path: Path) -> int:
+    """Validate `path`; print every error. 0 if valid."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        print(f"{path}: cannot read: {e.strerror or e}", file=sys.stderr)
+        return 1
+    try:
+        config = parse_config(text, str(path))
+    except ConfigInvalid as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        n = len(e.errors)
+        print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return 1
+    print(f"{path}: ok, {len(config.sites)} site{'s' if len(config.sites) != 1 else ''}")
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def cmd_serve(path: Path, level: str | None) -> int:
+    """Run headless until SIGTERM/SIGINT; SIGHUP reloads."""
+    from homeproxy.runtime import Runtime
+
+    _setup_logging(level or _peek_level(path))
+    runtime = Runtime(path)
+    try:
+        runtime.start()
+    except ConfigInvalid as e:
+        for err in e.errors:
+            log.error("%s", err)
+        log.error("not starting: fix the config (`homeproxy check --config %s`)", path)
+        return 1
+    except OSError as e:
+        log.error("cannot read or create %s: %s", path, e.strerror or e)
+        return 1
+    assert runtime.engine is not None
+    if runtime.store.created:
+        log.info("no config file found: wrote a commented default to %s", path)
+    if runtime.engine.listen_errors:
+        for err in runtime.engine.listen_errors:
+            log.error("%s", err)
+        runtime.stop()
+        return 1
+    config = runtime.store.config
+    log.info("homeproxy %s serving %d site(s) from %s", __version__, len(config.sites), path)
+
+    def on_config(event: ConfigEvent) -> None:
+        if isinstance(event, ConfigChanged):
+            log.info("config applied (%s): %d site(s)", event.source, len(event.config.sites))
+        elif isinstance(event, ConfigRejected):
+            log.error("config file rejected; still serving the last good config")
+
+    runtime.store.subscribe(on_config)
+    stop = threading.Event()
+    reload = threading.Event()
+
+    def on_stop(signum: int, _frame: object) -> None:
+        log.info("%s: draining in-flight requests, then exiting", signal.Signals(signum).name)
+        stop.set()
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        reload.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+    while not stop.wait(0.2):
+        if reload.is_set():
+            reload.clear()
+            log.info("SIGHUP: re-reading %s", path)
+            if not runtime.store.reload() and not runtime.store.last_errors:
+                log.info("config unchanged")
+    runtime.stop()
+    log.info("stopped")
+    return 0
+
+
+def _peek_level(path: Path) -> str:
+    try:
+        return ConfigStore(path).load(create=False).logging.level
+    except (OSError, ConfigInvalid):
+        return "info"
+
+
+def cmd_tui(path: Path) -> int:
+    """Start the engine and open the TUI; quitting stops the engine."""
+    from homeproxy.runtime import Runtime
+    from homeproxy.tui.app import HomeproxyApp
+
+    log_file = paths.log_dir() / "homeproxy.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    # The screen belongs to the TUI: the process log goes to a file.
+    logging.basicConfig(
+        level=logging.INFO,
+        filename=log_file,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    runtime = Runtime(path)
+    try:
+        runtime.start()
+    except ConfigInvalid as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        print(f"\nhomeproxy did not start: fix {path} (`homeproxy check --config {path}`).", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"cannot read or create {path}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    try:
+        HomeproxyApp(runtime).run()
+    finally:
+        runtime.stop()
+    if runtime.store.created:
+        print(f"homeproxy wrote a commented default config to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

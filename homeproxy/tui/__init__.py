@@ -1,0 +1,1 @@
+"""The Textual front end. Sees the engine only through `homeproxy.engine` and the config through `ConfigStore`."""
