@@ -51,7 +51,7 @@ def _add_config_option(parser: argparse.ArgumentParser, default: object) -> None
         metavar="PATH",
         type=Path,
         default=default,
-        help="config file to use (default: %s)" % paths.default_config_path(),
+        help=f"config file to use (default: {paths.default_config_path()})",
     )
 
 

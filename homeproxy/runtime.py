@@ -35,7 +35,8 @@ class Runtime:
         self.bus = EventBus()
         self.stats = Stats(clock=clock)
         self.store = ConfigStore(self.config_path, applier=self._apply)
-        self.access_log = AccessLog(log_dir or paths.log_dir())
+        self.log_dir = log_dir or paths.log_dir()
+        self.access_log = AccessLog(self.log_dir / "access.log")
         self.engine: Engine | None = None
         self._consumers: list[Consumer] = []
 
@@ -67,7 +68,8 @@ class Runtime:
 
     def _configure_log(self, config: Config) -> None:
         lg = config.logging
-        self.access_log.configure(enabled=lg.access_log, max_bytes=lg.max_bytes, keep_files=lg.keep_files)
+        path = Path(lg.access_log_path).expanduser() if lg.access_log_path else self.log_dir / "access.log"
+        self.access_log.configure(enabled=lg.access_log, max_bytes=lg.max_bytes, keep_files=lg.keep_files, path=path)
 
     def stop(self) -> None:
         """Stop watching, drain and stop the engine, flush the subscribers."""

@@ -175,7 +175,7 @@ def _cidr(v: Any) -> str:
 def _listen(v: Any) -> str:
     s = _str(v).strip()
     if not s:
-        raise ValueError("expected an address such as \"0.0.0.0\", \"::\" or \"127.0.0.1\"")
+        raise ValueError('expected an address such as "0.0.0.0", "::" or "127.0.0.1"')
     return s
 
 
@@ -209,8 +209,20 @@ SERVER_KEYS: Schema = {
     "trusted_proxies": _list_of(_cidr, "networks"),
     "drain_timeout": _duration,
 }
+
+
+def _access_log(v: Any) -> tuple[bool, str]:
+    """`true` | `false` | `"off"` | a file path -> (enabled, path)."""
+    if isinstance(v, bool):
+        return v, ""
+    if isinstance(v, str) and v.strip():
+        s = v.strip()
+        return (False, "") if s.lower() == "off" else (True, s)
+    raise ValueError(f'expected true, false, "off" or a file path, got {_show(v)}')
+
+
 LOGGING_KEYS: Schema = {
-    "access_log": _bool,
+    "access_log": _access_log,
     "max_bytes": _size,
     "keep_files": _count,
     "level": _level,
@@ -284,7 +296,10 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
         if key not in TOP_KEYS:
             c.unknown((key,), key, TOP_KEYS)
     server = ServerSettings(**c.table(data.get("server", {}), ("server",), SERVER_KEYS))
-    logging = LoggingSettings(**c.table(data.get("logging", {}), ("logging",), LOGGING_KEYS))
+    log_values = c.table(data.get("logging", {}), ("logging",), LOGGING_KEYS)
+    if "access_log" in log_values:
+        log_values["access_log"], log_values["access_log_path"] = log_values["access_log"]
+    logging = LoggingSettings(**log_values)
 
     raw_sites = data.get("sites", [])
     sites: list[Site] = []
@@ -388,7 +403,7 @@ def locate_keys(text: str) -> dict[KeyPath, int]:
                 continue
             if m := _KEY.match(line):
                 lines[table + _split_key(m.group(1))] = n
-                line = line[m.end():]
+                line = line[m.end() :]
         depth, in_mstring = _scan_value(line, depth)
     return lines
 
@@ -429,4 +444,3 @@ def _scan_value(s: str, depth: int) -> tuple[int, str | None]:
             depth = max(0, depth - 1)
         i += 1
     return depth, None
-

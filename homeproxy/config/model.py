@@ -39,7 +39,11 @@ class LoggingSettings:
     """The access log (JSON lines in the user log dir) and the process log."""
 
     access_log: bool = True
-    """Write one JSON line per request to `access.log` in the log dir."""
+    """Write one JSON line per request. In the file: `true` (`access.log` in the user log dir),
+    `false` or `"off"`, or a file path (`"/var/log/homeproxy/access.log"`)."""
+
+    access_log_path: str = ""
+    """The access log file when `access_log` names one; "" means `access.log` in the user log dir."""
 
     max_bytes: int = 10 * 1024 * 1024
     """Rotate the access log when it grows past this many bytes."""

@@ -2,7 +2,8 @@
 
 A bus subscriber (run by a `Consumer` thread, never on the proxy's loop).
 `access.log` rolls to `access.log.1` ... `access.log.N` when it passes
-`max_bytes`; the oldest is removed.
+`max_bytes`; the oldest is removed. The file is `access.log` in the user log
+dir unless the config names another.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
@@ -19,29 +20,36 @@ from homeproxy.engine.events import RequestCompleted
 
 
 class AccessLog:
-    """Writes `RequestCompleted` batches as JSON lines to `directory/access.log`."""
+    """Writes `RequestCompleted` batches as JSON lines to `path`."""
 
-    def __init__(self, directory: Path, *, max_bytes: int = 10 * 1024 * 1024, keep_files: int = 7) -> None:
-        self.path = Path(directory) / "access.log"
+    def __init__(self, path: Path, *, max_bytes: int = 10 * 1024 * 1024, keep_files: int = 7) -> None:
+        self.path = Path(path)
         self.max_bytes = max_bytes
         self.keep_files = keep_files
         self.enabled = True
         self._file: IO[str] | None = None
+        self._reopen = False
 
-    def configure(self, *, enabled: bool, max_bytes: int, keep_files: int) -> None:
+    def configure(self, *, enabled: bool, max_bytes: int, keep_files: int, path: Path | None = None) -> None:
         """Take new settings (from a config change); applied at the next batch."""
         self.enabled, self.max_bytes, self.keep_files = enabled, max_bytes, keep_files
+        if path is not None and Path(path) != self.path:
+            self.path = Path(path)
+            self._reopen = True
 
     def write(self, batch: Sequence[RequestCompleted]) -> None:
         """Append a batch; rotate first if the file is full."""
         if not self.enabled:
             self.close()
             return
+        if self._reopen:
+            self.close()
+            self._reopen = False
         f = self._open()
         lines = []
         for ev in batch:
             record = asdict(ev)
-            record["time"] = datetime.fromtimestamp(ev.time, timezone.utc).isoformat(timespec="milliseconds")
+            record["time"] = datetime.fromtimestamp(ev.time, UTC).isoformat(timespec="milliseconds")
             record["duration_ms"] = round(record.pop("duration") * 1000, 3)
             lines.append(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
         f.write("\n".join(lines) + "\n")

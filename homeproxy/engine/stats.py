@@ -48,7 +48,7 @@ class SiteStats:
 
 
 class _Counter:
-    __slots__ = ("requests", "status", "bytes_in", "bytes_out", "latencies", "slots", "slot_secs")
+    __slots__ = ("bytes_in", "bytes_out", "latencies", "requests", "slot_secs", "slots", "status")
 
     def __init__(self, history: int, window: int) -> None:
         self.requests = 0
@@ -82,12 +82,16 @@ class _Counter:
 
         n = len(self.slots)
         last = int(now) - 1
-        rate = tuple(
-            self.slots[s % n] if self.slot_secs[s % n] == s else 0 for s in range(last - n + 1, last + 1)
-        )
+        rate = tuple(self.slots[s % n] if self.slot_secs[s % n] == s else 0 for s in range(last - n + 1, last + 1))
         return SiteStats(
-            self.requests, (*self.status,), self.bytes_in, self.bytes_out,  # type: ignore[arg-type]
-            pct(0.50), pct(0.95), pct(0.99), rate,
+            self.requests,
+            (*self.status,),
+            self.bytes_in,
+            self.bytes_out,  # type: ignore[arg-type]
+            pct(0.50),
+            pct(0.95),
+            pct(0.99),
+            rate,
         )
 
 

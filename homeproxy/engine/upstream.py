@@ -33,8 +33,16 @@ log = logging.getLogger(__name__)
 #: RFC 9110 section 7.6.1, plus the non-standard Proxy-Connection.
 HOP_BY_HOP = frozenset(
     {
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-        "te", "trailer", "trailers", "transfer-encoding", "upgrade",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
     }
 )
 #: Request headers that homeproxy sets itself (the client's copies are not passed on as they are).
@@ -97,9 +105,7 @@ class Forwarder:
         urls = route.upstreams if route is not None else site.upstreams
         self.upstreams = tuple(URL(u) for u in urls)
         self._next = itertools.cycle(range(len(self.upstreams)))
-        self.timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=site.connect_timeout, sock_read=site.read_timeout
-        )
+        self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=site.connect_timeout, sock_read=site.read_timeout)
 
     async def __call__(self, ex: Exchange) -> web.StreamResponse:
         request = ex.request
@@ -127,7 +133,7 @@ class Forwarder:
                     ex.error = f"upstream unreachable: {e.os_error.strerror or e}"
                     return error_page(502, request)
                 continue
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 ex.error = "upstream timed out before answering"
                 return error_page(504, request)
             except aiohttp.ClientError as e:
@@ -141,7 +147,7 @@ class Forwarder:
         if self.prefix:
             cut = self.prefix.rstrip("/")
             if target.startswith(cut):
-                target = target[len(cut):]
+                target = target[len(cut) :]
             if not target.startswith("/"):
                 target = "/" + target
         return URL(str(base) + target, encoded=True)
@@ -181,7 +187,7 @@ class Forwarder:
                     await response.write(chunk)
             await response.write_eof()
             return response
-        except (asyncio.TimeoutError, aiohttp.ClientError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             # The status line is gone already: cut the connection so the client
             # sees a truncated body instead of a clean (and wrong) end.
             ex.error = f"upstream failed mid-response: {type(e).__name__}"
@@ -217,7 +223,7 @@ class Forwarder:
         except aiohttp.WSServerHandshakeError as e:
             ex.error = f"upstream refused the WebSocket: {e.status}"
             return error_page(502, request) if e.status < 400 else web.Response(status=e.status)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             ex.error = "upstream timed out before answering"
             return error_page(504, request)
         except aiohttp.ClientError as e:

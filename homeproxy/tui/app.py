@@ -100,8 +100,12 @@ class HomeproxyApp(App[None]):
         elif isinstance(event, ConfigRejected):
             first = str(event.errors[0]) if event.errors else "invalid config"
             more = f" (+{len(event.errors) - 1} more)" if len(event.errors) > 1 else ""
-            self.notify(Text(first + more).markup, title="Config file rejected; still serving the last good one",
-                        severity="error", timeout=10)
+            self.notify(
+                Text(first + more).markup,
+                title="Config file rejected; still serving the last good one",
+                severity="error",
+                timeout=10,
+            )
             self._show_engine()
 
     # --- rendering -----------------------------------------------------------------------
@@ -115,8 +119,15 @@ class HomeproxyApp(App[None]):
                 name, Text(_hosts(site.hosts)), Text(", ".join(site.upstreams)), "0", "0.0", "0", key=site.name
             )
         if not config.sites:
-            table.add_row(Text("No sites yet: add a [[sites]] table to the config file", style="italic"),
-                          "", "", "", "", "", key="")
+            table.add_row(
+                Text("No sites yet: add a [[sites]] table to the config file", style="italic"),
+                "",
+                "",
+                "",
+                "",
+                "",
+                key="",
+            )
         self._refresh_numbers()
 
     def _show_engine(self) -> None:
@@ -140,12 +151,18 @@ class HomeproxyApp(App[None]):
         counter = self.query_one("#counter", Static)
         counter.update(
             Text.assemble(
-                ("Requests ", "bold"), f"{total.requests:,}",
-                ("   req/s ", "bold"), f"{total.rps:,.1f}",
-                ("   5xx ", "bold"), f"{total.errors:,}",
-                ("   in ", "bold"), _size(total.bytes_in),
-                ("   out ", "bold"), _size(total.bytes_out),
-                ("   p95 ", "bold"), f"{total.p95 * 1000:,.1f} ms",
+                ("Requests ", "bold"),
+                f"{total.requests:,}",
+                ("   req/s ", "bold"),
+                f"{total.rps:,.1f}",
+                ("   5xx ", "bold"),
+                f"{total.errors:,}",
+                ("   in ", "bold"),
+                _size(total.bytes_in),
+                ("   out ", "bold"),
+                _size(total.bytes_out),
+                ("   p95 ", "bold"),
+                f"{total.p95 * 1000:,.1f} ms",
             )
         )
 
@@ -165,9 +182,8 @@ class HomeproxyApp(App[None]):
 
     def action_reload(self) -> None:
         """Re-read the config file now (it is also watched)."""
-        if not self.runtime.store.reload():
-            if not self.runtime.store.last_errors:
-                self.notify("The config file has not changed.", title="Config")
+        if not self.runtime.store.reload() and not self.runtime.store.last_errors:
+            self.notify("The config file has not changed.", title="Config")
 
     async def action_quit(self) -> None:
         self.runtime.bus.unsubscribe(self._subscription)
@@ -180,4 +196,3 @@ def _size(n: int) -> str:
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return f"{n} B"
-

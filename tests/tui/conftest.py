@@ -1,0 +1,66 @@
+"""TUI fixtures: a real Runtime (engine on loopback) and a real backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from homeproxy.runtime import Runtime
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[int]:
+    """A real aiohttp backend on 127.0.0.1; yields its port."""
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"hello from backend {request.path}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield site.port
+    await runner.cleanup()
+
+
+def write_config(path: Path, backend_port: int, *, listen: str = "127.0.0.1", port: int = 0) -> None:
+    path.write_text(
+        f"""# my homelab
+[server]
+listen = ["{listen}"]
+http_port = {port}
+
+[logging]
+access_log = false
+
+# the file server in the closet
+[[sites]]
+name = "files"
+hosts = ["files.home.arpa"]
+upstreams = ["http://127.0.0.1:{backend_port}"]
+""",
+        encoding="utf-8",
+    )
+
+
+@pytest.fixture
+async def runtime(tmp_path: Path, backend: int) -> AsyncIterator[Runtime]:
+    """A started Runtime whose one site points at `backend`."""
+    path = tmp_path / "config.toml"
+    write_config(path, backend)
+    rt = Runtime(path, log_dir=tmp_path / "log")
+    await asyncio.to_thread(rt.start)
+    yield rt
+    await asyncio.to_thread(rt.stop)
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path

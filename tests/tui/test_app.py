@@ -1,0 +1,78 @@
+"""The small TUI, driven through Pilot against a real engine and backend."""
+
+from __future__ import annotations
+
+import aiohttp
+from textual.widgets import DataTable, Static
+
+from homeproxy.runtime import Runtime
+from homeproxy.tui.app import HomeproxyApp
+from tests.waiting import wait_for
+
+
+def _cell(app: HomeproxyApp, row: str, column: str) -> str:
+    return str(app.query_one("#sites", DataTable).get_cell(row, column))
+
+
+def _text(app: HomeproxyApp, selector: str) -> str:
+    return str(app.query_one(selector, Static).render())
+
+
+async def test_shows_sites_and_counts_real_requests(runtime: Runtime) -> None:
+    assert runtime.engine is not None
+    port = runtime.engine.addresses[0][1]
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 30)) as pilot:
+        assert _cell(app, "files", "hosts") == "files.home.arpa"
+        assert f"http://127.0.0.1:{port}" in _text(app, "#engine-status")
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):
+                async with http.get(f"http://127.0.0.1:{port}/x", headers={"Host": "files.home.arpa"}) as r:
+                    assert r.status == 200
+                    assert await r.text() == "hello from backend /x"
+        await wait_for(lambda: app.requests_seen == 3, description="3 requests in the TUI")
+        await wait_for(lambda: "Requests 3" in _text(app, "#counter"), description="counter shows 3")
+        await pilot.pause()
+
+
+async def test_hand_edit_appears_and_bad_edit_shows_banner(runtime: Runtime, backend: int) -> None:
+    app = HomeproxyApp(runtime)
+    path = runtime.config_path
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.query_one("#sites", DataTable)
+        path.write_text(
+            path.read_text()
+            + f'\n[[sites]]\nname = "media"\nhosts = ["media.home.arpa"]\nupstreams = ["http://127.0.0.1:{backend}"]\n'
+        )
+        await wait_for(lambda: table.row_count == 2, description="the new site in the table")
+        assert _cell(app, "media", "upstreams") == f"http://127.0.0.1:{backend}"
+
+        path.write_text(path.read_text().replace('name = "media"', 'name = "media"\nwebsokets = true'))
+        banner = app.query_one("#banner", Static)
+        await wait_for(lambda: banner.has_class("-visible"), description="the error banner")
+        assert "websokets" in _text(app, "#banner") and 'did you mean "websockets"' in _text(app, "#banner")
+        assert ":17:" in _text(app, "#banner")  # the line of the bad key
+        assert table.row_count == 2  # still the last good config
+        await pilot.pause()
+
+
+async def test_network_text_is_not_markup(runtime: Runtime) -> None:
+    """A site name that looks like markup is shown literally (it could come from mDNS later)."""
+    site = runtime.store.config.sites[0]
+    from dataclasses import replace
+
+    runtime.store.update_site(site.name, replace(site, name="[red]x[/red] [@click=app.quit]"))
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 30)) as pilot:
+        assert _cell(app, "[red]x[/red] [@click=app.quit]", "name") == "[red]x[/red] [@click=app.quit]"
+        await pilot.click("#sites")
+        assert app.is_running
+
+
+async def test_q_quits_and_runtime_stops(runtime: Runtime) -> None:
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("q")
+        await wait_for(lambda: not app.is_running, description="the app to exit")
+    runtime.stop()
+    assert runtime.engine is not None and not runtime.engine.running
