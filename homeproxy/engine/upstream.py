@@ -187,14 +187,15 @@ class Forwarder:
                     await response.write(chunk)
             await response.write_eof()
             return response
-        except (TimeoutError, aiohttp.ClientError) as e:
-            # The status line is gone already: cut the connection so the client
-            # sees a truncated body instead of a clean (and wrong) end.
-            ex.error = f"upstream failed mid-response: {type(e).__name__}"
-            _abort(request)
-            return response
-        except ConnectionResetError:
-            ex.error = "client went away"
+        except (TimeoutError, ConnectionResetError, aiohttp.ClientError) as e:
+            transport = request.transport
+            if isinstance(e, ConnectionResetError) and (transport is None or transport.is_closing()):
+                ex.error = "client went away"
+            else:
+                # The status line is gone already: cut the connection so the client
+                # sees a truncated body instead of a clean (and wrong) end.
+                ex.error = f"upstream failed mid-response: {type(e).__name__}"
+                _abort(request)
             return response
         finally:
             upstream.close() if ex.error else upstream.release()

@@ -70,6 +70,12 @@ class HomeproxyApp(App[None]):
         self.runtime.store.subscribe(self._on_config_event)
         self._show_config(self.runtime.store.config)
         self._show_engine()
+        if self.runtime.store.created:
+            self.notify(
+                Text(f"No config file was found, so homeproxy wrote a commented one to {self.runtime.config_path}").markup,
+                title="Welcome",
+                timeout=15,
+            )
         self.set_interval(0.1, self._pump)
         self.set_interval(1.0, self._refresh_numbers)
 
