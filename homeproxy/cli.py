@@ -144,8 +144,8 @@ def cmd_serve(path: Path, level: str | None) -> int:
     if runtime.store.created:
         log.info("no config file found: wrote a commented default to %s", path)
     if runtime.engine.listen_errors:
-        for err in runtime.engine.listen_errors:
-            log.error("%s", err)
+        for reason in runtime.engine.listen_errors:
+            log.error("%s", reason)
         runtime.stop()
         return 1
     config = runtime.store.config

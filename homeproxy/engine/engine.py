@@ -89,7 +89,7 @@ class Engine:
     @property
     def addresses(self) -> tuple[tuple[str, int], ...]:
         """(host, port) of every open listener, ports as bound (port 0 resolved)."""
-        return tuple((s._host or "", s.port) for s in self._sites)  # type: ignore[misc]
+        return tuple((s._host or "", s.port) for s in self._sites)
 
     @property
     def running(self) -> bool:

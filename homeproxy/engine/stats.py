@@ -85,9 +85,9 @@ class _Counter:
         rate = tuple(self.slots[s % n] if self.slot_secs[s % n] == s else 0 for s in range(last - n + 1, last + 1))
         return SiteStats(
             self.requests,
-            (*self.status,),
+            (self.status[0], self.status[1], self.status[2], self.status[3], self.status[4]),
             self.bytes_in,
-            self.bytes_out,  # type: ignore[arg-type]
+            self.bytes_out,
             pct(0.50),
             pct(0.95),
             pct(0.99),

@@ -165,8 +165,10 @@ class Forwarder:
         peer = request.remote or ""
         xff = src.get("X-Forwarded-For") if ex.trusted_peer else None
         headers["X-Forwarded-For"] = f"{xff}, {peer}" if xff else peer
-        headers["X-Forwarded-Proto"] = (ex.trusted_peer and src.get("X-Forwarded-Proto")) or request.scheme
-        headers["X-Forwarded-Host"] = (ex.trusted_peer and src.get("X-Forwarded-Host")) or src.get("Host", "")
+        proto = src.get("X-Forwarded-Proto") if ex.trusted_peer else None
+        fwd_host = src.get("X-Forwarded-Host") if ex.trusted_peer else None
+        headers["X-Forwarded-Proto"] = proto or request.scheme
+        headers["X-Forwarded-Host"] = fwd_host or src.get("Host") or ""
         headers["X-Real-IP"] = ex.client
         return headers
 
