@@ -55,6 +55,7 @@ class HomeproxyApp(App[None]):
             yield Static(id="engine-status")
             yield Static(id="banner")
             yield DataTable(id="sites", cursor_type="row", zebra_stripes=True)
+            yield Static(id="empty")
             yield Static(id="counter")
         yield Footer()
 
@@ -124,16 +125,16 @@ class HomeproxyApp(App[None]):
             table.add_row(
                 name, Text(_hosts(site.hosts)), Text(", ".join(site.upstreams)), "0", "0.0", "0", key=site.name
             )
-        if not config.sites:
-            table.add_row(
-                Text("No sites yet: add a [[sites]] table to the config file", style="italic"),
-                "",
-                "",
-                "",
-                "",
-                "",
-                key="",
+        empty = self.query_one("#empty", Static)
+        empty.update(
+            Text.assemble(
+                ("No sites yet.\n\n", "bold"),
+                "Add a [[sites]] table to ",
+                (str(self.runtime.config_path), "bold"),
+                " (the file has a commented example). It is applied as soon as you save.",
             )
+        )
+        self.set_class(not config.sites, "-no-sites")
         self._refresh_numbers()
 
     def _show_engine(self) -> None:
