@@ -28,8 +28,9 @@ homeproxy is a reverse proxy for the home lab. Put your services (Home Assistant
 Plex, Nextcloud, ...) behind one address and reach each by its own host name.
 
 Sites live in a TOML config file. With no file, homeproxy writes a commented
-default one and listens on port 8080. Edit the file (changes apply within
-seconds, an invalid edit is reported and ignored) or use the TUI.
+default one and listens on port 8080. Edit the file: changes apply within
+seconds, and an invalid edit is reported and ignored. The TUI shows the sites
+and the live traffic.
 """
 
 EPILOG = f"""\
@@ -129,7 +130,7 @@ def cmd_serve(path: Path, level: str | None) -> int:
     from homeproxy.runtime import Runtime
 
     _setup_logging(level or _peek_level(path))
-    runtime = Runtime(path)
+    runtime = Runtime(path, log_level=level)
     try:
         runtime.start()
     except ConfigInvalid as e:
@@ -175,7 +176,7 @@ def cmd_serve(path: Path, level: str | None) -> int:
         if reload.is_set():
             reload.clear()
             log.info("SIGHUP: re-reading %s", path)
-            if not runtime.store.reload() and not runtime.store.last_errors:
+            if not runtime.store.reload(force=True) and not runtime.store.last_errors:
                 log.info("config unchanged")
     runtime.stop()
     log.info("stopped")

@@ -28,10 +28,13 @@ class Runtime:
         config_path: Path | str | None = None,
         *,
         log_dir: Path | None = None,
+        log_level: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config_path = Path(config_path) if config_path else paths.default_config_path()
         self.clock = clock
+        self.log_level = log_level
+        """A level that overrides `logging.level` (from `serve --log-level`)."""
         self.bus = EventBus()
         self.stats = Stats(clock=clock)
         self.store = ConfigStore(self.config_path, applier=self._apply)
@@ -68,6 +71,7 @@ class Runtime:
 
     def _configure_log(self, config: Config) -> None:
         lg = config.logging
+        logging.getLogger("homeproxy").setLevel((self.log_level or lg.level).upper())
         path = Path(lg.access_log_path).expanduser() if lg.access_log_path else self.log_dir / "access.log"
         self.access_log.configure(enabled=lg.access_log, max_bytes=lg.max_bytes, keep_files=lg.keep_files, path=path)
 

@@ -84,9 +84,9 @@ def _str(v: Any) -> str:
 
 def _port(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"expected a port number (1-65535), got {_show(v)}")
+        raise ValueError(f"expected a port number (1-65535, or 0 for any free port), got {_show(v)}")
     if not 0 <= v <= 65535:
-        raise ValueError(f"port {int(v)} is out of range: expected 1-65535 (0 picks a free port)")
+        raise ValueError(f"port {int(v)} is out of range: expected 1-65535 (or 0 for any free port)")
     return int(v)
 
 
@@ -113,7 +113,7 @@ def _size(v: Any) -> int:
     """`1048576`, `"10MiB"`, `"500KB"` -> bytes."""
     if isinstance(v, int) and not isinstance(v, bool) and v > 0:
         return int(v)
-    if isinstance(v, str) and (m := _SIZE.match(v)):
+    if isinstance(v, str) and (m := _SIZE.match(v)) and int(m.group(1)) > 0:
         return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
     raise ValueError(f'expected a size such as 1048576, "512KiB" or "10MiB", got {_show(v)}')
 
@@ -295,7 +295,13 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
     for key in data:
         if key not in TOP_KEYS:
             c.unknown((key,), key, TOP_KEYS)
-    server = ServerSettings(**c.table(data.get("server", {}), ("server",), SERVER_KEYS))
+    server_values = c.table(data.get("server", {}), ("server",), SERVER_KEYS)
+    listen = server_values.get("listen")
+    if listen is not None and not listen:
+        c.error(("server", "listen"), 'expected at least one address, such as "0.0.0.0"')
+    elif listen is not None and len(set(listen)) != len(listen):
+        c.error(("server", "listen"), "an address is listed twice")
+    server = ServerSettings(**server_values)
     log_values = c.table(data.get("logging", {}), ("logging",), LOGGING_KEYS)
     if "access_log" in log_values:
         log_values["access_log"], log_values["access_log_path"] = log_values["access_log"]
@@ -316,6 +322,10 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
             rpath = path + ("routes", j)
             rv = c.table(raw_route, rpath, ROUTE_KEYS, required=("path", "upstreams"))
             if "path" in rv and "upstreams" in rv:
+                if any(r.path == rv["path"] for r in routes):
+                    c.error(rpath + ("path",), f'path "{rv["path"]}" already has a route in this site')
+                if not rv["upstreams"]:
+                    c.error(rpath + ("upstreams",), "a route needs at least one upstream URL")
                 routes.append(Route(**rv))
         if isinstance(raw, Mapping) and "routes" in raw and not isinstance(raw["routes"], list):
             c.error(path + ("routes",), "expected an array of tables ([[sites.routes]])")
@@ -327,7 +337,10 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
                 c.error(path + ("name",), f'site name "{name}" is already used by sites[{names[name]}]')
             else:
                 names[name] = i
-        for host in values.get("hosts", ()):
+        hosts = values.get("hosts", ())
+        if len(set(hosts)) != len(hosts):
+            c.error(path + ("hosts",), "a host name is listed twice")
+        for host in hosts:
             if host in owners and owners[host][0] != i:
                 j, other = owners[host]
                 c.error(path + ("hosts",), f'host "{host}" is already claimed by site "{other}" (sites[{j}])')

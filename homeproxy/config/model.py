@@ -95,7 +95,7 @@ class Site:
     """Send the client's Host header upstream; false sends the upstream's own host."""
 
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    """Seconds to wait for a TCP connection to an upstream (then 502)."""
+    """Seconds to wait for a TCP connection to an upstream (then 504; a refused connection is 502)."""
 
     read_timeout: float = DEFAULT_READ_TIMEOUT
     """Seconds to wait for upstream data, between reads (then 504)."""

@@ -20,9 +20,9 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import MISSING, dataclass, fields
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -213,8 +213,10 @@ class ConfigStore:
     def remove_site(self, name: str) -> Config:
         """Delete the site called `name`."""
         with self.edit() as doc:
-            sites = doc["sites"]
-            index = next(i for i, t in enumerate(sites) if t.get("name") == name)
+            sites = doc.get("sites", [])
+            index = next((i for i, t in enumerate(sites) if t.get("name") == name), None)
+            if index is None:
+                raise KeyError(f'no site named "{name}"')
             del sites[index]
         return self.config
 
@@ -236,27 +238,29 @@ class ConfigStore:
             return
         d = backups_dir(self.path)
         d.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        # Microseconds keep names unique and make name order the time order.
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         target = d / f"{self.path.stem}-{stamp}{self.path.suffix}"
-        n = 1
-        while target.exists():
-            n += 1
-            target = d / f"{self.path.stem}-{stamp}-{n}{self.path.suffix}"
         atomic_write(target, self.path.read_text(encoding="utf-8"), mode=self.path.stat().st_mode & 0o777)
         for old in self.backups()[: -self.keep_backups or None]:
             old.unlink(missing_ok=True)
 
     # --- outside edits -----------------------------------------------------------------
 
-    def reload(self) -> bool:
-        """Re-read the file if its content changed; apply it if valid. True if a new config is in force."""
+    def reload(self, *, force: bool = False) -> bool:
+        """Re-read the file if its content changed; apply it if valid. True if a new config is in force.
+
+        `force` retries content that was already seen and rejected (SIGHUP, the TUI's reload key):
+        a config refused because its port was busy may apply now.
+        """
         with self._lock:
             try:
                 data = self.path.read_bytes()
             except OSError as e:
                 return self._reject([ConfigError(str(self.path), None, "", f"cannot read the file: {e}")], None)
             digest = hashlib.sha256(data).digest()
-            if digest == self._fingerprint:
+            unchanged = digest == self._fingerprint
+            if unchanged and not (force and self.last_errors):
                 return False
             try:
                 text = data.decode("utf-8")

@@ -151,7 +151,7 @@ class Engine:
         )
         await self._runner.setup()
         try:
-            await self._bind(self._config.server)
+            await self._bind(self._config.server, initial=True)
         except BindError as e:
             log.error("%s", e)
 
@@ -165,8 +165,12 @@ class Engine:
         # The swap: a request reads self._table once when it arrives.
         self._config, self._table, self._trusted = config, table, _networks(config.server)
 
-    async def _bind(self, server: ServerSettings) -> None:
-        """Open listeners for `server`; on failure restore the old ones and raise `BindError`."""
+    async def _bind(self, server: ServerSettings, *, initial: bool = False) -> None:
+        """Open listeners for `server`; on failure restore the old ones and raise `BindError`.
+
+        At start (`initial`) there is nothing to restore: the listeners that did open stay
+        open (the config is in force) and the others are reported in `listen_errors`.
+        """
         assert self._runner is not None
         old = self._sites
         for site in old:  # release the ports first: the new set usually reuses them
@@ -180,7 +184,7 @@ class Engine:
                 new.append(site)
             except OSError as e:
                 errors.append(explain_bind_error(host, port, e))
-        if errors and old and not self.listen_errors:
+        if errors and not initial:
             for site in new:
                 await site.stop()
             restored = []
@@ -232,7 +236,8 @@ class Engine:
                 response = error_page(404, request)
             else:
                 ex.site = compiled.site.name
-                response = await compiled.route_for(request.path).handler(ex)
+                # The raw (still percent-encoded) path: the same one strip_prefix cuts.
+                response = await compiled.route_for(request.rel_url.raw_path).handler(ex)
             return response
         except Exception as e:  # never a stack trace to the client
             log.exception("error handling %s %s", request.method, request.raw_path)

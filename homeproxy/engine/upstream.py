@@ -214,15 +214,9 @@ class Forwarder:
         for name in _WS_HANDSHAKE:
             headers.popall(name, None)
         try:
-            upstream = await self.client.session.ws_connect(
-                url,
-                headers=headers,
-                protocols=protocols,
-                autoping=True,
-                compress=0,
-                max_msg_size=0,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
-            )
+            # aiohttp's handshake has no timeout of its own: bound it by the site's.
+            async with asyncio.timeout(self.site.connect_timeout + self.site.read_timeout):
+                upstream = await self._ws_connect(url, headers, protocols)
         except aiohttp.WSServerHandshakeError as e:
             ex.error = f"upstream refused the WebSocket: {e.status}"
             return error_page(502, request) if e.status < 400 else web.Response(status=e.status)
@@ -243,6 +237,19 @@ class Forwarder:
             await upstream.close()
             await client.close()
         return client
+
+    async def _ws_connect(
+        self, url: URL, headers: CIMultiDict[str], protocols: tuple[str, ...]
+    ) -> aiohttp.ClientWebSocketResponse:
+        return await self.client.session.ws_connect(
+            url,
+            headers=headers,
+            protocols=protocols,
+            autoping=True,
+            compress=0,
+            max_msg_size=0,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
+        )
 
 
 async def _pump(src: Any, dst: Any, ex: Exchange, *, inbound: bool) -> None:

@@ -12,7 +12,7 @@ The app does no I/O in `__init__` and never pokes the engine: it reads
 from __future__ import annotations
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -73,7 +73,9 @@ class HomeproxyApp(App[None]):
         self._show_engine()
         if self.runtime.store.created:
             self.notify(
-                Text(f"No config file was found, so homeproxy wrote a commented one to {self.runtime.config_path}").markup,
+                Text(
+                    f"No config file was found, so homeproxy wrote a commented one to {self.runtime.config_path}"
+                ).markup,
                 title="Welcome",
                 timeout=15,
             )
@@ -187,10 +189,11 @@ class HomeproxyApp(App[None]):
 
     # --- actions -------------------------------------------------------------------------
 
+    @work(thread=True, exclusive=True, group="reload")
     def action_reload(self) -> None:
-        """Re-read the config file now (it is also watched)."""
-        if not self.runtime.store.reload() and not self.runtime.store.last_errors:
-            self.notify("The config file has not changed.", title="Config")
+        """Re-read the config file now (it is also watched). In a thread: applying may wait on the engine."""
+        if not self.runtime.store.reload(force=True) and not self.runtime.store.last_errors:
+            self.call_from_thread(self.notify, "The config file has not changed.", title="Config")
 
     async def action_quit(self) -> None:
         self.runtime.bus.unsubscribe(self._subscription)

@@ -76,3 +76,13 @@ async def test_q_quits_and_runtime_stops(runtime: Runtime) -> None:
         await wait_for(lambda: not app.is_running, description="the app to exit")
     runtime.stop()
     assert runtime.engine is not None and not runtime.engine.running
+
+
+async def test_r_reloads_without_blocking_and_says_when_nothing_changed(runtime: Runtime) -> None:
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("r")
+        await wait_for(
+            lambda: any("has not changed" in str(n.message) for n in app._notifications),
+            description="the 'not changed' toast",
+        )
