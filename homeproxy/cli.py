@@ -19,7 +19,7 @@ from pathlib import Path
 
 from homeproxy import __version__, paths
 from homeproxy.config import ConfigChanged, ConfigEvent, ConfigInvalid, ConfigRejected, ConfigStore
-from homeproxy.config.load import parse_config
+from homeproxy.config.load import decode_config, parse_config
 
 log = logging.getLogger("homeproxy")
 
@@ -100,12 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_check(path: Path) -> int:
     """Validate `path`; print every error. 0 if valid."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as e:
         print(f"{path}: cannot read: {e.strerror or e}", file=sys.stderr)
         return 1
     try:
-        config = parse_config(text, str(path))
+        config = parse_config(decode_config(data, str(path)), str(path))
     except ConfigInvalid as e:
         for err in e.errors:
             print(err, file=sys.stderr)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import re
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +106,8 @@ def _duration(v: Any) -> float:
         secs = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
     else:
         raise ValueError(f'expected a duration such as 10, "500ms", "30s" or "2m", got {_show(v)}')
+    if not math.isfinite(secs):
+        raise ValueError(f"expected a finite duration, got {_show(v)}")
     if secs <= 0:
         raise ValueError(f"expected a duration above zero, got {_show(v)}")
     return secs
@@ -318,7 +322,10 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
         path: KeyPath = ("sites", i)
         values = c.table(raw, path, SITE_KEYS, required=("name", "hosts", "upstreams"))
         routes: list[Route] = []
-        for j, raw_route in enumerate(values.pop("routes", None) or []):
+        raw_routes = values.pop("routes", None) or []
+        if not isinstance(raw_routes, list):
+            raw_routes = []  # reported below
+        for j, raw_route in enumerate(raw_routes):
             rpath = path + ("routes", j)
             rv = c.table(raw_route, rpath, ROUTE_KEYS, required=("path", "upstreams"))
             if "path" in rv and "upstreams" in rv:
@@ -356,15 +363,44 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
     return Config(server=server, logging=logging, sites=tuple(sites))
 
 
+def decode_config(data: bytes, file: str = "<config>") -> str:
+    """The file's bytes as text; TOML is UTF-8, anything else is a `ConfigInvalid` naming the line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigInvalid(
+            [ConfigError(file, line, "", f"not UTF-8 text (byte 0x{data[e.start]:02x}): save the file as UTF-8")]
+        ) from None
+
+
 def parse_config(text: str, file: str = "<config>") -> Config:
     """Parse TOML text and build the model, or raise `ConfigInvalid` with every error."""
     try:
         doc = tomlkit.parse(text)
-    except tomlkit.exceptions.ParseError as e:
-        # tomlkit's message ends with " at line L col C"; keep only the first part.
-        msg = re.sub(r" at line \d+ col \d+$", "", str(e))
-        raise ConfigInvalid([ConfigError(file, e.line, "", f"malformed TOML: {msg} (column {e.col})")]) from None
+    except tomlkit.exceptions.TOMLKitError as e:
+        raise ConfigInvalid([_malformed(text, file, e)]) from None
     return build_config(doc.unwrap(), file, locate_keys(text))
+
+
+def _malformed(text: str, file: str, err: Exception) -> ConfigError:
+    """The clearest report of a TOML syntax error.
+
+    tomlkit's `KeyAlreadyPresent` carries no line, and its other messages can be
+    cryptic; the standard library's parser always knows the line. Use its line,
+    and whichever message says more.
+    """
+    line: int | None = getattr(err, "line", None)
+    msg = re.sub(r" at line \d+ col \d+$", "", str(err))
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"^(.*) \((?:at line (\d+), column (\d+)|at end of document)\)$", str(e))
+        if m:
+            line = int(m.group(2)) if m.group(2) else len(text.splitlines()) or 1
+            if not isinstance(err, tomlkit.exceptions.KeyAlreadyPresent):
+                msg = m.group(1) + (f" (column {m.group(3)})" if m.group(3) else " (at the end of the file)")
+    return ConfigError(file, line, "", f"malformed TOML: {msg}")
 
 
 # --- where each key is: a light line scanner over the TOML text ----------------------
@@ -393,8 +429,12 @@ def locate_keys(text: str) -> dict[KeyPath, int]:
     for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if in_mstring:
-            if in_mstring in line:
-                in_mstring = None
+            end = line.find(in_mstring)
+            if end < 0:
+                continue
+            # The rest of the closing line may still close brackets: `"""], more = 1`.
+            line, in_mstring = line[end + 3 :], None
+            depth, in_mstring = _scan_value(line, depth)
             continue
         if depth == 0 and line and not line.startswith("#"):
             if m := _HEADER.match(line):

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-from tomlkit.items import Table
+from tomlkit.items import AoT, Array, Comment, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
-from homeproxy.config.load import ConfigError, ConfigInvalid, parse_config
+from homeproxy.config.load import ConfigError, ConfigInvalid, decode_config, parse_config
 from homeproxy.config.model import Config, Route, Site
 from homeproxy.paths import backups_dir
 
@@ -84,11 +84,16 @@ def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    # The rename is done: the new file is in place. Flushing the directory makes the
+    # rename itself durable; if that fails the save still happened, so it is only logged.
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        log.warning("could not flush directory %s after saving %s: %s", path.parent, path.name, e)
 
 
 class ConfigStore:
@@ -120,7 +125,7 @@ class ConfigStore:
                 atomic_write(self.path, default_config_text())
                 self.created = True
             data = self.path.read_bytes()
-            text = data.decode("utf-8")
+            text = decode_config(data, str(self.path))
             config = parse_config(text, str(self.path))
             self._document = tomlkit.parse(text)
             self._config = config
@@ -217,7 +222,7 @@ class ConfigStore:
             index = next((i for i, t in enumerate(sites) if t.get("name") == name), None)
             if index is None:
                 raise KeyError(f'no site named "{name}"')
-            del sites[index]
+            _remove_table(doc, sites, index)
         return self.config
 
     def set_site_option(self, name: str, key: str, value: Any) -> Config:
@@ -263,14 +268,12 @@ class ConfigStore:
             if unchanged and not (force and self.last_errors):
                 return False
             try:
-                text = data.decode("utf-8")
+                text = decode_config(data, str(self.path))
                 config = parse_config(text, str(self.path))
                 if self.applier is not None:
                     self.applier(config)
             except ConfigInvalid as e:
                 return self._reject(list(e.errors), digest)
-            except UnicodeDecodeError as e:
-                return self._reject([ConfigError(str(self.path), None, "", f"not UTF-8 text: {e}")], digest)
             except Exception as e:  # the applier refused (e.g. a port could not be bound)
                 return self._reject([ConfigError(str(self.path), None, "", f"could not apply: {e}")], digest)
             self._document = tomlkit.parse(text)
@@ -337,9 +340,20 @@ def _model_site(config: Config, name: str) -> Site:
     return site
 
 
+def _duration_text(secs: float) -> str | float:
+    """Seconds as people write them ("30s", "500ms", "1.5s"), exactly; else a plain number."""
+    if secs.is_integer():
+        return f"{int(secs)}s"
+    ms = secs * 1000
+    if secs < 1 and ms.is_integer():
+        return f"{int(ms)}ms"
+    text = repr(secs)
+    return f"{text}s" if "e" not in text else secs
+
+
 def _toml_value(key: str, value: Any) -> Any:
     if key.endswith("timeout") and isinstance(value, float):
-        return f"{value:g}s" if value >= 1 else f"{value * 1000:g}ms"
+        return _duration_text(value)
     if isinstance(value, tuple) and value and isinstance(value[0], Route):
         aot = tomlkit.aot()
         for r in value:
@@ -350,11 +364,77 @@ def _toml_value(key: str, value: Any) -> Any:
     return value
 
 
+def _trailing_start(table: Table) -> int:
+    """Index in `table`'s body where its trailing comments and blank lines start.
+
+    tomlkit files the comments above a `[[sites]]` heading under the table
+    before it; edits must keep them where the user sees them, above the heading.
+    """
+    body = table.value.body
+    i = len(body)
+    while i > 0 and body[i - 1][0] is None and isinstance(body[i - 1][1], (Comment, Whitespace)):
+        i -= 1
+    return i
+
+
 def _set_key(table: Table, key: str, value: Any) -> None:
+    """Set one key, keeping comments: an existing array is edited in place, a new key
+    goes after the table's last key (not under the next table's heading comment)."""
     if key == "routes" and not value:
         table.pop("routes", None)
         return
-    table[key] = _toml_value(key, value)
+    new = _toml_value(key, value)
+    old = table.get(key)
+    if isinstance(old, Array) and isinstance(new, list) and not isinstance(new, AoT):
+        for i in reversed(range(len(old))):
+            if old[i] not in new:
+                del old[i]
+        for v in new:
+            if v not in old:
+                old.append(v)
+        if list(old) == new:
+            return
+    at = _trailing_start(table)
+    if key in table or key == "routes" or at >= len(table.value.body):
+        table[key] = new
+        return
+    table.value._insert_at(at, key, tomlkit.item(new))
+
+
+def _remove_table(doc: TOMLDocument, sites: AoT, index: int) -> None:
+    """Delete `sites[index]`, moving the comments that head the next table (or end the
+    file), which tomlkit keeps inside the deleted one, to where they belong."""
+    table = sites[index]
+    start = _trailing_start(table)
+    carried = table.value.body[start:]
+    # The blank lines that separated the deleted table from what follows go with it.
+    while carried and isinstance(carried[0][1], Whitespace):
+        carried = carried[1:]
+    del table.value.body[start:]
+    del sites[index]
+    if not carried:
+        return
+    if index > 0:
+        target = sites[index - 1].value
+        for _, item in carried:
+            target.append(None, item)
+    elif not len(sites):
+        for _, item in carried:
+            doc.append(None, item)
+    else:
+        # They head what is now the first table: put them in the document, above the array.
+        body = doc.body
+        pos = next(i for i, (k, v) in enumerate(body) if v is sites)
+        for n, (_, item) in enumerate(carried):
+            body.insert(pos + n, (None, item))
+        shift = len(carried)
+        # tomlkit's key -> body index map must follow the insertion.
+        for k, v in doc._map.items():
+            doc._map[k] = (
+                tuple(i + shift if i >= pos else i for i in v)
+                if isinstance(v, tuple)
+                else (v + shift if v >= pos else v)
+            )
 
 
 def _non_default(obj: Any) -> Iterator[tuple[str, Any]]:
