@@ -60,7 +60,8 @@ class AccessLog:
     def _open(self) -> IO[str]:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across batches
+            # backslashreplace: a header with bytes that are not UTF-8 must not stop the log.
+            self._file = open(self.path, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
         return self._file
 
     def _rotate(self) -> None:
@@ -73,6 +74,11 @@ class AccessLog:
             if older.exists():
                 os.replace(older, self.path.with_name(f"{self.path.name}.{n + 1}"))
         os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        # keep_files may have been lowered: drop what is now beyond it.
+        for old in self.path.parent.glob(f"{self.path.name}.*"):
+            suffix = old.name[len(self.path.name) + 1 :]
+            if suffix.isdigit() and int(suffix) > self.keep_files:
+                old.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._file is not None:

@@ -21,8 +21,10 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from homeproxy.config.model import Config, Route, ServerSettings, Site
 from homeproxy.engine.chain import Handler, compose
@@ -30,12 +32,27 @@ from homeproxy.engine.events import EventBus, RequestCompleted
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.pages import error_page
 from homeproxy.engine.routing import RoutingTable, compile_table, normalize_host
-from homeproxy.engine.upstream import Forwarder, UpstreamClient
+from homeproxy.engine.upstream import CLIENT_CLOSED, Forwarder, UpstreamClient, client_gone, forwarded_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class _QuietBadRequests(logging.Filter):
+    """aiohttp logs every malformed request at ERROR with a traceback. On a proxy facing
+    the LAN (or the internet) that is noise anyone can produce: keep one DEBUG line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            log.debug("malformed request answered with 400: %s", exc)
+            return False
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_QuietBadRequests())
 
 
 class BindError(OSError):
@@ -75,6 +92,7 @@ class Engine:
         self._runner: web.ServerRunner | None = None
         self._sites: list[web.TCPSite] = []
         self._bound: tuple[tuple[str, int], ...] = ()
+        self._in_flight: set[asyncio.Task[Any]] = set()
         self.listen_errors: tuple[str, ...] = ()
         """Why listeners could not be opened (empty when all are up)."""
         self.started_at: float | None = None
@@ -206,7 +224,15 @@ class Engine:
 
     async def _stop(self) -> None:
         if self._runner is not None:
-            await self._runner.cleanup()  # stops the listeners, then drains
+            # cleanup() stops the listeners, then waits for in-flight requests. aiohttp waits up
+            # to the drain timeout and then as long again for handlers it cannot cancel; we
+            # cancel what is left ourselves once the drain timeout is up.
+            cleanup = asyncio.ensure_future(self._runner.cleanup())
+            done, _ = await asyncio.wait({cleanup}, timeout=self._config.server.drain_timeout + 0.5)
+            if not done:
+                for task in list(self._in_flight):
+                    task.cancel()
+            await cleanup
             self._runner = None
         self._sites = []
         await self._client.close()
@@ -224,12 +250,19 @@ class Engine:
         table = self._table
         headers = request.headers
         # Not request.host: without a Host header it falls back to a DNS lookup.
-        host = normalize_host(headers.get("Host", ""))
+        target = request.raw_path
+        if target.startswith("/"):
+            host = normalize_host(headers.get("Host", ""))
+        else:  # absolute-form: the target's authority wins over Host (RFC 9112 section 3.2.2)
+            host = normalize_host(urlsplit(target).netloc.rpartition("@")[2])
         peer = request.remote or ""
         trusted = bool(self._trusted) and _in_networks(peer, self._trusted)
-        client = _client_ip(peer, headers.get("X-Forwarded-For", ""), self._trusted) if trusted else peer
+        client = _client_ip(peer, forwarded_for(headers), self._trusted) if trusted else peer
         ex = Exchange(request, client, host, trusted)
         response: web.StreamResponse | None = None
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
         try:
             compiled = table.lookup(host)
             if compiled is None:
@@ -239,6 +272,12 @@ class Engine:
                 # The raw (still percent-encoded) path: the same one strip_prefix cuts.
                 response = await compiled.route_for(request.rel_url.raw_path).handler(ex)
             return response
+        except ConnectionError:
+            if not client_gone(request):
+                raise
+            ex.error = "client went away"
+            response = web.Response(status=CLIENT_CLOSED)
+            return response
         except Exception as e:  # never a stack trace to the client
             log.exception("error handling %s %s", request.method, request.raw_path)
             ex.error = f"internal error: {type(e).__name__}"
@@ -246,6 +285,7 @@ class Engine:
                 response = error_page(502, request)
             return response
         finally:
+            self._in_flight.discard(task)
             self._publish(ex, response, started)
 
     def _publish(self, ex: Exchange, response: web.StreamResponse | None, started: float) -> None:
@@ -255,7 +295,7 @@ class Engine:
         out = ex.bytes_out
         if out is None:
             body = getattr(response, "body", None)
-            out = len(body) if isinstance(body, bytes) else 0
+            out = len(body) if isinstance(body, bytes) and request.method != "HEAD" else 0
         self.bus.publish(
             RequestCompleted(
                 time=self.clock() - duration,

@@ -54,7 +54,7 @@ def normalize_host(raw: str) -> str:
         end = host.find("]")
         return host[: end + 1] if end > 0 else host
     name, sep, port = host.rpartition(":")
-    if sep and port.isdigit():
+    if sep and (port.isdigit() or not port):  # "name:" has an empty port (RFC 3986 section 3.2.3)
         host = name
     return host.rstrip(".")
 

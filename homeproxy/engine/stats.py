@@ -56,8 +56,9 @@ class _Counter:
         self.bytes_in = 0
         self.bytes_out = 0
         self.latencies: deque[float] = deque(maxlen=window)
-        self.slots = [0] * history
-        self.slot_secs = [-1] * history
+        # One slot more than is shown: the second in progress must not reuse the oldest shown one.
+        self.slots = [0] * (history + 1)
+        self.slot_secs = [-1] * (history + 1)
 
     def add(self, ev: RequestCompleted) -> None:
         self.requests += 1
@@ -81,8 +82,9 @@ class _Counter:
             return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else 0.0
 
         n = len(self.slots)
+        shown = n - 1
         last = int(now) - 1
-        rate = tuple(self.slots[s % n] if self.slot_secs[s % n] == s else 0 for s in range(last - n + 1, last + 1))
+        rate = tuple(self.slots[s % n] if self.slot_secs[s % n] == s else 0 for s in range(last - shown + 1, last + 1))
         return SiteStats(
             self.requests,
             (self.status[0], self.status[1], self.status[2], self.status[3], self.status[4]),

@@ -52,6 +52,8 @@ _WS_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
 _NO_BODY_STATUS = frozenset({204, 304})
+#: Recorded (never sent) when the client hung up before it got an answer, as nginx does.
+CLIENT_CLOSED = 499
 _CHUNK = 256 * 1024
 
 
@@ -88,6 +90,11 @@ def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> froz
     """Header names listed in `Connection` (they are hop-by-hop too)."""
     values = headers.getall("Connection", ())
     return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+
+
+def forwarded_for(headers: CIMultiDictProxy[str]) -> str:
+    """X-Forwarded-For as one list, however many header lines carry it (RFC 9110 section 5.3)."""
+    return ", ".join(headers.getall("X-Forwarded-For", ()))
 
 
 def is_websocket_upgrade(request: web.BaseRequest) -> bool:
@@ -136,7 +143,10 @@ class Forwarder:
             except TimeoutError:
                 ex.error = "upstream timed out before answering"
                 return error_page(504, request)
-            except aiohttp.ClientError as e:
+            except (aiohttp.ClientError, ConnectionError) as e:
+                if client_gone(request):  # e.g. an upload abandoned half way
+                    ex.error = "client went away"
+                    return web.Response(status=CLIENT_CLOSED)
                 ex.error = f"upstream failed: {type(e).__name__}: {e}"
                 return error_page(502, request)
             return await self._relay(ex, upstream)
@@ -163,7 +173,7 @@ class Forwarder:
         if not self.site.preserve_host:
             headers["Host"] = base.raw_authority
         peer = request.remote or ""
-        xff = src.get("X-Forwarded-For") if ex.trusted_peer else None
+        xff = forwarded_for(src) if ex.trusted_peer else None
         headers["X-Forwarded-For"] = f"{xff}, {peer}" if xff else peer
         proto = src.get("X-Forwarded-Proto") if ex.trusted_peer else None
         fwd_host = src.get("X-Forwarded-Host") if ex.trusted_peer else None
@@ -189,9 +199,8 @@ class Forwarder:
                     await response.write(chunk)
             await response.write_eof()
             return response
-        except (TimeoutError, ConnectionResetError, aiohttp.ClientError) as e:
-            transport = request.transport
-            if isinstance(e, ConnectionResetError) and (transport is None or transport.is_closing()):
+        except (TimeoutError, ConnectionError, aiohttp.ClientError) as e:
+            if client_gone(request):
                 ex.error = "client went away"
             else:
                 # The status line is gone already: cut the connection so the client
@@ -277,6 +286,12 @@ async def _body(ex: Exchange) -> AsyncIterator[bytes]:
     async for chunk in ex.request.content.iter_chunked(_CHUNK):
         ex.bytes_in += len(chunk)
         yield chunk
+
+
+def client_gone(request: web.BaseRequest) -> bool:
+    """The client's connection is closed or closing."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _abort(request: web.BaseRequest) -> None:
