@@ -55,6 +55,8 @@ _NO_BODY_STATUS = frozenset({204, 304})
 #: Recorded (never sent) when the client hung up before it got an answer, as nginx does.
 CLIENT_CLOSED = 499
 _CHUNK = 256 * 1024
+#: Responses of known length up to this size are sent in one write with their headers.
+_SMALL_BODY = 64 * 1024
 
 
 class UpstreamClient:
@@ -184,13 +186,17 @@ class Forwarder:
 
     async def _relay(self, ex: Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
         request = ex.request
+        length = upstream.content_length
+        if (
+            length is not None
+            and length <= _SMALL_BODY
+            and request.method != "HEAD"
+            and upstream.status not in _NO_BODY_STATUS
+        ):
+            return await self._relay_small(ex, upstream)
         try:
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            drop = HOP_BY_HOP | connection_tokens(upstream.headers)
-            for name, value in upstream.headers.items():
-                if name.lower() not in drop:
-                    response.headers.add(name, value)
-            response.headers.setdefault("Server", "homeproxy")
+            _copy_response_headers(upstream, response)
             await response.prepare(request)
             ex.bytes_out = 0
             if request.method != "HEAD" and upstream.status not in _NO_BODY_STATUS:
@@ -210,6 +216,30 @@ class Forwarder:
             return response
         finally:
             upstream.close() if ex.error else upstream.release()
+
+    async def _relay_small(self, ex: Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        """A small body of known length is read whole and sent with the headers in one write:
+        one system call instead of three for the typical API or page response."""
+        request = ex.request
+        try:
+            body = await upstream.read()
+        except TimeoutError:
+            ex.error = "upstream timed out mid-response"
+            upstream.close()
+            return error_page(504, request)
+        except (ConnectionError, aiohttp.ClientError) as e:
+            upstream.close()
+            if client_gone(request):
+                ex.error = "client went away"
+                return web.Response(status=CLIENT_CLOSED)
+            # Nothing was sent yet: a short or broken body is a clean 502, not a truncated 200.
+            ex.error = f"upstream failed mid-response: {type(e).__name__}"
+            return error_page(502, request)
+        upstream.release()
+        response = web.Response(status=upstream.status, reason=upstream.reason, body=body)
+        _copy_response_headers(upstream, response, skip=("content-length",))
+        ex.bytes_out = len(body)
+        return response
 
     async def _websocket(self, ex: Exchange) -> web.StreamResponse:
         """Relay a WebSocket session: connect upstream first, then accept the client."""
@@ -259,6 +289,17 @@ class Forwarder:
             max_msg_size=0,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
         )
+
+
+def _copy_response_headers(
+    upstream: aiohttp.ClientResponse, response: web.StreamResponse, skip: tuple[str, ...] = ()
+) -> None:
+    drop = HOP_BY_HOP | connection_tokens(upstream.headers) | frozenset(skip)
+    headers = response.headers
+    for name, value in upstream.headers.items():
+        if name.lower() not in drop:
+            headers.add(name, value)
+    headers.setdefault("Server", "homeproxy")
 
 
 async def _pump(src: Any, dst: Any, ex: Exchange, *, inbound: bool) -> None:

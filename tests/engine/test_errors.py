@@ -79,13 +79,13 @@ async def test_upstream_slower_than_read_timeout_is_a_504(
     assert_human_page(got.body, 504, html=True)
 
 
-async def answer_partly(chunked: bool) -> RawCallback:
+async def answer_partly(chunked: bool, length: int = 1_000_000) -> RawCallback:
     async def callback(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         if chunked:
             writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n" + b"x" * 100 + b"\r\n")
         else:
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length + b"x" * 100)
         await writer.drain()
         writer.close()  # dies before the body is complete
 
@@ -107,12 +107,41 @@ async def test_upstream_dying_mid_response_truncates_the_client_response(
     assert (await fetch(session, p, host="ok.lan")).status == 200
 
 
-async def test_upstream_stalling_mid_response_cuts_the_client_off(
+async def test_upstream_dying_in_a_small_body_is_a_clean_502(
+    proxy: StartProxy, raw_backend: StartRawBackend, echo: Backend, session: aiohttp.ClientSession
+) -> None:
+    """A small body of known length is read whole before anything is sent: no truncated 200."""
+    up = await raw_backend(await answer_partly(False, length=1000))
+    p = await proxy(make_config(site("dies", ["dies.lan"], [up.url]), site("ok", ["ok.lan"], [echo.url])))
+
+    got = await fetch(session, p, host="dies.lan")
+    assert got.status == 502
+    assert_human_page(got.body, 502, html=False)
+    assert (await fetch(session, p, host="ok.lan")).status == 200
+
+
+async def test_upstream_stalling_in_a_small_body_is_a_504(
     proxy: StartProxy, backend: StartBackend, session: aiohttp.ClientSession, gate: asyncio.Event
 ) -> None:
     async def stalls(request: web.BaseRequest) -> web.StreamResponse:
         resp = web.StreamResponse()
         resp.content_length = 1000
+        await resp.prepare(request)
+        await resp.write(b"x" * 100)
+        await gate.wait()  # past the read timeout: opened only at teardown
+        return resp
+
+    up = await backend(stalls)
+    p = await proxy(make_config(site("stall", ["stall.lan"], [up.url], read_timeout="200ms")))
+    assert (await fetch(session, p, host="stall.lan")).status == 504
+
+
+async def test_upstream_stalling_mid_response_cuts_the_client_off(
+    proxy: StartProxy, backend: StartBackend, session: aiohttp.ClientSession, gate: asyncio.Event
+) -> None:
+    async def stalls(request: web.BaseRequest) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = 1_000_000  # large: streamed, so the status line goes out first
         await resp.prepare(request)
         await resp.write(b"x" * 100)
         await gate.wait()  # past the read timeout: opened only at teardown
