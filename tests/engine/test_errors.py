@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.engine.conftest import (
     Backend,
+    Handler,
     NamedEcho,
     RawCallback,
     StartBackend,
@@ -120,18 +121,25 @@ async def test_upstream_dying_in_a_small_body_is_a_clean_502(
     assert (await fetch(session, p, host="ok.lan")).status == 200
 
 
+def stalling_after(length: int, gate: asyncio.Event) -> Handler:
+    """A backend that promises `length` bytes, sends 100 and then waits past any read timeout."""
+
+    async def stalls(request: web.BaseRequest) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = length
+        await resp.prepare(request)
+        await resp.write(b"x" * 100)
+        await gate.wait()  # opened only at teardown
+        return resp
+
+    return stalls
+
+
 async def test_upstream_stalling_in_a_small_body_is_a_504(
     proxy: StartProxy, backend: StartBackend, session: aiohttp.ClientSession, gate: asyncio.Event
 ) -> None:
-    async def stalls(request: web.BaseRequest) -> web.StreamResponse:
-        resp = web.StreamResponse()
-        resp.content_length = 1000
-        await resp.prepare(request)
-        await resp.write(b"x" * 100)
-        await gate.wait()  # past the read timeout: opened only at teardown
-        return resp
-
-    up = await backend(stalls)
+    """A small body is read whole before anything is sent, so a stall is still a clean 504."""
+    up = await backend(stalling_after(1000, gate))
     p = await proxy(make_config(site("stall", ["stall.lan"], [up.url], read_timeout="200ms")))
     assert (await fetch(session, p, host="stall.lan")).status == 504
 
@@ -139,15 +147,7 @@ async def test_upstream_stalling_in_a_small_body_is_a_504(
 async def test_upstream_stalling_mid_response_cuts_the_client_off(
     proxy: StartProxy, backend: StartBackend, session: aiohttp.ClientSession, gate: asyncio.Event
 ) -> None:
-    async def stalls(request: web.BaseRequest) -> web.StreamResponse:
-        resp = web.StreamResponse()
-        resp.content_length = 1_000_000  # large: streamed, so the status line goes out first
-        await resp.prepare(request)
-        await resp.write(b"x" * 100)
-        await gate.wait()  # past the read timeout: opened only at teardown
-        return resp
-
-    up = await backend(stalls)
+    up = await backend(stalling_after(1_000_000, gate))  # large: streamed, the status line goes out first
     p = await proxy(make_config(site("stall", ["stall.lan"], [up.url], read_timeout="200ms")))
 
     async with session.get(p.url, headers={"Host": "stall.lan"}) as resp:
