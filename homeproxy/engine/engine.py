@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 
 from homeproxy.config.model import Config, Route, ServerSettings, Site
 from homeproxy.engine.chain import Handler, compose
@@ -40,19 +40,44 @@ T = TypeVar("T")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class _QuietBadRequests(logging.Filter):
-    """aiohttp logs every malformed request at ERROR with a traceback. On a proxy facing
-    the LAN (or the internet) that is noise anyone can produce: keep one DEBUG line."""
+class _Connection(RequestHandler):
+    """aiohttp's per-connection protocol, answering malformed requests homeproxy's way:
+    a plain page that echoes none of the request's bytes, and an event so the access
+    log and the TUI see them too."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            log.debug("malformed request answered with 400: %s", exc)
-            return False
-        return True
+    on_error: Callable[[web.BaseRequest, int, BaseException | None], None]
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # as aiohttp: too late for another response
+            raise ConnectionError("response already started; cannot send an error page")
+        if status >= 500:
+            log.error("error handling a request from %s", request.remote, exc_info=exc)
+        else:
+            log.debug("malformed request from %s: %s", request.remote, exc)
+        response = error_page(status)
+        response.force_close()
+        self.on_error(request, status, exc)
+        return response
 
 
-logging.getLogger("aiohttp.server").addFilter(_QuietBadRequests())
+class _Server(web.Server):
+    """`web.Server` whose connections are `_Connection`s."""
+
+    def __init__(self, handler: Any, on_error: Callable[[web.BaseRequest, int, BaseException | None], None]) -> None:
+        super().__init__(handler, access_log=None, handler_cancellation=False)
+        self._on_error = on_error
+
+    def __call__(self) -> RequestHandler:
+        # None turns aiohttp's own access logging off (homeproxy logs through its bus), as web.Server does.
+        connection = _Connection(self, loop=self._loop, access_log=None)  # type: ignore[arg-type]
+        connection.on_error = self._on_error
+        return connection
 
 
 class BindError(OSError):
@@ -163,7 +188,7 @@ class Engine:
 
     async def _start(self) -> None:
         await self._client.open()
-        server = web.Server(self._handle, access_log=None, handler_cancellation=False)
+        server = _Server(self._handle, self._bad_request)
         self._runner = web.ServerRunner(
             server, handle_signals=False, shutdown_timeout=self._config.server.drain_timeout
         )
@@ -287,6 +312,27 @@ class Engine:
         finally:
             self._in_flight.discard(task)
             self._publish(ex, response, started)
+
+    def _bad_request(self, request: web.BaseRequest, status: int, exc: BaseException | None) -> None:
+        """A request aiohttp could not parse: one event saying what was wrong (first line, bounded).
+        Method and path are unknown: aiohttp gives no parsed request for it."""
+        reason = str(getattr(exc, "message", "") or exc or "").strip().splitlines()
+        self.bus.publish(
+            RequestCompleted(
+                time=self.clock(),
+                client=request.remote or "",
+                site="",
+                host="",
+                method="",
+                path="",
+                status=status,
+                bytes_in=0,
+                bytes_out=0,
+                duration=0.0,
+                upstream="",
+                error=f"malformed request: {reason[0][:200] if reason else status}",
+            )
+        )
 
     def _publish(self, ex: Exchange, response: web.StreamResponse | None, started: float) -> None:
         duration = time.monotonic() - started

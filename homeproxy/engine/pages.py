@@ -8,6 +8,7 @@ log and the TUI, for the owner).
 from __future__ import annotations
 
 from html import escape
+from http import HTTPStatus
 
 from aiohttp import web
 
@@ -36,9 +37,16 @@ h1{{font-size:1.4em}}small{{color:#888}}</style></head>
 """
 
 
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
 def error_page(status: int, request: web.BaseRequest | None = None) -> web.Response:
     """A complete response for `status`: HTML for browsers, plain text otherwise."""
-    title = _TITLES.get(status, "Error")
+    title = _TITLES.get(status) or _phrase(status)
     text = _TEXT.get(status, title)
     accept = request.headers.get("Accept", "") if request is not None else ""
     if "text/html" in accept:

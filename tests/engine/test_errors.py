@@ -361,3 +361,18 @@ async def test_silent_and_half_finished_clients_do_not_block_others(
             assert got.seen.path == f"/after/{i}"
     finally:
         silent.close()
+
+
+async def test_malformed_request_gets_homeproxys_page_and_an_event(proxy: StartProxy) -> None:
+    p = await proxy(make_config())
+    events = record(p)
+
+    resp = await raw_request(p.port, b"GET /secret-token-xyz HTTP/1.1\r\nBad Header: x\r\n\r\n")
+
+    assert resp.status == 400
+    assert b"secret-token-xyz" not in resp.body and b"Bad Header" not in resp.body  # nothing echoed
+    assert b"could not be understood" in resp.body
+    (ev,) = await events.wait(1)
+    assert (ev.status, ev.site, ev.method, ev.path, ev.upstream) == (400, "", "", "", "")
+    assert ev.client == "127.0.0.1"
+    assert ev.error.startswith("malformed request: ")
