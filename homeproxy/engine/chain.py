@@ -18,17 +18,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from aiohttp import web
-
 from homeproxy.engine.exchange import Exchange
+from homeproxy.engine.reply import Reply
 
-Handler = Callable[[Exchange], Awaitable[web.StreamResponse]]
+Handler = Callable[[Exchange], Awaitable[Reply]]
 
 
 class Middleware(Protocol):
     """`async (exchange, next_handler) -> response`."""
 
-    def __call__(self, exchange: Exchange, handler: Handler, /) -> Awaitable[web.StreamResponse]: ...
+    def __call__(self, exchange: Exchange, handler: Handler, /) -> Awaitable[Reply]: ...
 
 
 def compose(middlewares: Sequence[Middleware], terminal: Handler) -> Handler:
@@ -40,7 +39,7 @@ def compose(middlewares: Sequence[Middleware], terminal: Handler) -> Handler:
 
 
 def _bind(mw: Middleware, nxt: Handler) -> Handler:
-    async def handler(exchange: Exchange) -> web.StreamResponse:
+    async def handler(exchange: Exchange) -> Reply:
         return await mw(exchange, nxt)
 
     return handler

@@ -30,9 +30,10 @@ from homeproxy.config.model import Config, Route, ServerSettings, Site
 from homeproxy.engine.chain import Handler, compose
 from homeproxy.engine.events import EventBus, RequestCompleted
 from homeproxy.engine.exchange import Exchange
-from homeproxy.engine.pages import error_page
+from homeproxy.engine.pages import error_page, error_reply
+from homeproxy.engine.reply import CLIENT_CLOSED, client_gone, send
 from homeproxy.engine.routing import RoutingTable, compile_table, normalize_host
-from homeproxy.engine.upstream import CLIENT_CLOSED, Forwarder, UpstreamClient, client_gone, forwarded_for
+from homeproxy.engine.upstream import Forwarder, UpstreamClient, forwarded_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -291,11 +292,12 @@ class Engine:
         try:
             compiled = table.lookup(host)
             if compiled is None:
-                response = error_page(404, request)
+                reply = error_reply(404, request)
             else:
                 ex.site = compiled.site.name
                 # The raw (still percent-encoded) path: the same one strip_prefix cuts.
-                response = await compiled.route_for(request.rel_url.raw_path).handler(ex)
+                reply = await compiled.route_for(request.rel_url.raw_path).handler(ex)
+            response = await send(ex, reply)
             return response
         except ConnectionError:
             if not client_gone(request):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 
 @dataclass(slots=True)
@@ -25,3 +26,16 @@ class Exchange:
     """Body bytes written by a streamed response; None lets the engine take the body's length."""
     cache: str = ""
     error: str = ""
+    headers: CIMultiDictProxy[str] | CIMultiDict[str] = field(default_factory=CIMultiDict)
+    """The request headers the upstream will be sent (before hop-by-hop and X-Forwarded-*
+    handling): the client's, unless a middleware edited them through `edit_headers()`."""
+
+    def __post_init__(self) -> None:
+        if not self.headers:
+            self.headers = self.request.headers
+
+    def edit_headers(self) -> CIMultiDict[str]:
+        """A private, editable copy of the request headers for upstream (copied once)."""
+        if not isinstance(self.headers, CIMultiDict):
+            self.headers = CIMultiDict(self.headers)
+        return self.headers

@@ -11,6 +11,9 @@ from html import escape
 from http import HTTPStatus
 
 from aiohttp import web
+from multidict import CIMultiDict
+
+from homeproxy.engine.reply import Reply
 
 _TITLES = {
     400: "Bad Request",
@@ -44,17 +47,24 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-def error_page(status: int, request: web.BaseRequest | None = None) -> web.Response:
-    """A complete response for `status`: HTML for browsers, plain text otherwise."""
+def _render(status: int, request: web.BaseRequest | None) -> tuple[bytes, str]:
     title = _TITLES.get(status) or _phrase(status)
     text = _TEXT.get(status, title)
     accept = request.headers.get("Accept", "") if request is not None else ""
     if "text/html" in accept:
         body = _HTML.format(status=status, title=escape(title), text=escape(text))
-        content_type = "text/html"
-    else:
-        body = f"{status} {title}\n{text}\n"
-        content_type = "text/plain"
-    resp = web.Response(status=status, text=body, content_type=content_type)
-    resp.headers["Cache-Control"] = "no-store"
-    return resp
+        return body.encode(), "text/html; charset=utf-8"
+    return f"{status} {title}\n{text}\n".encode(), "text/plain; charset=utf-8"
+
+
+def error_reply(status: int, request: web.BaseRequest | None = None) -> Reply:
+    """homeproxy's page for `status` as a `Reply`: HTML for browsers, plain text otherwise."""
+    body, content_type = _render(status, request)
+    headers = CIMultiDict({"Content-Type": content_type, "Cache-Control": "no-store"})
+    return Reply(status, headers, body)
+
+
+def error_page(status: int, request: web.BaseRequest | None = None) -> web.Response:
+    """The same page as a ready `web.Response` (for aiohttp's own error path)."""
+    body, content_type = _render(status, request)
+    return web.Response(status=status, body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})

@@ -26,7 +26,8 @@ from yarl import URL
 
 from homeproxy.config.model import Route, Site
 from homeproxy.engine.exchange import Exchange
-from homeproxy.engine.pages import error_page
+from homeproxy.engine.pages import error_reply
+from homeproxy.engine.reply import CLIENT_CLOSED, NO_BODY_STATUS, Reply, client_gone
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,6 @@ _FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-ho
 _WS_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
-_NO_BODY_STATUS = frozenset({204, 304})
-#: Recorded (never sent) when the client hung up before it got an answer, as nginx does.
-CLIENT_CLOSED = 499
 _CHUNK = 256 * 1024
 #: Responses of known length up to this size are sent in one write with their headers.
 _SMALL_BODY = 64 * 1024
@@ -94,7 +92,7 @@ def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> froz
     return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
 
 
-def forwarded_for(headers: CIMultiDictProxy[str]) -> str:
+def forwarded_for(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str:
     """X-Forwarded-For as one list, however many header lines carry it (RFC 9110 section 5.3)."""
     return ", ".join(headers.getall("X-Forwarded-For", ()))
 
@@ -116,7 +114,7 @@ class Forwarder:
         self._next = itertools.cycle(range(len(self.upstreams)))
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=site.connect_timeout, sock_read=site.read_timeout)
 
-    async def __call__(self, ex: Exchange) -> web.StreamResponse:
+    async def __call__(self, ex: Exchange) -> Reply:
         request = ex.request
         if self.site.websockets and is_websocket_upgrade(request):
             return await self._websocket(ex)
@@ -140,18 +138,14 @@ class Forwarder:
             except aiohttp.ClientConnectorError as e:
                 if isinstance(e, aiohttp.ClientConnectorCertificateError) or attempt == len(self.upstreams) - 1:
                     ex.error = f"upstream unreachable: {e.os_error.strerror or e}"
-                    return error_page(502, request)
+                    return error_reply(502, request)
                 continue
             except TimeoutError:
                 ex.error = "upstream timed out before answering"
-                return error_page(504, request)
+                return error_reply(504, request)
             except (aiohttp.ClientError, ConnectionError) as e:
-                if client_gone(request):  # e.g. an upload abandoned half way
-                    ex.error = "client went away"
-                    return web.Response(status=CLIENT_CLOSED)
-                ex.error = f"upstream failed: {type(e).__name__}: {e}"
-                return error_page(502, request)
-            return await self._relay(ex, upstream)
+                return _failed(ex, e)
+            return await self._reply(ex, upstream)
         raise AssertionError("unreachable: a site has at least one upstream")
 
     def _target(self, base: URL, request: web.BaseRequest) -> URL:
@@ -166,7 +160,7 @@ class Forwarder:
 
     def _request_headers(self, ex: Exchange, base: URL) -> CIMultiDict[str]:
         request = ex.request
-        src = request.headers
+        src = ex.headers
         drop = HOP_BY_HOP | _FORWARDING | connection_tokens(src)
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in src.items():
@@ -184,64 +178,34 @@ class Forwarder:
         headers["X-Real-IP"] = ex.client
         return headers
 
-    async def _relay(self, ex: Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    async def _reply(self, ex: Exchange, upstream: aiohttp.ClientResponse) -> Reply:
+        """The upstream's answer as a `Reply`: hop-by-hop headers removed, the body streamed,
+        or read whole when it is small and of known length (one write later, and a body
+        cut short becomes a clean 502 instead of a truncated 200)."""
         request = ex.request
+        headers = _response_headers(upstream)
+        reply = Reply(upstream.status, headers, reason=upstream.reason)
         length = upstream.content_length
-        if (
-            length is not None
-            and length <= _SMALL_BODY
-            and request.method != "HEAD"
-            and upstream.status not in _NO_BODY_STATUS
-        ):
-            return await self._relay_small(ex, upstream)
-        try:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            _copy_response_headers(upstream, response)
-            await response.prepare(request)
-            ex.bytes_out = 0
-            if request.method != "HEAD" and upstream.status not in _NO_BODY_STATUS:
-                async for chunk in upstream.content.iter_chunked(_CHUNK):
-                    ex.bytes_out += len(chunk)
-                    await response.write(chunk)
-            await response.write_eof()
-            return response
-        except (TimeoutError, ConnectionError, aiohttp.ClientError) as e:
-            if client_gone(request):
-                ex.error = "client went away"
-            else:
-                # The status line is gone already: cut the connection so the client
-                # sees a truncated body instead of a clean (and wrong) end.
-                ex.error = f"upstream failed mid-response: {type(e).__name__}"
-                _abort(request)
-            return response
-        finally:
-            upstream.close() if ex.error else upstream.release()
+        if request.method == "HEAD" or upstream.status in NO_BODY_STATUS:
+            upstream.release()
+            return reply
+        if length is not None and length <= _SMALL_BODY:
+            try:
+                reply.body = await upstream.read()
+            except TimeoutError:
+                upstream.close()
+                ex.error = "upstream timed out mid-response"
+                return error_reply(504, request)
+            except (aiohttp.ClientError, ConnectionError) as e:
+                upstream.close()
+                return _failed(ex, e)
+            upstream.release()
+            return reply
+        reply.body = upstream.content.iter_chunked(_CHUNK)
+        reply.release = lambda complete: upstream.release() if complete else upstream.close()
+        return reply
 
-    async def _relay_small(self, ex: Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-        """A small body of known length is read whole and sent with the headers in one write:
-        one system call instead of three for the typical API or page response."""
-        request = ex.request
-        try:
-            body = await upstream.read()
-        except TimeoutError:
-            ex.error = "upstream timed out mid-response"
-            upstream.close()
-            return error_page(504, request)
-        except (ConnectionError, aiohttp.ClientError) as e:
-            upstream.close()
-            if client_gone(request):
-                ex.error = "client went away"
-                return web.Response(status=CLIENT_CLOSED)
-            # Nothing was sent yet: a short or broken body is a clean 502, not a truncated 200.
-            ex.error = f"upstream failed mid-response: {type(e).__name__}"
-            return error_page(502, request)
-        upstream.release()
-        response = web.Response(status=upstream.status, reason=upstream.reason, body=body)
-        _copy_response_headers(upstream, response, skip=("content-length",))
-        ex.bytes_out = len(body)
-        return response
-
-    async def _websocket(self, ex: Exchange) -> web.StreamResponse:
+    async def _websocket(self, ex: Exchange) -> Reply:
         """Relay a WebSocket session: connect upstream first, then accept the client."""
         request = ex.request
         src = request.headers
@@ -258,13 +222,13 @@ class Forwarder:
                 upstream = await self._ws_connect(url, headers, protocols)
         except aiohttp.WSServerHandshakeError as e:
             ex.error = f"upstream refused the WebSocket: {e.status}"
-            return error_page(502, request) if e.status < 400 else web.Response(status=e.status)
+            return error_reply(502, request) if e.status < 400 else Reply(e.status)
         except TimeoutError:
             ex.error = "upstream timed out before answering"
-            return error_page(504, request)
+            return error_reply(504, request)
         except aiohttp.ClientError as e:
             ex.error = f"upstream unreachable: {e}"
-            return error_page(502, request)
+            return error_reply(502, request)
         client = web.WebSocketResponse(
             protocols=(upstream.protocol,) if upstream.protocol else (), max_msg_size=0, compress=False
         )
@@ -275,7 +239,7 @@ class Forwarder:
         finally:
             await upstream.close()
             await client.close()
-        return client
+        return Reply(101, sent=client)
 
     async def _ws_connect(
         self, url: URL, headers: CIMultiDict[str], protocols: tuple[str, ...]
@@ -291,15 +255,19 @@ class Forwarder:
         )
 
 
-def _copy_response_headers(
-    upstream: aiohttp.ClientResponse, response: web.StreamResponse, skip: tuple[str, ...] = ()
-) -> None:
-    drop = HOP_BY_HOP | connection_tokens(upstream.headers) | frozenset(skip)
-    headers = response.headers
-    for name, value in upstream.headers.items():
-        if name.lower() not in drop:
-            headers.add(name, value)
-    headers.setdefault("Server", "homeproxy")
+def _response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    """The upstream's response headers minus hop-by-hop ones (and those named in Connection)."""
+    drop = HOP_BY_HOP | connection_tokens(upstream.headers)
+    return CIMultiDict((name, value) for name, value in upstream.headers.items() if name.lower() not in drop)
+
+
+def _failed(ex: Exchange, e: BaseException) -> Reply:
+    """An upstream exchange that broke before the answer began: the client's fault or a 502."""
+    if client_gone(ex.request):  # e.g. an upload abandoned half way
+        ex.error = "client went away"
+        return Reply(CLIENT_CLOSED)
+    ex.error = f"upstream failed: {type(e).__name__}: {e}"
+    return error_reply(502, ex.request)
 
 
 async def _pump(src: Any, dst: Any, ex: Exchange, *, inbound: bool) -> None:
@@ -327,15 +295,3 @@ async def _body(ex: Exchange) -> AsyncIterator[bytes]:
     async for chunk in ex.request.content.iter_chunked(_CHUNK):
         ex.bytes_in += len(chunk)
         yield chunk
-
-
-def client_gone(request: web.BaseRequest) -> bool:
-    """The client's connection is closed or closing."""
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
-def _abort(request: web.BaseRequest) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
