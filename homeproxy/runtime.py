@@ -28,6 +28,7 @@ class Runtime:
         config_path: Path | str | None = None,
         *,
         log_dir: Path | None = None,
+        data_dir: Path | None = None,
         log_level: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -39,6 +40,7 @@ class Runtime:
         self.stats = Stats(clock=clock)
         self.store = ConfigStore(self.config_path, applier=self._apply)
         self.log_dir = log_dir or paths.log_dir()
+        self.data_dir = data_dir or paths.data_dir()
         self.access_log = AccessLog(self.log_dir / "access.log")
         self.engine: Engine | None = None
         self._consumers: list[Consumer] = []
@@ -57,7 +59,7 @@ class Runtime:
         ]
         for c in self._consumers:
             c.start()
-        self.engine = Engine(config, self.bus, clock=self.clock)
+        self.engine = Engine(config, self.bus, clock=self.clock, data_dir=self.data_dir)
         self.engine.start()
         if watch:
             self.store.watch()

@@ -21,12 +21,19 @@ import tomlkit
 import tomlkit.exceptions
 
 from homeproxy.config.model import (
+    AuthSettings,
+    CacheSettings,
+    CompressionSettings,
     Config,
+    HeaderRules,
     LoggingSettings,
+    RateLimit,
     Route,
     ServerSettings,
+    SharedCacheSettings,
     Site,
 )
+from homeproxy.passwords import is_hash
 
 KeyPath = tuple[str | int, ...]
 
@@ -66,7 +73,7 @@ def format_key(path: KeyPath) -> str:
 
 # --- value converters: each returns the converted value or raises ValueError(expected) ---
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
@@ -103,9 +110,9 @@ def _duration(v: Any) -> float:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         secs = float(v)
     elif isinstance(v, str) and (m := _DURATION.match(v)):
-        secs = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+        secs = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[m.group(2)]
     else:
-        raise ValueError(f'expected a duration such as 10, "500ms", "30s" or "2m", got {_show(v)}')
+        raise ValueError(f'expected a duration such as 10, "500ms", "30s", "2m" or "7d", got {_show(v)}')
     if not math.isfinite(secs):
         raise ValueError(f"expected a finite duration, got {_show(v)}")
     if secs <= 0:
@@ -246,8 +253,123 @@ SITE_KEYS: Schema = {
     "preserve_host": _bool,
     "connect_timeout": _duration,
     "read_timeout": _duration,
+    "allow": _list_of(_cidr, "networks"),
+    "deny": _list_of(_cidr, "networks"),
+    # The tables below are checked key by key in _Checker.site_features.
+    "auth": lambda v: v,
+    "rate_limit": lambda v: v,
+    "headers": lambda v: v,
+    "cache": lambda v: v,
+    "compression": lambda v: v,
 }
-TOP_KEYS = ("server", "logging", "sites")
+SHARED_CACHE_KEYS: Schema = {"max_bytes": _size, "header": lambda v: _header_name(v, allow_empty=True)}
+TOP_KEYS = ("server", "logging", "cache", "sites")
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+
+
+def _header_name(v: Any, *, allow_empty: bool = False) -> str:
+    s = _str(v).strip()
+    if (allow_empty and not s) or _TOKEN.match(s):
+        return s
+    raise ValueError(f'expected a header name such as "X-Frame-Options", got {_show(v)}')
+
+
+def _header_value(v: Any) -> str:
+    s = _str(v)
+    if "\r" in s or "\n" in s or "\0" in s:
+        raise ValueError("a header value cannot contain line breaks or NUL")
+    return s
+
+
+def _header_map(v: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(v, Mapping):
+        raise ValueError(
+            f'expected a table of header names and values, such as {{ "X-Robots-Tag" = "none" }}, got {_show(v)}'
+        )
+    return tuple((_header_name(k), _header_value(x)) for k, x in v.items())
+
+
+def _rate(v: Any) -> float:
+    """`"20/s"`, `"600/m"`, `"1000/h"` -> requests per second."""
+    m = _RATE.match(v) if isinstance(v, str) else None
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f'expected a rate such as "20/s", "600/m" or "1000/h", got {_show(v)}')
+    return float(m.group(1)) / {"s": 1, "m": 60, "h": 3600}[m.group(2)[0]]
+
+
+def _media_type(v: Any) -> str:
+    s = _str(v).strip().lower()
+    if not re.match(r"^[a-z0-9*][a-z0-9.+*-]*/[a-z0-9*][a-z0-9.+*-]*$", s):
+        raise ValueError(f'expected a media type such as "text/*" or "application/json", got {_show(v)}')
+    return s
+
+
+def _algorithm(v: Any) -> str:
+    s = _str(v).strip().lower()
+    if s not in ("br", "zstd", "gzip"):
+        raise ValueError(f'expected "br", "zstd" or "gzip", got {_show(v)}')
+    return s
+
+
+def _users(v: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(v, Mapping):
+        raise ValueError(
+            f'expected a table of user names and password hashes, such as {{ alice = "scrypt$..." }}, got {_show(v)}'
+        )
+    out = []
+    for name, hashed in v.items():
+        if not name or ":" in name:
+            raise ValueError(f'user name {_show(name)} cannot be empty or contain ":"')
+        if not isinstance(hashed, str) or not is_hash(hashed):
+            raise ValueError(
+                f'the password of "{name}" must be a hash made by `homeproxy passwd` (scrypt$...), '
+                "never the password itself"
+            )
+        out.append((str(name), str(hashed)))
+    return tuple(out)
+
+
+def _http_url(v: Any) -> str:
+    return _upstream(v)
+
+
+CACHE_KEYS: Schema = {
+    "enabled": _bool,
+    "max_bytes": _size,
+    "max_entry_bytes": _size,
+    "default_ttl": lambda v: 0.0 if v in (0, "0", "0s") else _duration(v),
+    "cookies": _bool,
+    "stale_on_error": lambda v: 0.0 if v in (0, "0", "0s") else _duration(v),
+}
+COMPRESSION_KEYS: Schema = {
+    "enabled": _bool,
+    "min_bytes": _count,
+    "types": _list_of(_media_type, "media types"),
+    "algorithms": _list_of(_algorithm, "codings"),
+}
+AUTH_KEYS: Schema = {
+    "mode": lambda v: _choice(v, ("basic", "login", "forward")),
+    "users": _users,
+    "realm": _header_value,
+    "pass_authorization": _bool,
+    "bypass": _list_of(_cidr, "networks"),
+    "forward": _http_url,
+    "forward_headers": _list_of(_header_name, "header names"),
+    "cookie_domain": lambda v: _host(v) if v else "",
+    "session_ttl": _duration,
+}
+RATE_KEYS: Schema = {"rate": _rate, "burst": _count}
+HEADERS_KEYS: Schema = {"security": _bool, "request": lambda v: v, "response": lambda v: v}
+HEADER_RULE_KEYS: Schema = {"set": _header_map, "remove": _list_of(_header_name, "header names")}
+
+
+def _choice(v: Any, options: tuple[str, ...]) -> str:
+    s = _str(v).strip().lower()
+    if s not in options:
+        raise ValueError("expected one of " + ", ".join(f'"{o}"' for o in options) + f", got {_show(v)}")
+    return s
 
 
 class _Checker:
@@ -287,6 +409,63 @@ class _Checker:
                 self.error(path, f'missing required key "{key}"')
         return out
 
+    def switch(self, raw: Any, path: KeyPath, schema: Schema) -> dict[str, Any]:
+        """`key = true|false` or a table of options (a table means on unless `enabled = false`)."""
+        if isinstance(raw, bool):
+            return {"enabled": raw}
+        values = self.table(raw, path, schema)
+        if isinstance(raw, Mapping):
+            values.setdefault("enabled", True)
+        return values
+
+    def site_features(self, values: dict[str, Any], path: KeyPath) -> None:
+        """Turn the raw feature tables of a site into their settings objects, in place."""
+        if "cache" in values:
+            values["cache"] = CacheSettings(**self.switch(values["cache"], path + ("cache",), CACHE_KEYS))
+        if "compression" in values:
+            raw = values["compression"]
+            values["compression"] = CompressionSettings(**self.switch(raw, path + ("compression",), COMPRESSION_KEYS))
+        if "rate_limit" in values:
+            raw, rpath = values.pop("rate_limit"), path + ("rate_limit",)
+            if isinstance(raw, str):
+                try:
+                    rate = _rate(raw)
+                    values["rate_limit"] = RateLimit(rate, max(1, math.ceil(rate)))
+                except ValueError as e:
+                    self.error(rpath, str(e))
+            else:
+                rv = self.table(raw, rpath, RATE_KEYS, required=("rate",))
+                if "rate" in rv:
+                    values["rate_limit"] = RateLimit(rv["rate"], rv.get("burst") or max(1, math.ceil(rv["rate"])))
+        if "headers" in values:
+            hpath = path + ("headers",)
+            hv = self.table(values["headers"], hpath, HEADERS_KEYS)
+            rules: dict[str, Any] = {"security": hv.get("security", False)}
+            for side in ("request", "response"):
+                if side in hv:
+                    sv = self.table(hv[side], hpath + (side,), HEADER_RULE_KEYS)
+                    rules[f"{side}_set"] = sv.get("set", ())
+                    rules[f"{side}_remove"] = sv.get("remove", ())
+            values["headers"] = HeaderRules(**rules)
+        if "auth" in values:
+            values["auth"] = self.auth(values["auth"], path + ("auth",))
+
+    def auth(self, raw: Any, path: KeyPath) -> AuthSettings:
+        av = self.table(raw, path, AUTH_KEYS)
+        given = raw if isinstance(raw, Mapping) else {}
+        mode = av.get("mode") or ("forward" if "forward" in given else "basic" if "users" in given else "")
+        if not mode:
+            if isinstance(raw, Mapping) and "mode" not in given:
+                self.error(path, 'expected users (Basic auth or mode = "login") or forward = "http://..."')
+        elif mode in ("basic", "login") and not av.get("users") and "users" not in given:
+            self.error(path, f'{mode} auth needs at least one user: users = {{ alice = "scrypt$..." }}')
+        elif mode == "forward" and not av.get("forward"):
+            self.error(path, 'forward auth needs forward = "http://auth-service/verify-path"')
+        if mode == "forward" and av.get("users"):
+            self.error(path + ("users",), "forward auth takes no users: the auth service decides")
+        av["mode"] = mode
+        return AuthSettings(**av)
+
     def unknown(self, path: KeyPath, key: str, valid: Mapping[str, Any] | tuple[str, ...]) -> None:
         close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
         hint = f'; did you mean "{close[0]}"?' if close else f"; valid keys: {', '.join(valid)}"
@@ -306,6 +485,7 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
     elif listen is not None and len(set(listen)) != len(listen):
         c.error(("server", "listen"), "an address is listed twice")
     server = ServerSettings(**server_values)
+    shared_cache = SharedCacheSettings(**c.table(data.get("cache", {}), ("cache",), SHARED_CACHE_KEYS))
     log_values = c.table(data.get("logging", {}), ("logging",), LOGGING_KEYS)
     if "access_log" in log_values:
         log_values["access_log"], log_values["access_log_path"] = log_values["access_log"]
@@ -336,6 +516,7 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
                 routes.append(Route(**rv))
         if isinstance(raw, Mapping) and "routes" in raw and not isinstance(raw["routes"], list):
             c.error(path + ("routes",), "expected an array of tables ([[sites.routes]])")
+        c.site_features(values, path)
         name = values.get("name")
         if name is not None:
             if not name.strip():
@@ -360,7 +541,7 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
             sites.append(Site(routes=tuple(routes), **values))
     if c.errors:
         raise ConfigInvalid(sorted(c.errors, key=lambda e: e.line or 0))
-    return Config(server=server, logging=logging, sites=tuple(sites))
+    return Config(server=server, logging=logging, cache=shared_cache, sites=tuple(sites))
 
 
 def decode_config(data: bytes, file: str = "<config>") -> str:

@@ -17,6 +17,7 @@ import contextlib
 import copy
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -32,7 +33,16 @@ from tomlkit.items import AoT, Array, Comment, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
 from homeproxy.config.load import ConfigError, ConfigInvalid, decode_config, parse_config
-from homeproxy.config.model import Config, Route, Site
+from homeproxy.config.model import (
+    AuthSettings,
+    CacheSettings,
+    CompressionSettings,
+    Config,
+    HeaderRules,
+    RateLimit,
+    Route,
+    Site,
+)
 from homeproxy.paths import backups_dir
 
 log = logging.getLogger(__name__)
@@ -351,9 +361,54 @@ def _duration_text(secs: float) -> str | float:
     return f"{text}s" if "e" not in text else secs
 
 
+_DURATION_KEYS = frozenset({"connect_timeout", "read_timeout", "default_ttl", "stale_on_error", "session_ttl"})
+
+
+def _settings_value(obj: Any) -> Any:
+    """A feature's settings as TOML: `true`/`false` when only the switch differs, else an inline table."""
+    if isinstance(obj, RateLimit):
+        per_second = f"{obj.rate:g}/s"
+        if obj.burst == max(1, math.ceil(obj.rate)) and obj.rate == float(f"{obj.rate:g}"):
+            return per_second
+        table = tomlkit.inline_table()
+        table.update({"rate": per_second, "burst": obj.burst})
+        return table
+    items = dict(_non_default(obj))
+    if hasattr(obj, "enabled") and set(items) <= {"enabled"}:
+        return bool(obj.enabled)
+    items.pop("enabled", None)
+    if isinstance(obj, AuthSettings) and items.get("mode") in ("basic", "forward"):
+        items.pop("mode")  # inferred from users / forward
+    table = tomlkit.inline_table()
+    if isinstance(obj, HeaderRules):
+        if obj.security:
+            table["security"] = True
+        for side in ("request", "response"):
+            rules = tomlkit.inline_table()
+            if items.get(f"{side}_set"):
+                rules["set"] = _pairs(items[f"{side}_set"])
+            if items.get(f"{side}_remove"):
+                rules["remove"] = list(items[f"{side}_remove"])
+            if rules:
+                table[side] = rules
+        return table
+    for k, v in items.items():
+        table[k] = _pairs(v) if k == "users" else _toml_value(k, v)
+    return table
+
+
+def _pairs(pairs: tuple[tuple[str, str], ...]) -> Any:
+    table = tomlkit.inline_table()
+    for k, v in pairs:
+        table[k] = v
+    return table
+
+
 def _toml_value(key: str, value: Any) -> Any:
-    if key.endswith("timeout") and isinstance(value, float):
+    if key in _DURATION_KEYS and isinstance(value, float):
         return _duration_text(value)
+    if isinstance(value, (CacheSettings, CompressionSettings, AuthSettings, RateLimit, HeaderRules)):
+        return _settings_value(value)
     if isinstance(value, tuple) and value and isinstance(value[0], Route):
         aot = tomlkit.aot()
         for r in value:
@@ -380,8 +435,8 @@ def _trailing_start(table: Table) -> int:
 def _set_key(table: Table, key: str, value: Any) -> None:
     """Set one key, keeping comments: an existing array is edited in place, a new key
     goes after the table's last key (not under the next table's heading comment)."""
-    if key == "routes" and not value:
-        table.pop("routes", None)
+    if (key == "routes" and not value) or (key == "rate_limit" and value is None):
+        table.pop(key, None)
         return
     new = _toml_value(key, value)
     old = table.get(key)

@@ -20,16 +20,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from homeproxy import paths
 from homeproxy.config.model import Config, Route, ServerSettings, Site
-from homeproxy.engine.chain import Handler, compose
+from homeproxy.engine.chain import Handler, Middleware, compose
 from homeproxy.engine.events import EventBus, RequestCompleted
 from homeproxy.engine.exchange import Exchange
+from homeproxy.engine.features import FeatureContext, build_middlewares
 from homeproxy.engine.pages import error_page, error_reply
 from homeproxy.engine.reply import CLIENT_CLOSED, client_gone, send
 from homeproxy.engine.routing import RoutingTable, compile_table, normalize_host
@@ -106,10 +109,18 @@ def explain_bind_error(host: str, port: int, err: OSError) -> str:
 class Engine:
     """The reverse proxy engine."""
 
-    def __init__(self, config: Config, bus: EventBus | None = None, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        bus: EventBus | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        data_dir: Path | None = None,
+    ) -> None:
         self.bus = bus or EventBus()
         self.clock = clock
         self._client = UpstreamClient()
+        self.features = FeatureContext(clock=clock, data_dir=data_dir or paths.data_dir())
         self._config = config
         self._table = self._compile(config)
         self._trusted = _networks(config.server)
@@ -266,10 +277,23 @@ class Engine:
     # --- requests ------------------------------------------------------------------------
 
     def _compile(self, config: Config) -> RoutingTable:
-        return compile_table(config, self._make_handler)
+        ctx = self.features
+        ctx.cache_header = config.cache.header
+        if ctx.cache is None and any(s.cache.enabled for s in config.sites):
+            from homeproxy.engine.features.cache import SharedCache
 
-    def _make_handler(self, site: Site, route: Route | None) -> Handler:
-        return compose((), Forwarder(self._client, site, route))
+            ctx.cache = SharedCache(config.cache.max_bytes, clock=self.clock)
+        elif ctx.cache is not None:
+            ctx.cache.resize(config.cache.max_bytes)
+        # One chain per site, shared by its routes (a site's rate limit and cache are the site's).
+        chains: dict[str, list[Middleware]] = {}
+
+        def make_handler(site: Site, route: Route | None) -> Handler:
+            if site.name not in chains:
+                chains[site.name] = build_middlewares(site, ctx)
+            return compose(chains[site.name], Forwarder(self._client, site, route))
+
+        return compile_table(config, make_handler)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.monotonic()

@@ -186,7 +186,7 @@ def test_a_repeated_key_in_a_table_is_a_config_error(text: str, line: int) -> No
     ("text", "line", "key", "hint"),
     [
         ("srever = 1\n", 1, "srever", 'did you mean "server"?'),
-        ("[server]\nhttp_port = 1\n\n[colour]\nx = 1\n", 4, "colour", "valid keys: server, logging, sites"),
+        ("[server]\nhttp_port = 1\n\n[colour]\nx = 1\n", 4, "colour", "valid keys: server, logging, cache, sites"),
         ('[server]\nlisten = ["::"]\nhttp_prot = 80\n', 3, "server.http_prot", 'did you mean "http_port"?'),
         ("[logging]\nlevle = 'info'\n", 2, "logging.levle", 'did you mean "level"?'),
         (SITE + "websocket = false\n", 5, "sites[0].websocket", 'did you mean "websockets"?'),
@@ -442,7 +442,7 @@ def test_durations(value: str, seconds: float) -> None:
     [
         ('"fast"', '"fast"'),
         ('"10 minutes"', '"10 minutes"'),
-        ('"5d"', '"5d"'),
+        ('"5w"', '"5w"'),
         ('"-1s"', '"-1s"'),
         ("true", "true"),
         ("[10]", "a list"),
@@ -451,7 +451,7 @@ def test_durations(value: str, seconds: float) -> None:
 def test_bad_durations(value: str, shown: str) -> None:
     err = only_error(SITE + f"read_timeout = {value}\n")
     assert (err.file, err.line, err.key) == (FILE, 5, "sites[0].read_timeout")
-    assert err.message == f'expected a duration such as 10, "500ms", "30s" or "2m", got {shown}'
+    assert err.message == f'expected a duration such as 10, "500ms", "30s", "2m" or "7d", got {shown}'
 
 
 @pytest.mark.parametrize("value", ["0", "-3", '"0s"', '"0ms"', "0.0"])
