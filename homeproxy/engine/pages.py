@@ -17,7 +17,10 @@ from homeproxy.engine.reply import Reply
 
 _TITLES = {
     400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
+    429: "Too Many Requests",
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
@@ -25,7 +28,10 @@ _TITLES = {
 
 _TEXT = {
     400: "The request could not be understood.",
+    401: "This site needs you to sign in.",
+    403: "You are not allowed to use this site from here.",
     404: "There is no site at this address.",
+    429: "Too many requests. Wait a moment and try again.",
     502: "The service behind this address could not be reached. It may be down or restarting; try again shortly.",
     503: "The service behind this address is not available right now.",
     504: "The service behind this address took too long to answer.",
