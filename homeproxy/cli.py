@@ -1,8 +1,9 @@
-"""The `homeproxy` command: the TUI, `serve`, `check`.
+"""The `homeproxy` command: the TUI, `serve`, `check`, `passwd`.
 
     homeproxy                     open the terminal UI (the proxy runs inside it)
     homeproxy serve               run the proxy headless (systemd), logging to stderr
     homeproxy check               validate a config file and exit 0 or 1
+    homeproxy passwd [USER]       hash a password for a site's auth users
 
 `--config PATH` works before or after the subcommand.
 """
@@ -38,6 +39,7 @@ examples:
   homeproxy                         open the TUI with the default config
   homeproxy serve                   run headless (systemd: assets/homeproxy.service)
   homeproxy check --config my.toml  validate a config file
+  homeproxy passwd alice            hash a password: alice = "scrypt$..."
   kill -HUP <pid>                   make `homeproxy serve` re-read its config
 
 default config file: {paths.default_config_path()}
@@ -84,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_option(p, argparse.SUPPRESS)
         p.set_defaults(command=name)
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override logging.level")
+    passwd = sub.add_parser(
+        "passwd",
+        help="hash a password for a site's auth users",
+        description="Hash a password for `auth = { users = ... }`. On a terminal it asks twice without echo; "
+        "otherwise it reads one line from stdin. Prints the hash (scrypt$...), or with USER a line ready "
+        'to paste: USER = "scrypt$...". The password itself is never stored.',
+    )
+    passwd.add_argument("user", nargs="?", metavar="USER", help="the user name, for a ready `USER = ...` line")
+    passwd.set_defaults(command="passwd")
     return parser
 
 
@@ -94,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_check(config_path)
     if args.command == "serve":
         return cmd_serve(config_path, args.log_level)
+    if args.command == "passwd":
+        return cmd_passwd(args.user)
     return cmd_tui(config_path)
 
 
@@ -113,6 +126,40 @@ def cmd_check(path: Path) -> int:
         print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
         return 1
     print(f"{path}: ok, {len(config.sites)} site{'s' if len(config.sites) != 1 else ''}")
+    return 0
+
+
+def cmd_passwd(user: str | None) -> int:
+    """Print the scrypt hash of a password asked twice without echo (or read from stdin). 0 if printed."""
+    import getpass
+
+    import tomlkit
+
+    from homeproxy.passwords import hash_password
+
+    if user is not None and (not user or ":" in user):
+        print('a user name cannot be empty or contain ":"', file=sys.stderr)
+        return 2
+    try:
+        if sys.stdin.isatty():
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != password:
+                print("the passwords differ; nothing printed", file=sys.stderr)
+                return 1
+        else:
+            password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+        password.encode("utf-8")  # a non-UTF-8 stdin decodes to surrogates, which no browser could send
+    except (EOFError, KeyboardInterrupt):
+        print("no password given; nothing printed", file=sys.stderr)
+        return 1
+    except UnicodeError:
+        print("the password is not valid UTF-8; nothing printed", file=sys.stderr)
+        return 1
+    if not password:
+        print("the password is empty; nothing printed", file=sys.stderr)
+        return 1
+    hashed = hash_password(password)
+    print(hashed if user is None else tomlkit.dumps({user: hashed}).rstrip("\n"))
     return 0
 
 

@@ -332,7 +332,16 @@ def _users(v: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _http_url(v: Any) -> str:
-    return _upstream(v)
+    """An http(s) URL that may carry a query (Authelia's `?rd=`), unlike an upstream."""
+    s = _str(v).strip()
+    try:
+        parts = urlsplit(s)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+        raise ValueError(f'expected an http(s) URL such as "http://authelia:9091/api/verify", got {_show(v)}')
+    return s
 
 
 CACHE_KEYS: Schema = {
