@@ -169,6 +169,20 @@ class Engine:
             return
         self._call(self._apply(config, table), timeout)
 
+    def purge(self, site: str, url: str | None = None) -> int:
+        """Drop `site`'s cached responses, or only those of `url` (a path like `/app.js?v=2` for
+        any of the site's hosts, or `http://host/path`); returns how many entries went."""
+        cache = self.features.cache
+        if cache is None:
+            return 0
+        if self._loop is None:
+            return cache.purge(site, url)
+
+        async def purge() -> int:
+            return cache.purge(site, url)
+
+        return self._call(purge(), 10.0)
+
     def stop(self) -> None:
         """Stop accepting, drain in-flight requests (bounded), close everything, end the thread."""
         if self._loop is None or self._thread is None:
@@ -273,6 +287,12 @@ class Engine:
             self._runner = None
         self._sites = []
         await self._client.close()
+        # Features that opened loop-bound things (forward auth's client) leave a closer here.
+        for close in list(self.features.state.get("on_stop", {}).values()):
+            try:
+                await close()
+            except Exception:
+                log.exception("error closing a feature's resources")
 
     # --- requests ------------------------------------------------------------------------
 

@@ -17,6 +17,11 @@ from homeproxy.engine.events import RequestCompleted
 
 TOTAL = "*"
 """The key of the all-sites totals in a snapshot."""
+CACHE_STATUSES = ("HIT", "MISS", "REVALIDATED", "STALE", "BYPASS")
+"""The cache statuses counted in `SiteStats.cache`, in order."""
+_CACHE_INDEX = {name: i for i, name in enumerate(CACHE_STATUSES)}
+#: Statuses whose body came out of the cache.
+_FROM_CACHE = frozenset({"HIT", "REVALIDATED", "STALE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,38 @@ class SiteStats:
     """Latency percentiles in seconds over the recent window (0 when empty)."""
     rate: tuple[int, ...]
     """Requests per second, oldest first, one per second of history, ending with the last full second."""
+    cache: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+    """Requests by cache status: HIT, MISS, REVALIDATED, STALE and BYPASS (in `CACHE_STATUSES` order)."""
+    cache_bytes: int = 0
+    """Response body bytes answered from the cache (HIT, REVALIDATED and STALE)."""
+
+    @property
+    def cache_hits(self) -> int:
+        return self.cache[0]
+
+    @property
+    def cache_misses(self) -> int:
+        return self.cache[1]
+
+    @property
+    def cache_revalidated(self) -> int:
+        return self.cache[2]
+
+    @property
+    def cache_stale(self) -> int:
+        return self.cache[3]
+
+    @property
+    def cache_bypass(self) -> int:
+        return self.cache[4]
+
+    @property
+    def hit_ratio(self) -> float:
+        """Share of the requests the cache could answer that it answered from storage:
+        (HIT + REVALIDATED + STALE) / (those + MISS); BYPASS is left out. 0 when there were none."""
+        served = self.cache[0] + self.cache[2] + self.cache[3]
+        looked_up = served + self.cache[1]
+        return served / looked_up if looked_up else 0.0
 
     @property
     def errors(self) -> int:
@@ -48,13 +85,25 @@ class SiteStats:
 
 
 class _Counter:
-    __slots__ = ("bytes_in", "bytes_out", "latencies", "requests", "slot_secs", "slots", "status")
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "cache",
+        "cache_bytes",
+        "latencies",
+        "requests",
+        "slot_secs",
+        "slots",
+        "status",
+    )
 
     def __init__(self, history: int, window: int) -> None:
         self.requests = 0
         self.status = [0, 0, 0, 0, 0]
         self.bytes_in = 0
         self.bytes_out = 0
+        self.cache = [0, 0, 0, 0, 0]
+        self.cache_bytes = 0
         self.latencies: deque[float] = deque(maxlen=window)
         # One slot more than is shown: the second in progress must not reuse the oldest shown one.
         self.slots = [0] * (history + 1)
@@ -67,6 +116,12 @@ class _Counter:
             self.status[cls - 1] += 1
         self.bytes_in += ev.bytes_in
         self.bytes_out += ev.bytes_out
+        if ev.cache:
+            i = _CACHE_INDEX.get(ev.cache)
+            if i is not None:
+                self.cache[i] += 1
+            if ev.cache in _FROM_CACHE:
+                self.cache_bytes += ev.bytes_out
         self.latencies.append(ev.duration)
         sec = int(ev.time + ev.duration)  # counted when it finished
         i = sec % len(self.slots)
@@ -94,6 +149,8 @@ class _Counter:
             pct(0.95),
             pct(0.99),
             rate,
+            (self.cache[0], self.cache[1], self.cache[2], self.cache[3], self.cache[4]),
+            self.cache_bytes,
         )
 
 
