@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import tomlkit
 import tomlkit.exceptions
@@ -153,15 +153,21 @@ def _list_of(item: Callable[[Any], Any], what: str) -> Callable[[Any], tuple[Any
     return convert
 
 
-def _upstream(v: Any) -> str:
+def _split_http_url(v: Any, example: str) -> tuple[str, SplitResult]:
+    """The stripped text of an http(s) URL with a host and a valid port, and its parts."""
     s = _str(v).strip()
     try:
         parts = urlsplit(s)
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f'expected an http(s) URL such as "http://192.168.1.20:8123", got {_show(v)}')
+        raise ValueError(f'expected an http(s) URL such as "{example}", got {_show(v)}') from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f'expected an http(s) URL such as "{example}", got {_show(v)}')
+    return s, parts
+
+
+def _upstream(v: Any) -> str:
+    s, parts = _split_http_url(v, "http://192.168.1.20:8123")
     if parts.query or parts.fragment:
         raise ValueError(f"an upstream URL takes no query or fragment, got {_show(v)}")
     return s.rstrip("/")
@@ -333,14 +339,9 @@ def _users(v: Any) -> tuple[tuple[str, str], ...]:
 
 def _http_url(v: Any) -> str:
     """An http(s) URL that may carry a query (Authelia's `?rd=`), unlike an upstream."""
-    s = _str(v).strip()
-    try:
-        parts = urlsplit(s)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
-        raise ValueError(f'expected an http(s) URL such as "http://authelia:9091/api/verify", got {_show(v)}')
+    s, parts = _split_http_url(v, "http://authelia:9091/api/verify")
+    if parts.fragment:
+        raise ValueError(f"a URL sent to a server takes no fragment, got {_show(v)}")
     return s
 
 
