@@ -26,19 +26,19 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
-import http.client
 import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
+
+from procs import PROCS, cleanup, exit_on, free_port, get, log, spawn, stop, temp_dir, wait_ready
+
+GRACE = 5.0  # seconds a process gets between SIGTERM and SIGKILL
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -47,10 +47,6 @@ VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 SMALL_BODY = b"small response from the benchmark backend; exactly one hundred bytes long, no more, no less, thanks\n"
 CACHED_HOST = "cached.test"
 PLAIN_HOST = "plain.test"
-
-PROCS: list[tuple[str, subprocess.Popen[bytes]]] = []
-WORKDIR: str | None = None
-KEEP_TMP = False
 
 APP = r'''
 """The aiohttp benchmark backend: a JSON listing built per request, cacheable for 60 s."""
@@ -107,88 +103,6 @@ upstreams = ["http://{backend}"]
 """
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-# --- processes --------------------------------------------------------------------------
-
-
-def spawn(label: str, argv: list[str], *, log_to: str | None = None, **kw: object) -> subprocess.Popen[bytes]:
-    """Start `argv` in its own process group, stderr to `log_to` (a file), and track it."""
-    with open(log_to or os.devnull, "wb") as err:
-        p = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, stderr=err, **kw)  # type: ignore[call-overload]
-    PROCS.append((label, p))
-    return p  # type: ignore[no-any-return]
-
-
-def stop(label: str, p: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    if p.poll() is not None:
-        return
-    try:
-        os.killpg(p.pid, signal.SIGTERM)  # its own group (start_new_session): it and its children
-    except ProcessLookupError:
-        return
-    try:
-        p.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        log(f"  {label} (pid {p.pid}) ignored SIGTERM; SIGKILL")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait(timeout=5)
-
-
-def cleanup() -> None:
-    while PROCS:
-        label, p = PROCS.pop()
-        try:
-            stop(label, p)
-        except Exception as e:  # keep going: stop the others
-            log(f"  could not stop {label} (pid {p.pid}): {e}")
-    if WORKDIR and os.path.isdir(WORKDIR):
-        if KEEP_TMP:
-            log(f"temp dir kept: {WORKDIR}")
-        else:
-            shutil.rmtree(WORKDIR, ignore_errors=True)
-
-
-def on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(port: int, path: str, host: str) -> tuple[int, dict[str, str], bytes]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        c.request("GET", path, headers={"Host": host})
-        r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        c.close()
-
-
-def wait_ready(port: int, path: str, host: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    last = ""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            status, _, _ = get(port, path, host)
-            if status == 200:
-                return
-            last = f"status {status}"
-        except OSError as e:
-            last = str(e)
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready on port {port} (exit={proc.poll()}, last={last})")
-
-
 # --- backends and homeproxy --------------------------------------------------------------
 
 
@@ -216,7 +130,7 @@ def start_nginx(workdir: str, cpu: int) -> int:
         stdout=subprocess.DEVNULL,
         log_to=os.path.join(d, "stderr.log"),
     )
-    wait_ready(port, "/small", "x", p, "nginx backend")
+    wait_ready(port, "/small", "x", p, "nginx backend", timeout=30, request_timeout=10)
     return port
 
 
@@ -231,7 +145,7 @@ def start_aiohttp(workdir: str, cpu: int, python: str) -> int:
         stdout=subprocess.DEVNULL,
         log_to=os.path.join(workdir, "app.stderr.log"),
     )
-    wait_ready(port, "/small", "x", p, "aiohttp backend")
+    wait_ready(port, "/small", "x", p, "aiohttp backend", timeout=30, request_timeout=10)
     return port
 
 
@@ -253,7 +167,7 @@ def start_homeproxy(workdir: str, cpu: int, backend_port: int, label: str) -> in
         log_to=os.path.join(d, "stderr.log"),
         env=env,
     )
-    wait_ready(port, "/cached", PLAIN_HOST, p, "homeproxy")
+    wait_ready(port, "/cached", PLAIN_HOST, p, "homeproxy", timeout=30, request_timeout=10)
     return port
 
 
@@ -294,8 +208,7 @@ def wrk(port: int, host: str, path: str, conns: int, duration: int, cpu: int) ->
     try:
         out, _ = p.communicate(timeout=duration + 60)
     finally:
-        stop("wrk", p)
-        PROCS.remove(("wrk", p))
+        stop("wrk", p, grace=GRACE)
     text = out.decode(errors="replace")
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     if rps is None:
@@ -310,7 +223,6 @@ def wrk(port: int, host: str, path: str, conns: int, duration: int, cpu: int) ->
 
 
 def main() -> None:
-    global WORKDIR, KEEP_TMP
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", choices=("nginx", "aiohttp", "both"), default="both")
     ap.add_argument("--duration", type=int, default=6, help="seconds per wrk run")
@@ -320,33 +232,30 @@ def main() -> None:
     ap.add_argument("--server-cpu", type=int, default=1)
     ap.add_argument("--keep-tmp", action="store_true")
     a = ap.parse_args()
-    KEEP_TMP = a.keep_tmp
     for tool in ("wrk", "taskset") + (("nginx",) if a.backend != "aiohttp" else ()):
         if not shutil.which(tool):
             sys.exit(f"{tool} is needed (apt-get install {tool})")
-    atexit.register(cleanup)
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    atexit.register(cleanup, grace=GRACE)
+    exit_on(signal.SIGTERM, signal.SIGINT)
     python = os.path.join(VENV_BIN, "python")
     if not os.path.exists(python):
         python = sys.executable
     t0 = time.monotonic()
-    WORKDIR = tempfile.mkdtemp(prefix="cachebench.")
-    os.chmod(WORKDIR, 0o755)  # nginx workers read www/ as nobody
+    workdir = temp_dir("cachebench.", keep=a.keep_tmp)  # mode 0755: nginx workers read www/ as nobody
 
     rows: list[Row] = []
     backends = ["nginx", "aiohttp"] if a.backend == "both" else [a.backend]
     for kind in backends:
         if kind == "nginx":
-            backend = start_nginx(WORKDIR, a.server_cpu)
+            backend = start_nginx(workdir, a.server_cpu)
         else:
-            backend = start_aiohttp(WORKDIR, a.server_cpu, python)
-        proxy = start_homeproxy(WORKDIR, a.server_cpu, backend, kind)
+            backend = start_aiohttp(workdir, a.server_cpu, python)
+        proxy = start_homeproxy(workdir, a.server_cpu, backend, kind)
         log(f"{kind} backend on :{backend}, homeproxy on :{proxy}")
         # Sanity: the second request is a HIT with the same backend answer; the plain site never is.
-        _, h1, b1 = get(proxy, "/cached", CACHED_HOST)
-        _, h2, b2 = get(proxy, "/cached", CACHED_HOST)
-        _, h3, _ = get(proxy, "/cached", PLAIN_HOST)
+        _, h1, b1 = get(proxy, "/cached", CACHED_HOST, timeout=10)
+        _, h2, b2 = get(proxy, "/cached", CACHED_HOST, timeout=10)
+        _, h3, _ = get(proxy, "/cached", PLAIN_HOST, timeout=10)
         same = h1.get("x-req-id") == h2.get("x-req-id") and b1 == b2
         if h2.get("x-cache") != "HIT" or not same or "x-cache" in h3:
             sys.exit(f"sanity check failed: {h1.get('x-cache')}/{h2.get('x-cache')}, same answer {same}, plain {h3}")
@@ -363,12 +272,11 @@ def main() -> None:
                 row.runs.append(wrk(port, host, "/cached", a.conns, a.duration, a.client_cpu))
                 log(f"  {row.target}: {row.runs[-1].rps:,.0f} req/s")
         if kind == "aiohttp":
-            _, _, count = get(backend, "/count", "x")
+            _, _, count = get(backend, "/count", "x", timeout=10)
             log(f"  aiohttp backend answered {int(count):,} requests in all")
         rows += kind_rows
         for label, p in list(PROCS):
-            stop(label, p)
-            PROCS.remove((label, p))
+            stop(label, p, grace=GRACE)
 
     print(
         f"\nCache benchmark, {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}: wrk -t1 -c{a.conns}, "

@@ -32,19 +32,15 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
 import gzip
-import http.client
 import json
 import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +48,10 @@ from typing import Any
 
 import brotli  # type: ignore[import-untyped]
 import zstandard
+from procs import cleanup, exit_on, free_port, get, log, spawn, stop, temp_dir, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
+GRACE = 10.0  # seconds a process gets between SIGTERM and SIGKILL
 WRK = "/usr/bin/wrk"
 ON_HOST = "json.bench.test"
 OFF_HOST = "plain.bench.test"
@@ -131,62 +129,6 @@ hosts = ["{off_host}"]
 upstreams = ["http://127.0.0.1:{backend}"]
 """
 
-# --- process bookkeeping: everything started here, stopped by pid --------------------------
-
-PROCS: list[tuple[str, subprocess.Popen[bytes]]] = []
-WORKDIR: Path | None = None
-KEEP_TMP = False
-_CLEANED = False
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def spawn(label: str, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
-    kw.setdefault("stdin", subprocess.DEVNULL)
-    p: subprocess.Popen[bytes] = subprocess.Popen(argv, start_new_session=True, **kw)
-    PROCS.append((label, p))
-    return p
-
-
-def stop(label: str, p: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if p.poll() is not None:
-        return
-    try:
-        os.killpg(p.pid, signal.SIGTERM)  # pgid == pid (start_new_session)
-    except ProcessLookupError:
-        return
-    try:
-        p.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        log(f"  {label} (pid {p.pid}) ignored SIGTERM; SIGKILL")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait(timeout=5)
-
-
-def cleanup() -> None:
-    global _CLEANED
-    if _CLEANED:
-        return
-    _CLEANED = True
-    for label, p in reversed(PROCS):
-        try:
-            stop(label, p)
-        except Exception as e:  # keep going: stop the others
-            log(f"  could not stop {label} (pid {p.pid}): {e}")
-    if WORKDIR is not None and WORKDIR.is_dir():
-        if KEEP_TMP:
-            log(f"temp dir kept: {WORKDIR}")
-        else:
-            shutil.rmtree(WORKDIR, ignore_errors=True)
-
-
-def _on_signal(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 # --- helpers --------------------------------------------------------------------------------
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -217,25 +159,6 @@ def others_cores(before: dict[int, int], after: dict[int, int], ours: set[int], 
     """Cores used by processes that are not ours between two samples (other work on the machine)."""
     ticks = sum(t - before.get(pid, 0) for pid, t in after.items() if pid not in ours)
     return ticks / CLK_TCK / secs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(port: int, host: str, ae: str | None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        headers = {"Host": host}
-        if ae is not None:
-            headers["Accept-Encoding"] = ae
-        conn.request("GET", "/api/states", headers=headers)
-        r = conn.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-    finally:
-        conn.close()
 
 
 def decode(coding: str | None, data: bytes) -> bytes:
@@ -309,23 +232,6 @@ class Result:
     errors: int = 0
 
 
-def wait_ready(port: int, host: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            status, _, _ = get(port, host, None, timeout=2)
-            if status == 200:
-                return
-            last = f"status {status}"
-        except OSError as e:
-            last = str(e)
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready on port {port} (exit={proc.poll()}, last={last})")
-
-
 def run_wrk(lua: Path, port: int, host: str, ae: str | None, a: argparse.Namespace, dur: int) -> dict[str, Any]:
     argv = ["taskset", "-c", str(a.client_cpu), WRK, "-t1", f"-c{a.conns}", f"-d{dur}s", "--timeout=5s"]
     argv += ["--latency", "-s", str(lua), "-H", f"Host: {host}"]
@@ -336,8 +242,7 @@ def run_wrk(lua: Path, port: int, host: str, ae: str | None, a: argparse.Namespa
     try:
         out, _ = p.communicate(timeout=dur + 30)
     finally:
-        stop("wrk", p)
-        PROCS.remove(("wrk", p))
+        stop("wrk", p, grace=GRACE)
     text = out.decode(errors="replace")
     line = next((x for x in text.splitlines() if x.startswith("WRK_JSON ")), None)
     if line is None:
@@ -347,7 +252,6 @@ def run_wrk(lua: Path, port: int, host: str, ae: str | None, a: argparse.Namespa
 
 
 def main() -> None:
-    global WORKDIR, KEEP_TMP
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dur", type=int, default=4, help="seconds per wrk run (default 4)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of all variants, interleaved (default 3)")
@@ -357,56 +261,55 @@ def main() -> None:
     ap.add_argument("--server-cpu", type=int, default=1, help="CPU for the proxy and the backend (default 1)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     a = ap.parse_args()
-    KEEP_TMP = a.keep_tmp
     homeproxy = Path(sys.executable).parent / "homeproxy"
     for tool in (WRK, shutil.which("nginx"), shutil.which("taskset"), str(homeproxy)):
         if not tool or not os.access(tool, os.X_OK):
             sys.exit(f"missing {tool or 'nginx/taskset'}: apt-get install wrk nginx; run with the venv's python")
     t_start = time.monotonic()
 
-    WORKDIR = Path(tempfile.mkdtemp(prefix="hp-compress-bench."))
-    WORKDIR.chmod(0o755)  # nginx workers may run as nobody and read www/
-    www = WORKDIR / "www"
+    workdir = Path(temp_dir("hp-compress-bench.", keep=a.keep_tmp))  # 0755: nginx workers may run as nobody
+    www = workdir / "www"
     www.mkdir()
     doc = states_json(a.size)
     (www / "states.json").write_bytes(doc)
     (www / "states.json").chmod(0o644)
     for d in ("tmp_body", "tmp_proxy", "tmp_fastcgi", "tmp_uwsgi", "tmp_scgi"):
-        (WORKDIR / d).mkdir()
-    lua = WORKDIR / "report.lua"
+        (workdir / d).mkdir()
+    lua = workdir / "report.lua"
     lua.write_text(LUA)
     pin = ["taskset", "-c", str(a.server_cpu)]
 
     backend_port, proxy_port = free_port(), free_port()
-    nginx_conf = WORKDIR / "nginx.conf"
-    nginx_conf.write_text(NGINX_CONF.format(dir=WORKDIR, port=backend_port))
+    nginx_conf = workdir / "nginx.conf"
+    nginx_conf.write_text(NGINX_CONF.format(dir=workdir, port=backend_port))
     backend = spawn(
         "backend",
-        [*pin, "nginx", "-p", str(WORKDIR), "-c", str(nginx_conf), "-e", str(WORKDIR / "error.log")],
+        [*pin, "nginx", "-p", str(workdir), "-c", str(nginx_conf), "-e", str(workdir / "error.log")],
         stdout=subprocess.DEVNULL,
-        stderr=open(WORKDIR / "nginx.stderr", "wb"),  # noqa: SIM115 - closed with the process
+        log_to=workdir / "nginx.stderr",
     )
-    wait_ready(backend_port, ON_HOST, backend, "nginx")
+    wait_ready(backend_port, "/api/states", ON_HOST, backend, "nginx", timeout=20.0, request_timeout=2)
 
-    config = WORKDIR / "homeproxy.toml"
+    config = workdir / "homeproxy.toml"
     config.write_text(HOMEPROXY_CONF.format(port=proxy_port, backend=backend_port, on_host=ON_HOST, off_host=OFF_HOST))
     env = dict(os.environ)
     for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        env[var] = str(WORKDIR / "xdg" / var.lower())  # never the user's own dirs
+        env[var] = str(workdir / "xdg" / var.lower())  # never the user's own dirs
     proxy = spawn(
         "homeproxy",
         [*pin, str(homeproxy), "serve", "--config", str(config)],
         stdout=subprocess.DEVNULL,
-        stderr=open(WORKDIR / "homeproxy.stderr", "wb"),  # noqa: SIM115 - closed with the process
+        log_to=workdir / "homeproxy.stderr",
         env=env,
     )
-    wait_ready(proxy_port, ON_HOST, proxy, "homeproxy")
+    wait_ready(proxy_port, "/api/states", ON_HOST, proxy, "homeproxy", timeout=20.0, request_timeout=2)
     log(f"nginx pid {backend.pid} :{backend_port}, homeproxy pid {proxy.pid} :{proxy_port} (CPU {a.server_cpu})")
 
     # Checks (not timed): each variant answers with its coding and decodes to the document.
     wire: dict[str, int] = {}
     for name, host, ae in VARIANTS:
-        status, headers, body = get(proxy_port, host, ae)
+        accept = {} if ae is None else {"Accept-Encoding": ae}
+        status, headers, body = get(proxy_port, "/api/states", host, headers=accept, timeout=5.0)
         coding = headers.get("content-encoding")
         if status != 200 or coding != ae or decode(coding, body) != doc:
             sys.exit(f"check failed for {name}: status {status}, Content-Encoding {coding!r}")
@@ -502,10 +405,9 @@ def report(
 
 
 if __name__ == "__main__":
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, _on_signal)
-    atexit.register(cleanup)
+    exit_on(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    atexit.register(cleanup, grace=GRACE)
     try:
         main()
     finally:
-        cleanup()
+        cleanup(grace=GRACE)
