@@ -49,6 +49,7 @@ class AccessLog:
         lines = []
         for ev in batch:
             record = asdict(ev)
+            del record["request_headers"], record["response_headers"]  # the TUI's, not the log's
             record["time"] = datetime.fromtimestamp(ev.time, UTC).isoformat(timespec="milliseconds")
             record["duration_ms"] = round(record.pop("duration") * 1000, 3)
             lines.append(json.dumps(record, separators=(",", ":"), ensure_ascii=False))

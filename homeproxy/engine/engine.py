@@ -403,6 +403,8 @@ class Engine:
                 upstream=ex.upstream,
                 cache=ex.cache,
                 error=ex.error,
+                request_headers=tuple(request.headers.items()),
+                response_headers=tuple(response.headers.items()) if response is not None else (),
             )
         )
 

@@ -47,6 +47,10 @@ class RequestCompleted:
     """Cache status (HIT, MISS, ...); "" while no cache is on the path."""
     error: str = ""
     """What went wrong, if anything (e.g. "upstream unreachable")."""
+    request_headers: tuple[tuple[str, str], ...] = ()
+    """The request's headers as the client sent them (for the TUI's request detail)."""
+    response_headers: tuple[tuple[str, str], ...] = ()
+    """The response's headers as homeproxy sent them."""
 
 
 Event = RequestCompleted
