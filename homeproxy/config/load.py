@@ -32,6 +32,7 @@ from homeproxy.config.model import (
     ServerSettings,
     SharedCacheSettings,
     Site,
+    SiteDefaults,
 )
 from homeproxy.passwords import is_hash
 
@@ -269,7 +270,14 @@ SITE_KEYS: Schema = {
     "compression": lambda v: v,
 }
 SHARED_CACHE_KEYS: Schema = {"max_bytes": _size, "header": lambda v: _header_name(v, allow_empty=True)}
-TOP_KEYS = ("server", "logging", "cache", "sites")
+DEFAULTS_KEYS: Schema = {
+    "websockets": _bool,
+    "compression": _bool,
+    "cache": _bool,
+    "connect_timeout": _duration,
+    "read_timeout": _duration,
+}
+TOP_KEYS = ("server", "logging", "cache", "defaults", "sites")
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
@@ -496,6 +504,7 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
         c.error(("server", "listen"), "an address is listed twice")
     server = ServerSettings(**server_values)
     shared_cache = SharedCacheSettings(**c.table(data.get("cache", {}), ("cache",), SHARED_CACHE_KEYS))
+    defaults = SiteDefaults(**c.table(data.get("defaults", {}), ("defaults",), DEFAULTS_KEYS))
     log_values = c.table(data.get("logging", {}), ("logging",), LOGGING_KEYS)
     if "access_log" in log_values:
         log_values["access_log"], log_values["access_log_path"] = log_values["access_log"]
@@ -551,7 +560,7 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
             sites.append(Site(routes=tuple(routes), **values))
     if c.errors:
         raise ConfigInvalid(sorted(c.errors, key=lambda e: e.line or 0))
-    return Config(server=server, logging=logging, cache=shared_cache, sites=tuple(sites))
+    return Config(server=server, logging=logging, cache=shared_cache, defaults=defaults, sites=tuple(sites))
 
 
 def decode_config(data: bytes, file: str = "<config>") -> str:

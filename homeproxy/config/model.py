@@ -249,6 +249,26 @@ class Site:
 
 
 @dataclass(frozen=True, slots=True)
+class SiteDefaults:
+    """What a site added from the TUI starts with (the `[defaults]` table); existing sites are not changed."""
+
+    websockets: bool = True
+    """New sites proxy WebSocket upgrades."""
+
+    compression: bool = False
+    """New sites compress responses."""
+
+    cache: bool = False
+    """New sites cache responses."""
+
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    """New sites' connect timeout, in seconds."""
+
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    """New sites' read timeout, in seconds."""
+
+
+@dataclass(frozen=True, slots=True)
 class SharedCacheSettings:
     """The cache shared by every site that turns caching on."""
 
@@ -271,6 +291,9 @@ class Config:
 
     cache: SharedCacheSettings = field(default_factory=SharedCacheSettings)
     """The `[cache]` table."""
+
+    defaults: SiteDefaults = field(default_factory=SiteDefaults)
+    """The `[defaults]` table: what new sites start with."""
 
     sites: tuple[Site, ...] = ()
     """The `[[sites]]` array."""

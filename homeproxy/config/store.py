@@ -241,6 +241,21 @@ class ConfigStore:
             _set_key(_find_site(doc, name), key, value)
         return self.config
 
+    def set_option(self, table: str, key: str, value: Any) -> Config:
+        """Set one key of a top-level table (`store.set_option("server", "http_port", 8081)`),
+        creating the table if the file has none."""
+        with self.edit() as doc:
+            if table not in doc:
+                doc.append(table, tomlkit.table())
+            _set_key(doc[table], key, value)
+        return self.config
+
+    def restore(self, backup: Path) -> Config:
+        """Make a backup the config again (validated and applied; the current file is backed up first)."""
+        text = decode_config(Path(backup).read_bytes(), str(backup))
+        parse_config(text, str(backup))  # refuse an invalid backup before anything changes
+        return self.save_document(tomlkit.parse(text))
+
     # --- backups -----------------------------------------------------------------------
 
     def backups(self) -> list[Path]:

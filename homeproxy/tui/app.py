@@ -1,32 +1,42 @@
-"""`HomeproxyApp`: the first, small TUI.
+"""`HomeproxyApp`: the terminal UI around a running `Runtime`.
 
-A header, the engine's state (addresses, uptime, a banner when a port could
-not be bound or the config file was rejected), a table of the configured sites
-with live per-site numbers, a live request counter, and a footer.
-
-The app does no I/O in `__init__` and never pokes the engine: it reads
-`Stats`, drains its bus subscription through the bridge, and listens to the
-`ConfigStore`. The caller (the CLI, or a test) starts and stops the runtime.
+Screens are Textual modes (each keeps its own state): 1 Dashboard, 2 Sites,
+3 Traffic, 4 Settings, ? Help; every action is also in the command palette.
+The app does no I/O in `__init__` and never pokes the engine: it edits the
+config through `ConfigStore`, reads `Stats`, and drains its bus subscription
+(through the bridge) into a bounded `RequestBuffer` that the screens show.
+The caller (the CLI, or a test) starts and stops the runtime.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.text import Text
-from textual import on, work
-from textual.app import App, ComposeResult
+from textual import on
+from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding
-from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.message import Message
+from textual.screen import Screen
 
-from homeproxy import __version__
-from homeproxy.config import Config, ConfigChanged, ConfigEvent, ConfigRejected
-from homeproxy.engine import TOTAL, Stats
+from homeproxy.config import ConfigChanged, ConfigRejected
+from homeproxy.engine import RequestCompleted, Stats
 from homeproxy.runtime import Runtime
-from homeproxy.tui.bridge import ConfigEventArrived, RequestsArrived, drain
+from homeproxy.tui.bridge import ConfigEventArrived, RequestBuffer, drain
+from homeproxy.tui.screens.confirm import ConfirmModal
+from homeproxy.tui.screens.dashboard import DashboardScreen
+from homeproxy.tui.screens.help import HelpScreen
+from homeproxy.tui.screens.settings import SettingsScreen
+from homeproxy.tui.screens.sites import SitesScreen
+from homeproxy.tui.screens.traffic import TrafficScreen
 
-
-def _hosts(hosts: tuple[str, ...]) -> str:
-    return ", ".join(hosts)
+SCREENS = (
+    ("dashboard", "1", "Dashboard", "Engine state and per-site numbers"),
+    ("sites", "2", "Sites", "Add, edit, enable and remove sites"),
+    ("traffic", "3", "Traffic", "The live request log"),
+    ("settings", "4", "Settings", "Listeners, logging, defaults and config backups"),
+    ("help", "question_mark", "Help", "Keys and what each screen does"),
+)
 
 
 class HomeproxyApp(App[None]):
@@ -34,43 +44,42 @@ class HomeproxyApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "homeproxy"
+    MODES = {
+        "dashboard": DashboardScreen,
+        "sites": SitesScreen,
+        "traffic": TrafficScreen,
+        "settings": SettingsScreen,
+        "help": HelpScreen,
+    }
     BINDINGS = [
-        Binding("q", "quit", "Quit", id="quit", tooltip="Stop the proxy and leave"),
-        Binding("r", "reload", "Reload config", id="reload", tooltip="Re-read the config file now"),
+        *(
+            Binding(key, f"show('{mode}')", title, id=f"screen.{mode}", tooltip=tip, show=mode != "help")
+            for mode, key, title, tip in SCREENS
+        ),
+        Binding(
+            "f1", "show('help')", "Help", id="screen.help.f1", tooltip="Keys and what each screen does", show=False
+        ),
+        Binding("q", "quit", "Quit", id="quit", tooltip="Stop the proxy and leave (asks if there is unsaved work)"),
+        Binding("ctrl+r", "reload", "Reload config", id="reload", tooltip="Re-read the config file now", show=False),
     ]
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, buffer_size: int = 10_000) -> None:
         super().__init__()
         self.runtime = runtime
-        self.requests_seen = 0
-        self._subscription = runtime.bus.subscribe("tui", maxlen=10_000)
+        self.requests = RequestBuffer(buffer_size)
+        self.unsaved: dict[str, str] = {}
+        """What has unsaved work (e.g. an open editor), and a description of it."""
+        self._subscription = runtime.bus.subscribe("tui", maxlen=buffer_size)
+        self._upstream_down: set[str] = set()
 
     @property
     def stats(self) -> Stats:
         return self.runtime.stats
 
-    def compose(self) -> ComposeResult:
-        yield Header(show_clock=False, icon="⇄")
-        with Vertical(id="main"):
-            yield Static(id="engine-status")
-            yield Static(id="banner")
-            yield DataTable(id="sites", cursor_type="row", zebra_stripes=True)
-            yield Static(id="empty")
-            yield Static(id="counter")
-        yield Footer()
-
     def on_mount(self) -> None:
         self.sub_title = str(self.runtime.config_path)
-        table = self.query_one("#sites", DataTable)
-        table.add_column("Site", key="name")
-        table.add_column("Hosts", key="hosts")
-        table.add_column("Upstreams", key="upstreams")
-        table.add_column("Requests", key="requests")
-        table.add_column("req/s", key="rps")
-        table.add_column("5xx", key="errors")
         self.runtime.store.subscribe(self._on_config_event)
-        self._show_config(self.runtime.store.config)
-        self._show_engine()
+        self.switch_mode("dashboard")
         if self.runtime.store.created:
             self.notify(
                 Text(
@@ -80,32 +89,49 @@ class HomeproxyApp(App[None]):
                 timeout=15,
             )
         self.set_interval(0.1, self._pump)
-        self.set_interval(1.0, self._refresh_numbers)
 
     # --- events from other threads -------------------------------------------------------
 
-    def _on_config_event(self, event: ConfigEvent) -> None:
+    def _on_config_event(self, event: ConfigChanged | ConfigRejected) -> None:
         # Called on whichever thread changed the config; post_message is thread-safe.
         self.post_message(ConfigEventArrived(event))
 
     def _pump(self) -> None:
         message = drain(self._subscription)
-        if message is not None:
-            self.post_message(message)
+        if message is None:
+            return
+        self.requests.extend(message.events)
+        self._watch_upstreams(message.events)
+        self._to_screen(message)
 
-    @on(RequestsArrived)
-    def _requests_arrived(self, message: RequestsArrived) -> None:
-        self.requests_seen += len(message.events)
-        self._show_counter()
+    def _watch_upstreams(self, events: Iterable[RequestCompleted]) -> None:
+        """Toast when an upstream stops answering and when it answers again."""
+        for ev in events:
+            if not ev.upstream:
+                continue
+            down = ev.error.startswith(("upstream unreachable", "upstream timed out"))
+            if down and ev.upstream not in self._upstream_down:
+                self._upstream_down.add(ev.upstream)
+                self.notify(
+                    Text(f"{ev.upstream} ({ev.site}): {ev.error}").markup, title="Upstream down", severity="error"
+                )
+            elif not down and not ev.error and ev.upstream in self._upstream_down:
+                self._upstream_down.discard(ev.upstream)
+                self.notify(Text(f"{ev.upstream} ({ev.site}) answers again").markup, title="Upstream back")
+
+    def upstream_is_down(self, url: str) -> bool:
+        """Whether the last request to `url` found it unreachable."""
+        return url in self._upstream_down
 
     @on(ConfigEventArrived)
     def _config_event(self, message: ConfigEventArrived) -> None:
         event = message.event
         if isinstance(event, ConfigChanged):
-            self._show_config(event.config)
-            self._show_engine()
-            where = "from the file" if event.source == "file" else "and saved"
-            self.notify(f"Config applied {where}: {len(event.config.sites)} site(s).", title="Config")
+            if event.source == "file":
+                self.notify(
+                    f"The config file changed on disk and was applied: {len(event.config.sites)} site(s).",
+                    title="Config",
+                )
         elif isinstance(event, ConfigRejected):
             first = str(event.errors[0]) if event.errors else "invalid config"
             more = f" (+{len(event.errors) - 1} more)" if len(event.errors) > 1 else ""
@@ -115,94 +141,52 @@ class HomeproxyApp(App[None]):
                 severity="error",
                 timeout=10,
             )
-            self._show_engine()
+        self._to_screen(message)
 
-    # --- rendering -----------------------------------------------------------------------
-
-    def _show_config(self, config: Config) -> None:
-        table = self.query_one("#sites", DataTable)
-        table.clear()
-        for site in config.sites:
-            name = Text(site.name) if site.enabled else Text(f"{site.name} (off)", style="dim")
-            table.add_row(
-                name, Text(_hosts(site.hosts)), Text(", ".join(site.upstreams)), "0", "0.0", "0", key=site.name
-            )
-        empty = self.query_one("#empty", Static)
-        empty.update(
-            Text.assemble(
-                ("No sites yet.\n\n", "bold"),
-                "Add a [[sites]] table to ",
-                (str(self.runtime.config_path), "bold"),
-                " (the file has a commented example). It is applied as soon as you save.",
-            )
-        )
-        self.set_class(not config.sites, "-no-sites")
-        self._refresh_numbers()
-
-    def _show_engine(self) -> None:
-        engine = self.runtime.engine
-        status = self.query_one("#engine-status", Static)
-        banner = self.query_one("#banner", Static)
-        problems: list[str] = []
-        if engine is None or not engine.running:
-            status.update(Text("○ engine stopped", style="bold"))
-        else:
-            addrs = "  ".join(f"http://{h}:{p}" for h, p in engine.addresses) or "no listener"
-            line = Text.assemble(("● serving ", "bold"), (addrs, ""), (f"   homeproxy {__version__}", "dim"))
-            status.update(line)
-            problems.extend(engine.listen_errors)
-        problems.extend(str(e) for e in self.runtime.store.last_errors)
-        banner.update(Text("\n".join(problems)))
-        banner.set_class(bool(problems), "-visible")
-
-    def _show_counter(self) -> None:
-        total = self.stats.snapshot()[TOTAL]
-        counter = self.query_one("#counter", Static)
-        counter.update(
-            Text.assemble(
-                ("Requests ", "bold"),
-                f"{total.requests:,}",
-                ("   req/s ", "bold"),
-                f"{total.rps:,.1f}",
-                ("   5xx ", "bold"),
-                f"{total.errors:,}",
-                ("   in ", "bold"),
-                _size(total.bytes_in),
-                ("   out ", "bold"),
-                _size(total.bytes_out),
-                ("   p95 ", "bold"),
-                f"{total.p95 * 1000:,.1f} ms",
-            )
-        )
-
-    def _refresh_numbers(self) -> None:
-        snapshot = self.stats.snapshot()
-        table = self.query_one("#sites", DataTable)
-        for site in self.runtime.store.config.sites:
-            s = snapshot.get(site.name)
-            if s is None:
-                continue
-            table.update_cell(site.name, "requests", f"{s.requests:,}")
-            table.update_cell(site.name, "rps", f"{s.rps:,.1f}")
-            table.update_cell(site.name, "errors", f"{s.errors:,}")
-        self._show_counter()
+    def _to_screen(self, message: Message) -> None:
+        """Hand a message to the visible screen (there is none while starting or leaving)."""
+        try:
+            screen = self.screen
+        except ScreenStackError:
+            return
+        screen.post_message(message)
 
     # --- actions -------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="reload")
+    def action_show(self, mode: str) -> None:
+        """Switch to a screen (its state is kept)."""
+        if self.current_mode != mode:
+            self.switch_mode(mode)
+
     def action_reload(self) -> None:
-        """Re-read the config file now (it is also watched). In a thread: applying may wait on the engine."""
+        """Re-read the config file now (it is also watched)."""
+        self.run_worker(self._reload, thread=True, exclusive=True, group="reload")
+
+    def _reload(self) -> None:
+        # In a thread: applying waits on the engine.
         if not self.runtime.store.reload(force=True) and not self.runtime.store.last_errors:
             self.call_from_thread(self.notify, "The config file has not changed.", title="Config")
 
     async def action_quit(self) -> None:
+        if self.unsaved:
+            what = "; ".join(self.unsaved.values())
+            self.push_screen(
+                ConfirmModal(f"Quit without saving? Unsaved: {what}", confirm="Quit", cancel="Stay"),
+                self._quit_if,
+            )
+            return
+        self._leave()
+
+    def _quit_if(self, confirmed: bool | None) -> None:
+        if confirmed:
+            self._leave()
+
+    def _leave(self) -> None:
         self.runtime.bus.unsubscribe(self._subscription)
         self.exit()
 
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for mode, _key, title, tip in SCREENS:
+            yield SystemCommand(f"Show {title}", tip, lambda mode=mode: self.action_show(mode))
+        yield SystemCommand("Reload config", "Re-read the config file now", self.action_reload)

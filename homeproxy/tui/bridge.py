@@ -1,13 +1,15 @@
 """The one place where engine events cross into Textual.
 
-The app drains its bus subscription on a timer (10 times a second) and turns
-each non-empty batch into one `RequestsArrived` message: never one message per
-request, so a busy proxy cannot flood the UI, and the proxy never waits for it.
+The app drains its bus subscription on a timer (10 times a second) into a
+bounded `RequestBuffer` and turns each non-empty batch into one
+`RequestsArrived` message: never one message per request, so a busy proxy
+cannot flood the UI, and the proxy never waits for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from textual.message import Message
@@ -16,9 +18,44 @@ from homeproxy.config import ConfigEvent
 from homeproxy.engine import RequestCompleted, Subscription
 
 
+class RequestBuffer:
+    """The last `maxlen` requests, each with a sequence number that never repeats.
+
+    Views keep the sequence number of the last request they showed, so they can
+    tell how many arrived since (and whether some fell off the front).
+    """
+
+    def __init__(self, maxlen: int = 10_000) -> None:
+        self.maxlen = maxlen
+        self._events: deque[RequestCompleted] = deque(maxlen=maxlen)
+        self.total = 0
+        """Requests ever added (the sequence number of the next one)."""
+
+    def extend(self, events: Sequence[RequestCompleted]) -> None:
+        self._events.extend(events)
+        self.total += len(events)
+
+    def clear(self) -> None:
+        self._events.clear()
+
+    @property
+    def first(self) -> int:
+        """Sequence number of the oldest request still held."""
+        return self.total - len(self._events)
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __getitem__(self, index: int) -> RequestCompleted:
+        return self._events[index]
+
+    def __iter__(self) -> Iterator[RequestCompleted]:
+        return iter(self._events)
+
+
 @dataclass
 class RequestsArrived(Message):
-    """A batch of finished requests."""
+    """A batch of finished requests (already in the app's buffer)."""
 
     events: Sequence[RequestCompleted]
     dropped: int

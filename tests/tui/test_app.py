@@ -11,11 +11,11 @@ from tests.waiting import wait_for
 
 
 def _cell(app: HomeproxyApp, row: str, column: str) -> str:
-    return str(app.query_one("#sites", DataTable).get_cell(row, column))
+    return str(app.screen.query_one("#sites", DataTable).get_cell(row, column))
 
 
 def _text(app: HomeproxyApp, selector: str) -> str:
-    return str(app.query_one(selector, Static).render())
+    return str(app.screen.query_one(selector, Static).render())
 
 
 async def test_shows_sites_and_counts_real_requests(runtime: Runtime) -> None:
@@ -30,8 +30,9 @@ async def test_shows_sites_and_counts_real_requests(runtime: Runtime) -> None:
                 async with http.get(f"http://127.0.0.1:{port}/x", headers={"Host": "files.home.arpa"}) as r:
                     assert r.status == 200
                     assert await r.text() == "hello from backend /x"
-        await wait_for(lambda: app.requests_seen == 3, description="3 requests in the TUI")
-        await wait_for(lambda: "Requests 3" in _text(app, "#counter"), description="counter shows 3")
+        await wait_for(lambda: app.requests.total == 3, description="3 requests in the TUI")
+        await wait_for(lambda: "3 requests" in _text(app, "#engine-status"), description="the status shows 3")
+        assert [ev.path for ev in app.requests] == ["/x", "/x", "/x"]
         await pilot.pause()
 
 
@@ -39,16 +40,16 @@ async def test_hand_edit_appears_and_bad_edit_shows_banner(runtime: Runtime, bac
     app = HomeproxyApp(runtime)
     path = runtime.config_path
     async with app.run_test(size=(120, 30)) as pilot:
-        table = app.query_one("#sites", DataTable)
+        table = app.screen.query_one("#sites", DataTable)
         path.write_text(
             path.read_text()
             + f'\n[[sites]]\nname = "media"\nhosts = ["media.home.arpa"]\nupstreams = ["http://127.0.0.1:{backend}"]\n'
         )
         await wait_for(lambda: table.row_count == 2, description="the new site in the table")
-        assert _cell(app, "media", "upstreams") == f"http://127.0.0.1:{backend}"
+        assert _cell(app, "media", "upstreams") == f"● http://127.0.0.1:{backend}"
 
         path.write_text(path.read_text().replace('name = "media"', 'name = "media"\nwebsokets = true'))
-        banner = app.query_one("#banner", Static)
+        banner = app.screen.query_one("#banner", Static)
         await wait_for(lambda: banner.has_class("-visible"), description="the error banner")
         assert "websokets" in _text(app, "#banner") and 'did you mean "websockets"' in _text(app, "#banner")
         assert ":17:" in _text(app, "#banner")  # the line of the bad key
@@ -81,7 +82,7 @@ async def test_q_quits_and_runtime_stops(runtime: Runtime) -> None:
 async def test_r_reloads_without_blocking_and_says_when_nothing_changed(runtime: Runtime) -> None:
     app = HomeproxyApp(runtime)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("r")
+        await pilot.press("ctrl+r")
         await wait_for(
             lambda: any("has not changed" in str(n.message) for n in app._notifications),
             description="the 'not changed' toast",

@@ -1,0 +1,72 @@
+"""Small formatting helpers shared by the screens (no widgets here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+
+from homeproxy.config import Site
+
+_BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[int | float]) -> str:
+    """`values` as a one-line bar chart, scaled to its own maximum."""
+    top = max(values, default=0)
+    if top <= 0:
+        return "▁" * len(values)
+    return "".join(_BLOCKS[max(1, round(v / top * 8))] if v else "▁" for v in values)
+
+
+def rate(per_second: float) -> str:
+    """Requests per second, short."""
+    if per_second >= 1000:
+        return f"{per_second / 1000:.1f}k"
+    return f"{per_second:.1f}" if per_second < 100 else f"{per_second:.0f}"
+
+
+def duration(seconds: float) -> str:
+    """A latency, in the unit that reads best."""
+    if seconds < 0.001:
+        return f"{seconds * 1e6:.0f}µs"
+    if seconds < 1:
+        return f"{seconds * 1000:.1f}ms" if seconds < 0.1 else f"{seconds * 1000:.0f}ms"
+    return f"{seconds:.2f}s"
+
+
+def size(n: float) -> str:
+    """Bytes, short."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+FLAGS = (
+    ("C", "cache"),
+    ("Z", "compression"),
+    ("A", "auth"),
+    ("L", "allow/deny"),
+    ("R", "rate limit"),
+    ("W", "websockets"),
+    ("T", "TLS"),
+)
+
+
+def feature_flags(site: Site) -> Text:
+    """One letter per feature: bright when the site has it on, a dim dot when off."""
+    on = (
+        site.cache.enabled,
+        site.compression.enabled,
+        bool(site.auth.mode),
+        bool(site.allow or site.deny),
+        site.rate_limit is not None,
+        site.websockets,
+        False,  # TLS lands with its issue
+    )
+    text = Text()
+    for (letter, _name), enabled in zip(FLAGS, on, strict=True):
+        text.append(letter if enabled else "·", style="bold" if enabled else "dim")
+    return text

@@ -1,0 +1,18 @@
+"""`SettingsScreen`: being built (issue 4)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+
+class SettingsScreen(Screen[None]):
+    """Settings."""
+
+    TITLE = "Settings"
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="⇄")
+        yield Static("Settings")
+        yield Footer()
