@@ -61,6 +61,7 @@ class HomeproxyApp(App[None]):
         ),
         Binding("q", "quit", "Quit", id="quit", tooltip="Stop the proxy and leave (asks if there is unsaved work)"),
         Binding("ctrl+r", "reload", "Reload config", id="reload", tooltip="Re-read the config file now", show=False),
+        Binding("ctrl+t", "change_theme", "Theme", id="theme", tooltip="Pick a colour theme", show=False),
     ]
 
     def __init__(self, runtime: Runtime, *, buffer_size: int = 10_000) -> None:
