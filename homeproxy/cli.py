@@ -1,9 +1,10 @@
-"""The `homeproxy` command: the TUI, `serve`, `check`, `passwd`.
+"""The `homeproxy` command: the TUI, `serve`, `check`, `passwd`, `demo`.
 
     homeproxy                     open the terminal UI (the proxy runs inside it)
     homeproxy serve               run the proxy headless (systemd), logging to stderr
     homeproxy check               validate a config file and exit 0 or 1
     homeproxy passwd [USER]       hash a password for a site's auth users
+    homeproxy demo                sample sites and live traffic on loopback, in the TUI
 
 `--config PATH` works before or after the subcommand.
 """
@@ -40,6 +41,7 @@ examples:
   homeproxy serve                   run headless (systemd: assets/homeproxy.service)
   homeproxy check --config my.toml  validate a config file
   homeproxy passwd alice            hash a password: alice = "scrypt$..."
+  homeproxy demo                    try it: sample sites with live traffic, nothing kept
   kill -HUP <pid>                   make `homeproxy serve` re-read its config
 
 default config file: {paths.default_config_path()}
@@ -95,7 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     passwd.add_argument("user", nargs="?", metavar="USER", help="the user name, for a ready `USER = ...` line")
     passwd.set_defaults(command="passwd")
+    demo = sub.add_parser(
+        "demo",
+        help="open the TUI on sample sites with live traffic (loopback only, nothing kept)",
+        description="Start sample backends on 127.0.0.1, a temporary config with sites for them (one behind "
+        "Basic auth: user demo, password demo) and a gentle traffic generator, and open the TUI. Quitting "
+        "stops everything and removes the temporary files. Your own config is not read or touched.",
+    )
+    demo.add_argument(
+        "--rate", type=_rate, default=3.0, metavar="N", help="requests per second to generate (default: 3)"
+    )
+    demo.set_defaults(command="demo")
     return parser
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of requests per second, got {text!r}") from None
+    if not 0 < value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a rate above 0 and at most 1000, got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_serve(config_path, args.log_level)
     if args.command == "passwd":
         return cmd_passwd(args.user)
+    if args.command == "demo":
+        from homeproxy.demo import run_demo
+
+        return run_demo(args.rate)
     return cmd_tui(config_path)
 
 

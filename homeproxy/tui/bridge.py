@@ -54,7 +54,7 @@ class RequestBuffer:
 
 
 @dataclass
-class RequestsArrived(Message):
+class RequestsArrived(Message, bubble=False):
     """A batch of finished requests (already in the app's buffer)."""
 
     events: Sequence[RequestCompleted]
@@ -63,7 +63,7 @@ class RequestsArrived(Message):
 
 
 @dataclass
-class ConfigEventArrived(Message):
+class ConfigEventArrived(Message, bubble=False):
     """The store applied a change or rejected an outside edit (posted from any thread)."""
 
     event: ConfigEvent

@@ -1,18 +1,189 @@
-"""`HelpScreen`: being built (issue 4)."""
+"""`HelpScreen`: the keys and what each screen does.
+
+Nothing here is written twice: the key tables are read from the real
+`BINDINGS` of the app and of each screen class in the app's `MODES` (a key
+added or remapped there shows up here), and a screen's paragraph is its
+`HELP` text when it has one.
+"""
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.screen import Screen
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import RenderableType
+from rich.markdown import Markdown
+from rich.table import Table
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingsMap
+from textual.containers import VerticalScroll
+from textual.dom import DOMNode
+from textual.screen import ModalScreen, Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Header, Static
+
+from homeproxy.tui.screens.confirm import ConfirmModal
+
+#: What a screen does, for screens whose class has no `HELP` of its own.
+SCREEN_HELP = {
+    "dashboard": (
+        "The proxy at a glance. The top line says whether the engine serves, where it listens, for how long, "
+        "and the total request rate and 5xx count; under it, a chart of the total rate over the last two minutes. "
+        "The table has one row per site: its hosts, its upstreams (a red dot when the last request found one "
+        "unreachable), the features it has on (the legend at the bottom), requests per second, median and 95th "
+        "percentile latency, the share of 5xx answers and of cache hits, and the last 30 seconds as a sparkline. "
+        "A red banner shows a listener that could not be opened or a config file edit that was rejected."
+    ),
+    "sites": (
+        "Every site in the config file: add one (it starts with the defaults from Settings), edit its hosts, "
+        "upstreams and features, turn it on or off, or remove it. Each change is validated, applied to the "
+        "running proxy and saved to the config file with its comments kept."
+    ),
+    "traffic": (
+        "The live request log: each request as it finishes, with its site, method, path, status and timing. "
+        "The most recent requests are kept in memory (the oldest fall off); the access log on disk keeps them all."
+    ),
+}
+
+INTRO = (
+    "homeproxy puts your services behind one address and answers each by its own host name. "
+    "Switch screens with the number keys; the footer always shows the keys of the screen you are on, "
+    "and every action is also in the command palette. Keys that act on a field or a list work "
+    "when it has the focus (Tab moves it). While you type in a field, letters and digits go into it."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    """One action and the keys that trigger it."""
+
+    keys: tuple[str, ...]
+    description: str
+    tooltip: str
+
+
+def class_bindings(cls: type[DOMNode], *, stop_at: type[DOMNode] | None = None) -> list[Binding]:
+    """The bindings declared by `cls` and its bases, as Textual merges them (a subclass's key wins).
+
+    With `stop_at`, only those declared by classes that `stop_at` does not already have.
+    """
+    keys: dict[str, list[Binding]] = {}
+    skip = set(stop_at.__mro__) if stop_at is not None else set()
+    for base in reversed(cls.__mro__):
+        if base in skip or not (isinstance(base, type) and issubclass(base, DOMNode)):
+            continue
+        if not base._inherit_bindings:
+            keys.clear()
+        keys.update(BindingsMap(base.__dict__.get("BINDINGS", [])).key_to_bindings)
+    return [b for bindings in keys.values() for b in bindings]
+
+
+def key_rows(app: App[object], bindings: Iterable[Binding]) -> list[KeyRow]:
+    """One row per action (several keys for one action share a row); bindings without a
+    description (internal ones) are left out."""
+    rows: dict[tuple[str, str], tuple[list[str], str]] = {}
+    for b in bindings:
+        if not b.description:
+            continue
+        keys, tooltip = rows.setdefault((b.action, b.description), ([], b.tooltip))
+        display = app.get_key_display(b)
+        if display not in keys:
+            keys.append(display)
+        if not tooltip and b.tooltip:
+            rows[(b.action, b.description)] = (keys, b.tooltip)
+    return [KeyRow(tuple(keys), description, tooltip) for (_, description), (keys, tooltip) in rows.items()]
+
+
+def key_table(rows: list[KeyRow]) -> Table:
+    """The rows as a three-column table: keys, action, what it does."""
+    table = Table(box=None, show_header=False, padding=(0, 2, 0, 0), expand=True)
+    # Fixed widths, so that every section's table lines up with the others.
+    table.add_column("keys", style="bold", no_wrap=True, width=12)
+    table.add_column("action", no_wrap=True, width=18)
+    table.add_column("what", style="dim", ratio=1)
+    for row in rows:
+        table.add_row(Text("  ".join(row.keys)), Text(row.description), Text(row.tooltip))
+    return table
+
+
+def screen_paragraph(mode: str, cls: type[Screen[Any]]) -> str:
+    """What a screen does: its class's `HELP`, else the text here, else its docstring."""
+    own = cls.HELP
+    if own:
+        return own
+    if mode in SCREEN_HELP:
+        return SCREEN_HELP[mode]
+    return (cls.__doc__ or "").strip()
 
 
 class HelpScreen(Screen[None]):
-    """Help."""
+    """Every key, grouped by screen, and a paragraph on what each screen does."""
 
     TITLE = "Help"
+    HELP = (
+        "This page. It lists the keys that work everywhere, then each screen with its own keys, read from "
+        "the app itself; **F1** opens it from anywhere."
+    )
+    DEFAULT_CSS = """
+    HelpScreen #help {
+        height: 1fr;
+        padding: 0 2;
+    }
+    HelpScreen .help-heading {
+        margin-top: 1;
+        color: $text-accent;
+        text-style: bold;
+    }
+    HelpScreen .help-text {
+        margin-bottom: 1;
+    }
+    HelpScreen .help-none {
+        color: $text-muted;
+    }
+    """
 
     def compose(self) -> ComposeResult:
         yield Header(icon="⇄")
-        yield Static("Help")
+        with VerticalScroll(id="help"):
+            yield Static(Text(INTRO), classes="help-text", id="help-intro")
+            yield from self._sections()
         yield Footer()
+
+    def _sections(self) -> Iterator[Widget]:
+        app = self.app
+        app_bindings = class_bindings(type(app))
+        if app.ENABLE_COMMAND_PALETTE:
+            app_bindings.append(
+                Binding(
+                    app.COMMAND_PALETTE_BINDING,
+                    "command_palette",
+                    "Command palette",
+                    key_display=app.COMMAND_PALETTE_DISPLAY,
+                    tooltip="Search every action (show a screen, reload the config, change the theme...)",
+                )
+            )
+        everywhere = key_rows(app, [*app_bindings, *class_bindings(Screen)])
+        yield from self._section("everywhere", Text("Everywhere"), None, everywhere)
+        for mode, screen in app.MODES.items():
+            if not (isinstance(screen, type) and issubclass(screen, Screen)):
+                continue
+            shows = [b for b in app_bindings if b.action == f"show('{mode}')"]
+            keys = "  ".join(dict.fromkeys(app.get_key_display(b) for b in shows))
+            title = screen.TITLE or mode.title()
+            heading = Text.assemble((f" {keys} ", "reverse"), " ", title) if keys else Text(title)
+            rows = key_rows(app, class_bindings(screen, stop_at=Screen))
+            yield from self._section(mode, heading, screen_paragraph(mode, screen), rows)
+        dialogs = [ConfirmModal]
+        rows = key_rows(app, [b for d in dialogs for b in class_bindings(d, stop_at=ModalScreen)])
+        yield from self._section(
+            "dialogs", Text("Questions"), "A question such as “Quit without saving?” waits for an answer:", rows
+        )
+
+    def _section(self, name: str, heading: Text, paragraph: str | None, rows: list[KeyRow]) -> Iterator[Widget]:
+        yield Static(heading, classes="help-heading", id=f"help-{name}")
+        if paragraph:
+            yield Static(Markdown(paragraph), classes="help-text", id=f"help-{name}-text")
+        body: RenderableType = key_table(rows) if rows else Text("No keys of its own.")
+        yield Static(body, classes="help-keys" if rows else "help-keys help-none", id=f"help-{name}-keys")
