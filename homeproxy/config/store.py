@@ -391,7 +391,10 @@ def _settings_value(obj: Any) -> Any:
     items = dict(_non_default(obj))
     if hasattr(obj, "enabled") and set(items) <= {"enabled"}:
         return bool(obj.enabled)
-    items.pop("enabled", None)
+    if getattr(obj, "enabled", False):
+        items.pop("enabled", None)  # a table means on
+    elif hasattr(obj, "enabled"):
+        items = {"enabled": False, **items}  # off, with options kept for later
     if isinstance(obj, AuthSettings) and items.get("mode") in ("basic", "forward"):
         items.pop("mode")  # inferred from users / forward
     table = tomlkit.inline_table()
@@ -434,6 +437,11 @@ def _toml_value(key: str, value: Any) -> Any:
     return value
 
 
+def _is_default_settings(value: Any) -> bool:
+    settings = (CacheSettings, CompressionSettings, AuthSettings, HeaderRules)
+    return isinstance(value, settings) and value == type(value)()
+
+
 def _trailing_start(table: Table) -> int:
     """Index in `table`'s body where its trailing comments and blank lines start.
 
@@ -450,8 +458,8 @@ def _trailing_start(table: Table) -> int:
 def _set_key(table: Table, key: str, value: Any) -> None:
     """Set one key, keeping comments: an existing array is edited in place, a new key
     goes after the table's last key (not under the next table's heading comment)."""
-    if (key == "routes" and not value) or (key == "rate_limit" and value is None):
-        table.pop(key, None)
+    if (key == "routes" and not value) or (key == "rate_limit" and value is None) or _is_default_settings(value):
+        table.pop(key, None)  # back to the default: the key goes (e.g. auth turned off)
         return
     new = _toml_value(key, value)
     old = table.get(key)
