@@ -126,8 +126,12 @@ class DashboardScreen(Screen[None]):
         snapshot = self.hp.stats.snapshot()
         self._show_engine(snapshot.get(TOTAL))
         table = self.query_one("#sites", DataTable)
+        config = self.hp.runtime.store.config
+        if [key.value for key in table.rows] != [site.name for site in config.sites]:
+            # The sites changed while another screen was showing (config events go to the visible one).
+            self._show_config(config)
         columns = ("name", "hosts", "upstreams", "features", "rps", "p50", "p95", "errors", "hits", "spark")
-        for site in self.hp.runtime.store.config.sites:
+        for site in config.sites:
             cells = self._site_cells(site, snapshot.get(site.name))
             for column, cell in zip(columns, cells, strict=True):
                 table.update_cell(site.name, column, cell, update_width=True)

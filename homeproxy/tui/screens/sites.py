@@ -1,18 +1,342 @@
-"""`SitesScreen`: being built (issue 4)."""
+"""`SitesScreen`: the sites, with add, edit, duplicate, enable/disable and delete.
+
+Every change goes through `ConfigStore` (validated, applied live, saved with the
+file's comments kept), in a worker thread because applying waits on the engine.
+The table follows the store: it is redrawn on every config event and whenever
+the screen comes back from the editor.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Button, DataTable, Footer, Header, Static
+
+from homeproxy.config import Config, ConfigStore, Site
+from homeproxy.tui.bridge import ConfigEventArrived
+from homeproxy.tui.format import feature_flags, size
+from homeproxy.tui.screens.confirm import ConfirmModal
+from homeproxy.tui.screens.site_editor import SiteEditorModal
+from homeproxy.tui.widgets.site_form import duration_text
+
+if TYPE_CHECKING:
+    from homeproxy.tui.app import HomeproxyApp
+
+LEGEND = "C cache  Z compression  A auth  L allow/deny  R rate limit  W websockets  T TLS"
+
+COLUMNS = (("Site", "name"), ("State", "state"), ("On", "features"), ("Hosts", "hosts"), ("Upstreams", "upstreams"))
+
+
+def site_summary(site: Site) -> Text:
+    """Everything about one site, a line per topic (for the detail pane)."""
+    text = Text()
+
+    def line(label: str, *parts: str | Text) -> None:
+        if text:
+            text.append("\n")
+        text.append(f"{label:<12}", style="bold")
+        for part in parts:
+            text.append(part)
+
+    dim = "dim"
+    text.append(site.name, style="bold")
+    text.append("  ● enabled" if site.enabled else "  ○ disabled: its hosts get the 404 page", style=dim)
+    line("Hosts", ", ".join(site.hosts))
+    line("Upstreams", ", ".join(site.upstreams))
+    for route in site.routes:
+        strip = " (prefix stripped)" if route.strip_prefix else ""
+        line("Route", route.path, Text(" → ", style=dim), ", ".join(route.upstreams), strip)
+    proxy = ["WebSockets" if site.websockets else "no WebSockets"]
+    proxy.append("client Host" if site.preserve_host else "upstream's Host")
+    proxy.append(f"connect {duration_text(site.connect_timeout)}, read {duration_text(site.read_timeout)}")
+    line("Proxying", " · ".join(proxy))
+    access: list[str] = []
+    if site.allow:
+        access.append("allow " + ", ".join(site.allow))
+    if site.deny:
+        access.append("deny " + ", ".join(site.deny))
+    if site.rate_limit is not None:
+        access.append(f"{site.rate_limit.rate:g}/s per client, burst {site.rate_limit.burst}")
+    line("Access", " · ".join(access) or Text("anyone, no limit", style=dim))
+    auth = site.auth
+    if not auth.mode:
+        line("Auth", Text("off", style=dim))
+    elif auth.mode == "forward":
+        line("Auth", f"forward to {auth.forward}")
+    else:
+        users = ", ".join(name for name, _ in auth.users)
+        line("Auth", f"{auth.mode} · users: {users}")
+    if auth.mode and auth.bypass:
+        text.append(f" · no login from {', '.join(auth.bypass)}")
+    cache = site.cache
+    if cache.enabled:
+        ttl = duration_text(cache.default_ttl)
+        line("Cache", f"on · default TTL {ttl} · entries up to {size(cache.max_entry_bytes)}")
+    else:
+        line("Cache", Text("off", style=dim))
+    comp = site.compression
+    if comp.enabled:
+        line("Compression", f"on · from {size(comp.min_bytes)} · {' '.join(comp.algorithms)}")
+    else:
+        line("Compression", Text("off", style=dim))
+    h = site.headers
+    rules = ["security headers"] if h.security else []
+    rules += [f"set {k}" for k, _ in (*h.request_set, *h.response_set)]
+    rules += [f"remove {k}" for k in (*h.request_remove, *h.response_remove)]
+    line("Headers", ", ".join(rules) or Text("as they come", style=dim))
+    return text
+
+
+class _BarButton(Button, can_focus=False):
+    """A button for the mouse; the keyboard uses the bindings (the table keeps the focus)."""
 
 
 class SitesScreen(Screen[None]):
-    """Sites."""
+    """The sites, and what can be done to them."""
 
     TITLE = "Sites"
+    DEFAULT_CSS = """
+    SitesScreen #sites-bar {
+        height: 1;
+        padding: 0 1;
+        background: $boost;
+    }
+    SitesScreen #sites-bar Button {
+        width: auto;
+        min-width: 0;
+        margin-right: 2;
+    }
+    SitesScreen #sites-table {
+        height: 1fr;
+    }
+    SitesScreen #sites-empty {
+        display: none;
+        height: 1fr;
+        padding: 1 2;
+        color: $text-muted;
+    }
+    SitesScreen.-no-sites #sites-empty {
+        display: block;
+    }
+    SitesScreen.-no-sites #sites-table, SitesScreen.-no-sites #site-detail {
+        display: none;
+    }
+    SitesScreen #site-detail {
+        height: auto;
+        max-height: 14;
+        padding: 0 1;
+        border-top: solid $primary;
+    }
+    SitesScreen.-short #site-detail {
+        display: none;
+    }
+    SitesScreen #sites-legend {
+        height: 1;
+        padding: 0 1;
+    }
+    """
+    #: The detail pane needs room: only on terminals this tall.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    BINDINGS = [
+        Binding("a", "add", "Add", id="sites.add", tooltip="Add a site (it starts from [defaults])"),
+        Binding("e", "edit", "Edit", id="sites.edit", tooltip="Edit the selected site"),
+        Binding("enter", "edit", "Edit", id="sites.edit.enter", tooltip="Edit the selected site", show=False),
+        Binding("d", "duplicate", "Duplicate", id="sites.duplicate", tooltip="Add a copy of the selected site"),
+        Binding(
+            "space",
+            "toggle_enabled",
+            "On/off",
+            id="sites.toggle",
+            tooltip="Enable or disable the selected site (applied live)",
+        ),
+        Binding("x,delete", "delete", "Delete", id="sites.delete", tooltip="Delete the selected site (asks first)"),
+    ]
+
+    @property
+    def hp(self) -> HomeproxyApp:
+        return cast("HomeproxyApp", self.app)
+
+    @property
+    def store(self) -> ConfigStore:
+        return self.hp.runtime.store
 
     def compose(self) -> ComposeResult:
         yield Header(icon="⇄")
-        yield Static("Sites")
+        with Horizontal(id="sites-bar"):
+            yield _BarButton("+ Add", id="add-site", compact=True, tooltip="Add a site (a)")
+            yield _BarButton("Edit", id="edit-site", compact=True, tooltip="Edit the selected site (e, enter)")
+            yield _BarButton("Duplicate", id="duplicate-site", compact=True, tooltip="Copy the selected site (d)")
+            yield _BarButton("On/off", id="toggle-site", compact=True, tooltip="Enable or disable it (space)")
+            yield _BarButton("Delete", id="delete-site", compact=True, variant="error", tooltip="Delete it (x, delete)")
+        with Vertical(id="sites-body"):
+            yield DataTable(id="sites-table", cursor_type="row", zebra_stripes=True)
+            yield Static(id="sites-empty")
+            yield Static(id="site-detail")
+        yield Static(Text(LEGEND, style="dim"), id="sites-legend")
         yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#sites-table", DataTable)
+        for label, key in COLUMNS:
+            table.add_column(label, key=key)
+        self.query_one("#sites-empty", Static).update(
+            Text.assemble(
+                ("No sites yet.\n\n", "bold"),
+                "Press ",
+                ("a", "bold"),
+                " to add one: a name, the host names it answers and the upstream it forwards to.",
+            )
+        )
+        self.show_config(self.store.config)
+
+    def on_screen_resume(self) -> None:
+        self.show_config(self.store.config)
+
+    @on(ConfigEventArrived)
+    def _config_changed(self, _message: ConfigEventArrived) -> None:
+        self.show_config(self.store.config)
+
+    # --- rendering -----------------------------------------------------------------------
+
+    def show_config(self, config: Config, select: str | None = None) -> None:
+        """Redraw the table, keeping the cursor on the same site (or on `select`)."""
+        table = self.query_one("#sites-table", DataTable)
+        current = select or self.selected_name
+        row = table.cursor_row
+        table.clear()
+        for site in config.sites:
+            table.add_row(*self._cells(site), key=site.name)
+        names = [s.name for s in config.sites]
+        if names:
+            table.move_cursor(row=names.index(current) if current in names else min(row, len(names) - 1))
+        self.set_class(not names, "-no-sites")
+        self._show_detail()
+
+    @staticmethod
+    def _cells(site: Site) -> tuple[Text, ...]:
+        name = Text(site.name, style="" if site.enabled else "dim strike")
+        state = Text("● on", style="green") if site.enabled else Text("○ off", style="dim")
+        ups = Text(", ".join(site.upstreams))
+        if site.routes:
+            ups.append(f" +{len(site.routes)} route{'s' if len(site.routes) > 1 else ''}", style="dim")
+        return name, state, feature_flags(site), Text(", ".join(site.hosts)), ups
+
+    @on(DataTable.RowHighlighted, "#sites-table")
+    def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        site = self.selected
+        self.query_one("#site-detail", Static).update(site_summary(site) if site else "")
+
+    @property
+    def selected_name(self) -> str | None:
+        """The name of the site under the cursor."""
+        table = self.query_one("#sites-table", DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return key
+
+    @property
+    def selected(self) -> Site | None:
+        name = self.selected_name
+        return self.store.config.site(name) if name is not None else None
+
+    # --- actions -------------------------------------------------------------------------
+
+    @on(Button.Pressed, "#sites-bar Button")
+    def _bar_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        actions = {
+            "add-site": self.action_add,
+            "edit-site": self.action_edit,
+            "duplicate-site": self.action_duplicate,
+            "toggle-site": self.action_toggle_enabled,
+            "delete-site": self.action_delete,
+        }
+        if event.button.id in actions:
+            actions[event.button.id]()
+
+    @on(DataTable.RowSelected, "#sites-table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_edit()
+
+    def _chosen(self) -> Site | None:
+        site = self.selected
+        if site is None:
+            self.notify("There is no site yet: press a to add one.", title="Sites", markup=False)
+        return site
+
+    def action_add(self) -> None:
+        """Open the editor on a new site."""
+        self.app.push_screen(SiteEditorModal(self.store), self._edited)
+
+    def action_edit(self) -> None:
+        """Open the editor on the selected site."""
+        if site := self._chosen():
+            self.app.push_screen(SiteEditorModal(self.store, site), self._edited)
+
+    def action_duplicate(self) -> None:
+        """Open the editor on a copy of the selected site."""
+        if site := self._chosen():
+            self.app.push_screen(SiteEditorModal(self.store, site, duplicate=True), self._edited)
+
+    def _edited(self, site: Site | None) -> None:
+        if site is not None:
+            self.show_config(self.store.config, select=site.name)
+
+    def action_toggle_enabled(self) -> None:
+        """Enable or disable the selected site."""
+        site = self._chosen()
+        if site is None:
+            return
+        name, enable = site.name, not site.enabled
+        done = (
+            f'Site "{name}" enabled (applied live).'
+            if enable
+            else f'Site "{name}" disabled: its hosts now get the 404 page (applied live).'
+        )
+        self._change(done, lambda: self.store.set_site_option(name, "enabled", enable))
+
+    def action_delete(self) -> None:
+        """Delete the selected site, after asking."""
+        site = self._chosen()
+        if site is None:
+            return
+        name = site.name
+
+        def answered(confirmed: bool | None) -> None:
+            if confirmed:
+                self._change(
+                    f'Site "{name}" deleted (applied live; the previous file is kept in the backups).',
+                    lambda: self.store.remove_site(name),
+                )
+
+        self.app.push_screen(
+            ConfirmModal(
+                f'Delete the site "{name}"? Its hosts ({", ".join(site.hosts)}) will get the 404 page.',
+                confirm="Delete",
+                cancel="Keep",
+            ),
+            answered,
+        )
+
+    @work(group="sites-change")
+    async def _change(self, done: str, change: Callable[[], object]) -> None:
+        try:
+            await asyncio.to_thread(change)
+        except Exception as e:  # invalid, the engine refused, the file could not be written
+            self.notify(f"{type(e).__name__}: {e}", title="Not changed", severity="error", markup=False)
+        else:
+            self.notify(done, title="Sites", markup=False)
+        self.show_config(self.store.config)

@@ -1,0 +1,1 @@
+"""The TUI's own widgets (nouns: `RequestLog`, ...), one module each."""

@@ -1,0 +1,683 @@
+"""`SiteForm`: every per-site setting as a form, read back as the TOML table the loader takes.
+
+The form does not validate anything itself. `raw()` gives the site as plain
+TOML data (strings as typed: "30s", "8MiB", "20/s"), the editor runs the real
+loader over it, and `show_errors` puts each of the loader's messages (keyed by
+its key path inside the site, e.g. `cache.default_ttl` or `routes[1].path`)
+under the field it belongs to. Fields the user has not touched keep their
+errors to themselves until `reveal` (after a save attempt).
+
+A switched-off feature (cache, compression, rate limit, auth) is sent as off,
+without its options, but the inputs keep what was typed while the form is open.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.events import Resize
+from textual.message import Message
+from textual.widget import Widget
+from textual.widgets import Checkbox, Input, Label, Select, Static
+
+from homeproxy.config import Site
+from homeproxy.tui.widgets.site_form_rows import (
+    ErrorLine,
+    HeaderList,
+    ListRow,
+    RouteList,
+    RowList,
+    UserList,
+    focus_first,
+    split_list,
+)
+
+#: Wider than this, the form shows two columns.
+TWO_COLUMNS = 100
+
+AUTH_MODES = (
+    ("off", "off"),
+    ("Basic auth", "basic"),
+    ("login page", "login"),
+    ("forward auth service", "forward"),
+)
+
+
+def duration_text(secs: float) -> str:
+    """Seconds as people type them: "5s", "500ms", "2m", "7d", "1.5s"; 0 is "0"."""
+    secs = float(secs)
+    if secs == 0:
+        return "0"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs > 60 and secs >= size and (secs / size).is_integer():
+            return f"{int(secs // size)}{unit}"
+    if secs.is_integer():
+        return f"{int(secs)}s"
+    ms = secs * 1000
+    if secs < 1 and math.isclose(ms, round(ms)) and ms.is_integer():
+        return f"{int(ms)}ms"
+    return f"{secs!r}s"
+
+
+def size_text(n: int) -> str:
+    """Bytes as people type them: "8MiB", "512KiB", or the plain number."""
+    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def rate_text(per_second: float) -> str:
+    """A rate in the unit that makes it a whole number ("20/s", "20/m", "5/h"), as the loader reads it."""
+    for unit, seconds in (("s", 1), ("m", 60), ("h", 3600)):
+        count = per_second * seconds
+        if math.isclose(count, round(count), rel_tol=1e-9):
+            return f"{round(count)}/{unit}"
+    return f"{per_second!r}/s"
+
+
+def number(text: str) -> int | str:
+    """A whole number as an int (the loader wants one), anything else as typed (for its message)."""
+    return int(text) if text.isdigit() else text
+
+
+def dig(data: Mapping[str, Any], key: str) -> Any:
+    """`data["cache"]["default_ttl"]` for `"cache.default_ttl"`, or None."""
+    value: Any = data
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def control_id(key: str) -> str:
+    """`"auth.session_ttl"` -> `"auth-session-ttl"`."""
+    return key.replace(".", "-").replace("_", "-")
+
+
+class Field(Vertical):
+    """A label, its control and the errors under it."""
+
+    DEFAULT_CSS = """
+    Field {
+        layout: grid;
+        grid-size: 2;
+        grid-columns: 18 1fr;
+        grid-rows: auto;
+        height: auto;
+    }
+    Field > .field-label {
+        padding-right: 1;
+        color: $text-muted;
+    }
+    Field > ErrorLine {
+        column-span: 2;
+        margin-left: 18;
+    }
+    Field.-bare {
+        grid-size: 1;
+        grid-columns: 1fr;
+    }
+    Field.-bare > .field-label {
+        display: none;
+    }
+    Field.-bare > ErrorLine {
+        column-span: 1;
+        margin-left: 0;
+    }
+    """
+
+    def __init__(self, key: str, label: str, control: Widget, *, classes: str | None = None) -> None:
+        super().__init__(classes=classes)
+        self.key = key
+        """The setting's key path inside the site (`cache.default_ttl`)."""
+        self.label = label
+        self.control = control
+        self.error_line = ErrorLine()
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.label, classes="field-label")
+        yield self.control
+        yield self.error_line
+
+    def show_errors(self, messages: Sequence[str]) -> None:
+        self.error_line.show(messages)
+        self.set_class(bool(messages), "-invalid")
+        if isinstance(self.control, Input):
+            self.control.set_class(bool(messages), "-invalid")
+
+
+class SiteForm(VerticalScroll, can_focus=False):
+    """Every setting of one site; posts `Changed` on any edit."""
+
+    DEFAULT_CSS = """
+    SiteForm {
+        height: 1fr;
+        padding: 0 1;
+        scrollbar-size-vertical: 1;
+    }
+    SiteForm #form-columns {
+        height: auto;
+        layout: vertical;
+    }
+    SiteForm.-wide #form-columns {
+        layout: horizontal;
+    }
+    SiteForm .form-column {
+        height: auto;
+    }
+    SiteForm.-wide .form-column {
+        width: 1fr;
+    }
+    SiteForm.-wide #form-column-2 {
+        margin-left: 3;
+    }
+    SiteForm .section {
+        text-style: bold;
+        color: $text-accent;
+        margin-top: 1;
+    }
+    SiteForm #form-column-1 > .section.-first, SiteForm.-wide .form-column > .section.-first {
+        margin-top: 0;
+    }
+    SiteForm .options {
+        height: auto;
+    }
+    SiteForm .options > Field > .field-label {
+        padding-left: 2;
+    }
+    SiteForm Input.-textual-compact:focus, SiteForm Select.-textual-compact:focus > SelectCurrent {
+        background: $boost;
+    }
+    """
+
+    class Changed(Message):
+        """Something in the form was edited."""
+
+        def __init__(self, form: SiteForm) -> None:
+            super().__init__()
+            self.form = form
+
+        @property
+        def control(self) -> SiteForm:
+            return self.form
+
+    def __init__(self, site: Site, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.site = site
+        """The site the form started from."""
+        self.fields: dict[str, Field] = {}
+        self.inputs: dict[str, Input] = {}
+        self.checks: dict[str, Checkbox] = {}
+        self.auth_mode = site.auth.mode or "off"
+        self.routes = RouteList(site.routes, id="routes")
+        self.request_headers = HeaderList(site.headers.request_set, id="headers-request-set")
+        self.response_headers = HeaderList(site.headers.response_set, id="headers-response-set")
+        self.users = UserList(site.auth.users, id="auth-users")
+        self.initial: dict[str, Any] = {}
+        """`raw()` as the form started."""
+        self.touched: set[str] = set()
+        """Keys whose value has differed from the start at some point."""
+        self.reveal = False
+        """Show every error, touched or not (set after a save attempt)."""
+
+    # --- building ------------------------------------------------------------------------
+
+    def _field(self, key: str, label: str, control: Widget, classes: str | None = None) -> Field:
+        field = Field(key, label, control, classes=classes)
+        self.fields[key] = field
+        return field
+
+    def _input(
+        self, key: str, label: str, value: str, placeholder: str, tooltip: str, classes: str | None = None
+    ) -> Field:
+        control = Input(value, placeholder=placeholder, id=control_id(key), compact=True, tooltip=tooltip)
+        self.inputs[key] = control
+        return self._field(key, label, control, classes)
+
+    def _check(self, key: str, label: str, text: str, value: bool, tooltip: str, classes: str | None = None) -> Field:
+        control = Checkbox(text, value, id=control_id(key), compact=True, tooltip=tooltip)
+        self.checks[key] = control
+        return self._field(key, label, control, classes)
+
+    def compose(self) -> ComposeResult:
+        s = self.site
+        auth, cache, comp, headers = s.auth, s.cache, s.compression, s.headers
+        with Horizontal(id="form-columns"):
+            with Vertical(classes="form-column", id="form-column-1"):
+                yield Static("Site", classes="section -first")
+                yield self._input("name", "Name", s.name, "plex", "Unique name, shown here and in the access log")
+                yield self._input(
+                    "hosts",
+                    "Hosts",
+                    ", ".join(s.hosts),
+                    "plex.home.arpa, *.plex.lan",
+                    "Host names this site answers, separated by commas or spaces (*.x.lan for subdomains)",
+                )
+                yield self._input(
+                    "upstreams",
+                    "Upstreams",
+                    ", ".join(s.upstreams),
+                    "http://192.168.1.20:32400",
+                    "http(s) URLs of the servers behind this site; several are used in turn",
+                )
+                yield self._check(
+                    "enabled", "Enabled", "serve this site", s.enabled, "A disabled site's hosts get the 404 page"
+                )
+                yield self._check(
+                    "websockets",
+                    "WebSockets",
+                    "proxy upgrades",
+                    s.websockets,
+                    "Proxy WebSocket upgrades (Home Assistant, Plex and others need this)",
+                )
+                yield self._check(
+                    "preserve_host",
+                    "Preserve Host",
+                    "send the client's Host upstream",
+                    s.preserve_host,
+                    "Off: send the upstream's own host name instead",
+                )
+                yield self._input(
+                    "connect_timeout",
+                    "Connect timeout",
+                    duration_text(s.connect_timeout),
+                    "5s",
+                    "Wait this long for a TCP connection to an upstream (then 504)",
+                )
+                yield self._input(
+                    "read_timeout",
+                    "Read timeout",
+                    duration_text(s.read_timeout),
+                    "60s",
+                    "Wait this long for upstream data, between reads (then 504)",
+                )
+                yield Static("Routes", classes="section")
+                yield self._field("routes", "Path routes", self.routes, classes="-bare")
+                yield Static("Headers", classes="section")
+                yield self._check(
+                    "headers.security",
+                    "Security headers",
+                    "add nosniff, frame and referrer",
+                    headers.security,
+                    "Add X-Content-Type-Options, X-Frame-Options and Referrer-Policy if absent",
+                )
+                yield self._field("headers.request.set", "Request: set", self.request_headers)
+                yield self._input(
+                    "headers.request.remove",
+                    "Request: remove",
+                    ", ".join(headers.request_remove),
+                    "X-Forwarded-Server",
+                    "Request headers removed before the upstream sees them",
+                )
+                yield self._field("headers.response.set", "Response: set", self.response_headers)
+                yield self._input(
+                    "headers.response.remove",
+                    "Response: remove",
+                    ", ".join(headers.response_remove),
+                    "Server, X-Powered-By",
+                    "Response headers removed before the client sees them",
+                )
+            with Vertical(classes="form-column", id="form-column-2"):
+                yield Static("Access", classes="section -first")
+                yield self._input(
+                    "allow",
+                    "Allow only",
+                    ", ".join(s.allow),
+                    "192.168.0.0/16, fd00::/8",
+                    "If set, only clients in these networks are served; others get 403",
+                )
+                yield self._input(
+                    "deny",
+                    "Deny",
+                    ", ".join(s.deny),
+                    "192.168.1.66/32",
+                    "Clients in these networks get 403 (checked first)",
+                )
+                rl = s.rate_limit
+                yield self._check(
+                    "rate_limit",
+                    "Rate limit",
+                    "limit each client IP",
+                    rl is not None,
+                    "A token bucket per client IP; over the limit: 429",
+                )
+                with Vertical(classes="options", id="rate-limit-options"):
+                    yield self._input(
+                        "rate_limit.rate",
+                        "Rate",
+                        rate_text(rl.rate) if rl else "20/s",
+                        "20/s",
+                        'Requests allowed on average: "20/s", "600/m" or "1000/h"',
+                    )
+                    yield self._input(
+                        "rate_limit.burst",
+                        "Burst",
+                        str(rl.burst) if rl and rl.burst != max(1, math.ceil(rl.rate)) else "",
+                        "as the rate",
+                        "How many requests may come at once before the rate applies (blank: the rate per second)",
+                    )
+                yield Static("Authentication", classes="section")
+                mode_select: Select[str] = Select(
+                    AUTH_MODES,
+                    value=self.auth_mode,
+                    allow_blank=False,
+                    id="auth-mode",
+                    compact=True,
+                    tooltip="Basic auth, a login page, or ask a forward-auth service (Authelia, ...)",
+                )
+                yield self._field("auth.mode", "Mode", mode_select)
+                yield self._field("auth.users", "Users", self.users, classes="auth-field auth-basic auth-login")
+                yield self._input(
+                    "auth.realm",
+                    "Realm",
+                    auth.realm,
+                    "homeproxy",
+                    "The name the browser's password prompt (or the login page) shows",
+                    classes="auth-field auth-basic auth-login",
+                )
+                yield self._check(
+                    "auth.pass_authorization",
+                    "Authorization",
+                    "pass it upstream",
+                    auth.pass_authorization,
+                    "Forward the client's Authorization header after Basic auth (off: it is removed)",
+                    classes="auth-field auth-basic",
+                )
+                yield self._input(
+                    "auth.forward",
+                    "Auth service",
+                    auth.forward,
+                    "http://authelia:9091/api/verify",
+                    "The service asked about every request; its 2xx lets it through",
+                    classes="auth-field auth-forward",
+                )
+                yield self._input(
+                    "auth.forward_headers",
+                    "Copy headers",
+                    ", ".join(auth.forward_headers),
+                    "Remote-User, Remote-Groups",
+                    "Headers copied from the auth service's answer onto the request upstream",
+                    classes="auth-field auth-forward",
+                )
+                yield self._input(
+                    "auth.cookie_domain",
+                    "Cookie domain",
+                    auth.cookie_domain,
+                    "home.arpa (blank: this host only)",
+                    "The parent domain the session cookie covers: one login for all its sites",
+                    classes="auth-field auth-login",
+                )
+                yield self._input(
+                    "auth.session_ttl",
+                    "Session length",
+                    duration_text(auth.session_ttl),
+                    "7d",
+                    "How long a login lasts",
+                    classes="auth-field auth-login",
+                )
+                yield self._input(
+                    "auth.bypass",
+                    "No login from",
+                    ", ".join(auth.bypass),
+                    "192.168.0.0/16",
+                    "Networks whose clients need no login (the LAN)",
+                    classes="auth-field auth-basic auth-login auth-forward",
+                )
+                yield Static("Cache", classes="section")
+                yield self._check(
+                    "cache",
+                    "Cache",
+                    "store cacheable responses",
+                    cache.enabled,
+                    "HTTP caching (RFC 9111) in homeproxy's shared memory cache",
+                )
+                with Vertical(classes="options", id="cache-options"):
+                    yield self._input(
+                        "cache.default_ttl",
+                        "Default TTL",
+                        duration_text(cache.default_ttl),
+                        "0",
+                        "Freshness for responses with a validator but no lifetime (0: revalidate every time)",
+                    )
+                    yield self._input(
+                        "cache.max_entry_bytes",
+                        "Max entry",
+                        size_text(cache.max_entry_bytes),
+                        "8MiB",
+                        "Larger responses stream through uncached",
+                    )
+                    yield self._input(
+                        "cache.max_bytes",
+                        "Site's share",
+                        size_text(cache.max_bytes),
+                        "64MiB",
+                        "The most this site may hold in the shared cache",
+                    )
+                    yield self._input(
+                        "cache.stale_on_error",
+                        "Stale on error",
+                        duration_text(cache.stale_on_error),
+                        "0",
+                        "Serve a stale entry this long past its freshness when the upstream fails",
+                    )
+                    yield self._check(
+                        "cache.cookies",
+                        "Cookies",
+                        "also store Set-Cookie responses",
+                        cache.cookies,
+                        "Off: responses that set cookies are never stored",
+                    )
+                yield Static("Compression", classes="section")
+                yield self._check(
+                    "compression",
+                    "Compression",
+                    "compress responses",
+                    comp.enabled,
+                    "Compress responses for clients that accept it (br, zstd, gzip)",
+                )
+                with Vertical(classes="options", id="compression-options"):
+                    yield self._input(
+                        "compression.min_bytes",
+                        "Min size",
+                        str(comp.min_bytes),
+                        "1024",
+                        "Smaller responses (of known length) are sent as they are, in bytes",
+                    )
+                    yield self._input(
+                        "compression.types",
+                        "Types",
+                        ", ".join(comp.types),
+                        "text/*, application/json",
+                        "Media types to compress (type/* and type/*+suffix patterns allowed)",
+                    )
+                    yield self._input(
+                        "compression.algorithms",
+                        "Codings",
+                        " ".join(comp.algorithms),
+                        "br zstd gzip",
+                        "Codings homeproxy may use, in order of preference",
+                    )
+
+    def on_mount(self) -> None:
+        self.initial = self.raw()
+        self._sync_options()
+
+    def on_resize(self, event: Resize) -> None:
+        self.set_class(event.size.width > TWO_COLUMNS, "-wide")
+
+    # --- reading -------------------------------------------------------------------------
+
+    def typed(self, key: str) -> str:
+        return self.inputs[key].value.strip()
+
+    def is_on(self, key: str) -> bool:
+        return self.checks[key].value
+
+    def raw(self) -> dict[str, Any]:
+        """The site as TOML data, as typed (the loader converts and checks it)."""
+        text, on = self.typed, self.is_on
+        raw: dict[str, Any] = {
+            "name": text("name"),
+            "hosts": split_list(text("hosts")),
+            "upstreams": split_list(text("upstreams")),
+            "routes": self.routes.values(),
+            "enabled": on("enabled"),
+            "websockets": on("websockets"),
+            "preserve_host": on("preserve_host"),
+            "connect_timeout": text("connect_timeout"),
+            "read_timeout": text("read_timeout"),
+            "allow": split_list(text("allow")),
+            "deny": split_list(text("deny")),
+            "headers": {
+                "security": on("headers.security"),
+                "request": {
+                    "set": self.request_headers.values(),
+                    "remove": split_list(text("headers.request.remove")),
+                },
+                "response": {
+                    "set": self.response_headers.values(),
+                    "remove": split_list(text("headers.response.remove")),
+                },
+            },
+        }
+        if on("rate_limit"):
+            limit: dict[str, Any] = {"rate": text("rate_limit.rate")}
+            if burst := text("rate_limit.burst"):
+                limit["burst"] = number(burst)
+            raw["rate_limit"] = limit
+        mode = self.auth_mode
+        if mode != "off":
+            auth: dict[str, Any] = {"mode": mode, "bypass": split_list(text("auth.bypass"))}
+            if mode in ("basic", "login"):
+                if self.users.users:  # none: the loader says that this mode needs users
+                    auth["users"] = dict(self.users.users)
+                auth["realm"] = text("auth.realm")
+            if mode == "basic":
+                auth["pass_authorization"] = on("auth.pass_authorization")
+            if mode == "login":
+                auth["cookie_domain"] = text("auth.cookie_domain")
+                auth["session_ttl"] = text("auth.session_ttl")
+            if mode == "forward":
+                auth["forward"] = text("auth.forward")
+                auth["forward_headers"] = split_list(text("auth.forward_headers"))
+            raw["auth"] = auth
+        raw["cache"] = (
+            {
+                "enabled": True,
+                "default_ttl": text("cache.default_ttl"),
+                "max_entry_bytes": text("cache.max_entry_bytes"),
+                "max_bytes": text("cache.max_bytes"),
+                "stale_on_error": text("cache.stale_on_error"),
+                "cookies": on("cache.cookies"),
+            }
+            if on("cache")
+            else False
+        )
+        raw["compression"] = (
+            {
+                "enabled": True,
+                "min_bytes": number(text("compression.min_bytes")),
+                "types": split_list(text("compression.types")),
+                "algorithms": split_list(text("compression.algorithms")),
+            }
+            if on("compression")
+            else False
+        )
+        return raw
+
+    def local_problems(self) -> dict[str, list[str]]:
+        """What the loader cannot see: a user typed but not added."""
+        pending = self.users.pending if self.auth_mode in ("basic", "login") else ""
+        return {"auth.users": [pending]} if pending else {}
+
+    # --- reacting ------------------------------------------------------------------------
+
+    @on(Input.Changed)
+    @on(Checkbox.Changed)
+    @on(RowList.Changed)
+    @on(UserList.Changed)
+    def _edited(self, _event: Message) -> None:
+        self._sync_options()
+        self.post_message(self.Changed(self))
+
+    @on(Select.Changed, "#auth-mode")
+    def _mode_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self.auth_mode = str(event.value)
+        self._sync_options()
+        self.post_message(self.Changed(self))
+
+    def _sync_options(self) -> None:
+        """Show the options of what is switched on, and the auth fields of the mode."""
+        self.query_one("#rate-limit-options").display = self.is_on("rate_limit")
+        self.query_one("#cache-options").display = self.is_on("cache")
+        self.query_one("#compression-options").display = self.is_on("compression")
+        for field in self.query(".auth-field"):
+            field.display = field.has_class(f"auth-{self.auth_mode}")
+
+    def note_touched(self, raw: Mapping[str, Any]) -> None:
+        """Remember the keys whose value now differs from the start."""
+        for key in self.fields:
+            if dig(raw, key) != dig(self.initial, key):
+                self.touched.add(key)
+
+    # --- errors --------------------------------------------------------------------------
+
+    def _target(self, key: str) -> str | None:
+        """The field that shows an error about `key`."""
+        if key == "auth":
+            # "basic auth needs at least one user", "forward auth needs forward = ..."
+            return {"basic": "auth.users", "login": "auth.users", "forward": "auth.forward"}.get(
+                self.auth_mode, "auth.mode"
+            )
+        if key == "rate_limit":
+            return "rate_limit.rate"
+        best: str | None = None
+        for k in self.fields:
+            if (key == k or key.startswith((k + ".", k + "["))) and (best is None or len(k) > len(best)):
+                best = k
+        return best
+
+    def show_errors(self, errors: Mapping[str, Sequence[str]]) -> list[str]:
+        """Put each error under its field (if touched, or `reveal`); return those that have no field."""
+        placed: dict[str, list[str]] = {}
+        route_rows: dict[int, list[str]] = {}
+        unplaced: list[str] = []
+        for key, messages in errors.items():
+            if m := re.fullmatch(r"routes\[(\d+)\](?:\.(\w+))?", key):
+                sub = f"{m.group(2)}: " if m.group(2) else ""
+                route_rows.setdefault(int(m.group(1)), []).extend(sub + msg for msg in messages)
+                continue
+            target = self._target(key) if key else None
+            if target is None:
+                unplaced.extend(f"{key}: {msg}" if key else msg for msg in messages)
+            else:
+                placed.setdefault(target, []).extend(messages)
+        for key, field in self.fields.items():
+            field.show_errors(placed.get(key, []) if self.reveal or key in self.touched else [])
+        self.routes.show_errors(route_rows if self.reveal or "routes" in self.touched else {})
+        return unplaced
+
+    def focus_first_error(self) -> bool:
+        """Focus the first field (or route row) that shows an error."""
+        for widget in self.query(".-invalid"):
+            if isinstance(widget, (Field, ListRow)):
+                target = widget.control if isinstance(widget, Field) else widget
+                if focus_first(target):
+                    widget.scroll_visible()
+                    return True
+        return False
+
+    def error_text(self) -> str:
+        """Every error the form shows, one per line (for tests and the status line)."""
+        lines = [f.error_line.messages for f in self.fields.values() if f.error_line.messages]
+        lines += [row.error_line.messages for row in self.routes.rows if row.error_line.messages]
+        return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""How the Sites screen and the site editor look, with deterministic data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from homeproxy.runtime import Runtime
+from homeproxy.tui.app import HomeproxyApp
+from homeproxy.tui.screens.site_editor import SiteEditorModal
+from homeproxy.tui.screens.sites import SitesScreen
+from tests.waiting import wait_for
+
+# An unusual loopback address and port (not the one test_snapshots.py uses).
+LISTEN, PORT = "127.77.0.9", 18097
+# A real scrypt hash (of a throwaway password), so the config is valid; the TUI never shows it.
+HASH = "scrypt$32768$8$1$Zf7gSnuI4aUanklZewhCtA$QlIpisEe4Tzdfao0Kj5ZQW013VRZblLE+oDgG33JNrk"
+
+
+@pytest.fixture
+def sites_runtime(in_tmp: Path) -> Iterator[Runtime]:
+    Path("config.toml").write_text(
+        f"""[server]
+listen = ["{LISTEN}"]
+http_port = {PORT}
+
+[logging]
+access_log = false
+
+[[sites]]
+name = "homeassistant"
+hosts = ["ha.home.arpa", "ha.local"]
+upstreams = ["http://192.0.2.10:8123"]
+allow = ["192.168.0.0/16"]
+rate_limit = {{ rate = "20/s", burst = 40 }}
+auth = {{ users = {{ alice = "{HASH}", bob = "{HASH}" }}, bypass = ["192.168.1.0/24"] }}
+cache = {{ default_ttl = "30s", max_entry_bytes = "1MiB" }}
+compression = true
+headers = {{ security = true, response = {{ remove = ["Server"] }} }}
+
+[[sites.routes]]
+path = "/api/"
+upstreams = ["http://192.0.2.11:8080"]
+strip_prefix = true
+
+[[sites]]
+name = "plex"
+hosts = ["plex.home.arpa"]
+upstreams = ["http://192.0.2.20:32400"]
+
+[[sites]]
+name = "[red]nextcloud"
+hosts = ["cloud.home.arpa"]
+upstreams = ["http://192.0.2.30:80"]
+enabled = false
+""",
+        encoding="utf-8",
+    )
+    rt = Runtime(Path("config.toml"), log_dir=in_tmp / "log", clock=lambda: 1_800_000_000.0)
+    rt.start(watch=False)
+    yield rt
+    rt.stop()
+
+
+async def _sites(pilot: Pilot[None]) -> None:
+    await pilot.press("2")
+    await wait_for(lambda: isinstance(pilot.app.screen, SitesScreen), description="the Sites screen")
+
+
+async def _editor(pilot: Pilot[None], key: str) -> SiteEditorModal:
+    await _sites(pilot)
+    await pilot.press(key)
+    await wait_for(lambda: isinstance(pilot.app.screen, SiteEditorModal), description="the editor")
+    editor = pilot.app.screen
+    assert isinstance(editor, SiteEditorModal)
+    for widget in editor.query(Input):
+        widget.cursor_blink = False
+    await pilot.pause()
+    return editor
+
+
+async def _edit_first(pilot: Pilot[None]) -> None:
+    await _editor(pilot, "e")
+
+
+async def _new_with_errors(pilot: Pilot[None]) -> None:
+    editor = await _editor(pilot, "a")
+    editor.form.inputs["name"].value = "[red]x"
+    editor.form.inputs["hosts"].value = "plex.home.arpa"
+    editor.form.inputs["upstreams"].value = "ftp://nas"
+    await pilot.pause()
+    await pilot.press("ctrl+s")
+    await wait_for(lambda: bool(pilot.app._notifications), description="the refusal toast")
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_sites_list(snap_compare: Callable[..., bool], sites_runtime: Runtime, size: tuple[int, int]) -> None:
+    assert snap_compare(HomeproxyApp(sites_runtime), terminal_size=size, run_before=_sites)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_site_editor(snap_compare: Callable[..., bool], sites_runtime: Runtime, size: tuple[int, int]) -> None:
+    assert snap_compare(HomeproxyApp(sites_runtime), terminal_size=size, run_before=_edit_first)
+
+
+def test_site_editor_refuses_an_invalid_site_80x24(snap_compare: Callable[..., bool], sites_runtime: Runtime) -> None:
+    assert snap_compare(HomeproxyApp(sites_runtime), terminal_size=(80, 24), run_before=_new_with_errors)
