@@ -46,7 +46,7 @@ async def test_hand_edit_appears_and_bad_edit_shows_banner(runtime: Runtime, bac
             + f'\n[[sites]]\nname = "media"\nhosts = ["media.home.arpa"]\nupstreams = ["http://127.0.0.1:{backend}"]\n'
         )
         await wait_for(lambda: table.row_count == 2, description="the new site in the table")
-        assert _cell(app, "media", "upstreams") == f"● http://127.0.0.1:{backend}"
+        assert _cell(app, "media", "upstreams") == f"● 127.0.0.1:{backend}"
 
         path.write_text(path.read_text().replace('name = "media"', 'name = "media"\nwebsokets = true'))
         banner = app.screen.query_one("#banner", Static)

@@ -102,11 +102,16 @@ class DashboardScreen(Screen[None]):
     def _site_cells(self, site: Site, s: SiteStats | None) -> tuple[Text, ...]:
         name = Text(site.name, style="" if site.enabled else "dim strike")
         ups = Text()
-        for i, url in enumerate(site.upstreams):
+        for i, url in enumerate(site.upstreams[:2]):
             if i:
                 ups.append(" ")
             ups.append("● ", style="red" if self.hp.upstream_is_down(url) else "green")
-            ups.append(url)
+            ups.append(url.split("://", 1)[-1])  # the scheme is noise in a narrow column
+        if len(site.upstreams) > 2:
+            ups.append(f" +{len(site.upstreams) - 2}", style="dim")
+        hosts = Text(site.hosts[0])
+        if len(site.hosts) > 1:
+            hosts.append(f" +{len(site.hosts) - 1}", style="dim")
         if s is None:
             numbers = [Text("-", style="dim")] * 5 + [Text("")]
         else:
@@ -119,7 +124,7 @@ class DashboardScreen(Screen[None]):
                 Text(f"{100 * s.hit_ratio:.0f}" if site.cache.enabled and served else "-"),
                 Text(sparkline(s.rate[-SPARK_SECONDS:]), style="cyan"),
             ]
-        return (name, Text(", ".join(site.hosts)), ups, feature_flags(site), *numbers)
+        return (name, hosts, ups, feature_flags(site), *numbers)
 
     def refresh_numbers(self) -> None:
         """Re-read Stats and the engine's state (once a second)."""
