@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -288,6 +289,11 @@ def cmd_tui(path: Path) -> int:
     except OSError as e:
         print(f"cannot read or create {path}: {e.strerror or e}", file=sys.stderr)
         return 1
+    # Everything made while starting lives as long as the process: keep it out of the
+    # collector's way, and collect less often (the request buffer holds many small objects;
+    # full collections over it pause the UI, and with it the proxy's share of the GIL).
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     try:
         HomeproxyApp(runtime).run()
     finally:
