@@ -183,3 +183,33 @@ def wait_ready(
             last = str(e)
         time.sleep(0.1)
     raise RuntimeError(f"{what} not ready on port {port} (exit={proc.poll()}, last={last})")
+
+
+def start_nginx(workdir: str, cpu: int, *, small_body: bytes, conf_dir: str) -> int:
+    """The harness's backend nginx (conf_dir/backend-nginx.conf) serving `/small`, pinned to `cpu`.
+    Returns its port once `/small` answers."""
+    d = os.path.join(workdir, "nginx")
+    www = os.path.join(workdir, "www")
+    os.makedirs(www, exist_ok=True)
+    for sub in ("tmp_body", "tmp_proxy", "tmp_fastcgi", "tmp_uwsgi", "tmp_scgi"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    with open(os.path.join(www, "small"), "wb") as f:
+        f.write(small_body)
+    os.chmod(www, 0o755)
+    os.chmod(os.path.join(www, "small"), 0o644)
+    port = free_port()
+    with open(os.path.join(conf_dir, "backend-nginx.conf")) as f:
+        conf = f.read()
+    for k, v in {"DIR": d, "PORT": port, "WWW": www}.items():
+        conf = conf.replace(f"@@{k}@@", str(v))
+    path = os.path.join(d, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    p = spawn(
+        "nginx",
+        ["taskset", "-c", str(cpu), "nginx", "-p", d, "-c", path, "-e", os.path.join(d, "error.log")],
+        stdout=subprocess.DEVNULL,
+        log_to=os.path.join(d, "stderr.log"),
+    )
+    wait_ready(port, "/small", "x", p, "nginx backend", timeout=30, request_timeout=10)
+    return port

@@ -41,7 +41,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from procs import cleanup, exit_on, free_port, get, log, spawn, stop, temp_dir, wait_ready
+import procs
+from procs import cleanup, exit_on, free_port, get, log, spawn, stop, temp_dir
 
 GRACE = 5.0
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -74,30 +75,7 @@ upstreams = ["http://127.0.0.1:{backend}"]
 
 
 def start_nginx(workdir: str, cpu: int) -> int:
-    d = os.path.join(workdir, "nginx")
-    www = os.path.join(workdir, "www")
-    os.makedirs(www, exist_ok=True)
-    for sub in ("tmp_body", "tmp_proxy", "tmp_fastcgi", "tmp_uwsgi", "tmp_scgi"):
-        os.makedirs(os.path.join(d, sub), exist_ok=True)
-    with open(os.path.join(www, "small"), "wb") as f:
-        f.write(SMALL_BODY)
-    os.chmod(os.path.join(www, "small"), 0o644)
-    port = free_port()
-    with open(os.path.join(SHARED_CONF, "backend-nginx.conf")) as f:
-        conf = f.read()
-    for k, v in {"DIR": d, "PORT": port, "WWW": www}.items():
-        conf = conf.replace(f"@@{k}@@", str(v))
-    path = os.path.join(d, "nginx.conf")
-    with open(path, "w") as f:
-        f.write(conf)
-    p = spawn(
-        "nginx",
-        ["taskset", "-c", str(cpu), "nginx", "-p", d, "-c", path, "-e", os.path.join(d, "error.log")],
-        stdout=subprocess.DEVNULL,
-        log_to=os.path.join(d, "stderr.log"),
-    )
-    wait_ready(port, "/small", "x", p, "nginx backend", timeout=30, request_timeout=10)
-    return port
+    return procs.start_nginx(workdir, cpu, small_body=SMALL_BODY, conf_dir=SHARED_CONF)
 
 
 def homeproxy_exe() -> str:
