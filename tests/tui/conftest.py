@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -64,3 +65,23 @@ async def runtime(tmp_path: Path, backend: int) -> AsyncIterator[Runtime]:
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.chdir(tmp_path)
     yield tmp_path
+
+
+#: The fixed "now" of every snapshot's clock.
+SNAPSHOT_NOW = 1_800_000_000.0
+
+
+def snapshot_config(listen: str, port: int, sites: str) -> str:
+    """A config for a snapshot: a fixed (unusual) loopback address, no access log, then `sites`."""
+    return f'[server]\nlisten = ["{listen}"]\nhttp_port = {port}\n\n[logging]\naccess_log = false\n\n{sites}'
+
+
+@contextlib.contextmanager
+def snapshot_runtime_at(path: Path, log_dir: Path, now: float = SNAPSHOT_NOW) -> Iterator[Runtime]:
+    """A started Runtime on a fixed clock and no file watching (so screens look the same every run)."""
+    rt = Runtime(path, log_dir=log_dir, clock=lambda: now)
+    rt.start(watch=False)
+    try:
+        yield rt
+    finally:
+        rt.stop()

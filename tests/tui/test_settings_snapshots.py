@@ -18,6 +18,7 @@ from homeproxy.runtime import Runtime
 from homeproxy.tui.app import HomeproxyApp
 from homeproxy.tui.screens.help import HelpScreen
 from homeproxy.tui.screens.settings import SettingsScreen
+from tests.tui.conftest import snapshot_runtime_at
 from tests.waiting import wait_for
 
 NOW = 1_800_000_000.0
@@ -61,10 +62,8 @@ def settings_runtime(in_tmp: Path) -> Iterator[Runtime]:
     backups.mkdir()
     (backups / "config-20270115-080000-000000.toml").write_text(OLDEST, encoding="utf-8")
     (backups / "config-20270115-093012-000000.toml").write_text(OLDER, encoding="utf-8")
-    rt = Runtime(path, log_dir=in_tmp / "log", clock=lambda: NOW)
-    rt.start(watch=False)
-    yield rt
-    rt.stop()
+    with snapshot_runtime_at(path, in_tmp / "log", NOW) as rt:
+        yield rt
 
 
 async def show_settings(pilot: Pilot[None]) -> SettingsScreen:

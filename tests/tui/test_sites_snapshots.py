@@ -13,6 +13,7 @@ from homeproxy.runtime import Runtime
 from homeproxy.tui.app import HomeproxyApp
 from homeproxy.tui.screens.site_editor import SiteEditorModal
 from homeproxy.tui.screens.sites import SitesScreen
+from tests.tui.conftest import snapshot_config, snapshot_runtime_at
 from tests.waiting import wait_for
 
 # An unusual loopback address and port (not the one test_snapshots.py uses).
@@ -24,14 +25,10 @@ HASH = "scrypt$32768$8$1$Zf7gSnuI4aUanklZewhCtA$QlIpisEe4Tzdfao0Kj5ZQW013VRZblLE
 @pytest.fixture
 def sites_runtime(in_tmp: Path) -> Iterator[Runtime]:
     Path("config.toml").write_text(
-        f"""[server]
-listen = ["{LISTEN}"]
-http_port = {PORT}
-
-[logging]
-access_log = false
-
-[[sites]]
+        snapshot_config(
+            LISTEN,
+            PORT,
+            f"""[[sites]]
 name = "homeassistant"
 hosts = ["ha.home.arpa", "ha.local"]
 upstreams = ["http://192.0.2.10:8123"]
@@ -58,12 +55,11 @@ hosts = ["cloud.home.arpa"]
 upstreams = ["http://192.0.2.30:80"]
 enabled = false
 """,
+        ),
         encoding="utf-8",
     )
-    rt = Runtime(Path("config.toml"), log_dir=in_tmp / "log", clock=lambda: 1_800_000_000.0)
-    rt.start(watch=False)
-    yield rt
-    rt.stop()
+    with snapshot_runtime_at(Path("config.toml"), in_tmp / "log") as rt:
+        yield rt
 
 
 async def _sites(pilot: Pilot[None]) -> None:

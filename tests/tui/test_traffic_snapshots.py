@@ -18,6 +18,7 @@ from homeproxy.runtime import Runtime
 from homeproxy.tui.app import HomeproxyApp
 from homeproxy.tui.bridge import RequestsArrived
 from homeproxy.tui.widgets.request_log import RequestLog
+from tests.tui.conftest import snapshot_config, snapshot_runtime_at
 from tests.waiting import wait_for
 
 NOW = 1_800_000_000.0
@@ -94,14 +95,10 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def traffic_runtime(in_tmp: Path, utc: None) -> Iterator[Runtime]:
     Path("config.toml").write_text(
-        f"""[server]
-listen = ["{LISTEN}"]
-http_port = {PORT}
-
-[logging]
-access_log = false
-
-[[sites]]
+        snapshot_config(
+            LISTEN,
+            PORT,
+            """[[sites]]
 name = "homeassistant"
 hosts = ["ha.home.arpa"]
 upstreams = ["http://192.0.2.10:8123"]
@@ -116,12 +113,11 @@ name = "nextcloud"
 hosts = ["cloud.home.arpa"]
 upstreams = ["http://192.0.2.30:80"]
 """,
+        ),
         encoding="utf-8",
     )
-    rt = Runtime(Path("config.toml"), log_dir=in_tmp / "log", clock=lambda: NOW)
-    rt.start(watch=False)
-    yield rt
-    rt.stop()
+    with snapshot_runtime_at(Path("config.toml"), in_tmp / "log") as rt:
+        yield rt
 
 
 def app_with_requests(runtime: Runtime, count: int = 48) -> HomeproxyApp:
