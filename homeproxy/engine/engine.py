@@ -403,8 +403,11 @@ class Engine:
                 upstream=ex.upstream,
                 cache=ex.cache,
                 error=ex.error,
-                request_headers=tuple(request.headers.items()),
-                response_headers=tuple(response.headers.items()) if response is not None else (),
+                # Copied only for a subscriber that shows them (the TUI), not on a headless hot path.
+                request_headers=tuple(request.headers.items()) if self.bus.wants_headers else (),
+                response_headers=(
+                    tuple(response.headers.items()) if response is not None and self.bus.wants_headers else ()
+                ),
             )
         )
 

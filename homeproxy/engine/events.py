@@ -59,9 +59,11 @@ Event = RequestCompleted
 class Subscription:
     """A bounded queue of events for one subscriber."""
 
-    def __init__(self, name: str, maxlen: int) -> None:
+    def __init__(self, name: str, maxlen: int, *, headers: bool = False) -> None:
         self.name = name
         self.maxlen = maxlen
+        self.headers = headers
+        """This subscriber shows request and response headers (the engine copies them only then)."""
         self.dropped = 0
         """Events lost because the subscriber fell behind."""
         self._queue: deque[Event] = deque(maxlen=maxlen)
@@ -89,17 +91,22 @@ class EventBus:
     def __init__(self) -> None:
         self._subs: tuple[Subscription, ...] = ()
         self._lock = threading.Lock()
+        self.wants_headers = False
+        """Some subscriber shows headers: only then does the engine copy them into events."""
 
-    def subscribe(self, name: str, maxlen: int = 10_000) -> Subscription:
-        """A new subscription receiving every event published from now on."""
-        sub = Subscription(name, maxlen)
+    def subscribe(self, name: str, maxlen: int = 10_000, *, headers: bool = False) -> Subscription:
+        """A new subscription receiving every event published from now on (`headers`: with
+        the request's and response's headers, which cost a copy per request)."""
+        sub = Subscription(name, maxlen, headers=headers)
         with self._lock:
             self._subs = (*self._subs, sub)
+            self.wants_headers = any(s.headers for s in self._subs)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
             self._subs = tuple(s for s in self._subs if s is not sub)
+            self.wants_headers = any(s.headers for s in self._subs)
 
     def publish(self, event: Event) -> None:
         """Queue `event` for every subscriber. Never blocks, never raises."""

@@ -70,7 +70,7 @@ class HomeproxyApp(App[None]):
         self.requests = RequestBuffer(buffer_size)
         self.unsaved: dict[str, str] = {}
         """What has unsaved work (e.g. an open editor), and a description of it."""
-        self._subscription = runtime.bus.subscribe("tui", maxlen=buffer_size)
+        self._subscription = runtime.bus.subscribe("tui", maxlen=buffer_size, headers=True)
         self._upstream_down: set[str] = set()
 
     @property

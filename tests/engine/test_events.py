@@ -372,3 +372,24 @@ async def test_consumer_is_fed_by_a_running_engine(
     finally:
         consumer.stop()
     assert [e.path for e in got] == ["/0", "/1", "/2"]
+
+
+async def test_headers_are_copied_only_for_a_subscriber_that_shows_them(
+    proxy: StartProxy, echo: Backend, session: aiohttp.ClientSession
+) -> None:
+    p = await proxy(make_config(site("app", ["app.lan"], [echo.url])))
+    plain = record(p)
+    assert not p.bus.wants_headers
+    await fetch(session, p, "/one", host="app.lan", headers={"X-Probe": "1"})
+    (first,) = await plain.wait(1)
+    assert (first.request_headers, first.response_headers) == ((), ())
+
+    shows = p.bus.subscribe("tui", headers=True)
+    assert p.bus.wants_headers
+    await fetch(session, p, "/two", host="app.lan", headers={"X-Probe": "2"})
+    await wait_for(lambda: len(plain.poll()) == 2, description="the second event")
+    (second,) = shows.drain()
+    assert ("X-Probe", "2") in second.request_headers
+    assert any(name.lower() == "content-type" for name, _ in second.response_headers)
+    p.bus.unsubscribe(shows)
+    assert not p.bus.wants_headers
