@@ -25,6 +25,7 @@ from homeproxy.config.model import (
     CacheSettings,
     CompressionSettings,
     Config,
+    DiscoverySettings,
     HeaderRules,
     LoggingSettings,
     RateLimit,
@@ -34,6 +35,7 @@ from homeproxy.config.model import (
     Site,
     SiteDefaults,
 )
+from homeproxy.discovery.service import is_mdns_ref, normalize_type, parse_mdns_ref
 from homeproxy.passwords import is_hash
 
 KeyPath = tuple[str | int, ...]
@@ -168,6 +170,8 @@ def _split_http_url(v: Any, example: str) -> tuple[str, SplitResult]:
 
 
 def _upstream(v: Any) -> str:
+    if isinstance(v, str) and is_mdns_ref(v):
+        return str(parse_mdns_ref(v))
     s, parts = _split_http_url(v, "http://192.168.1.20:8123")
     if parts.query or parts.fragment:
         raise ValueError(f"an upstream URL takes no query or fragment, got {_show(v)}")
@@ -194,6 +198,13 @@ def _listen(v: Any) -> str:
     s = _str(v).strip()
     if not s:
         raise ValueError('expected an address such as "0.0.0.0", "::" or "127.0.0.1"')
+    return s
+
+
+def _domain(v: Any) -> str:
+    s = _str(v).strip().lower().strip(".")
+    if not s or not all(_HOST_LABEL.match(lbl) for lbl in s.split(".")):
+        raise ValueError(f'expected a domain such as "home.arpa" or "lan", got {_show(v)}')
     return s
 
 
@@ -247,13 +258,13 @@ LOGGING_KEYS: Schema = {
 }
 ROUTE_KEYS: Schema = {
     "path": _path_prefix,
-    "upstreams": _list_of(_upstream, "http(s) URLs"),
+    "upstreams": _list_of(_upstream, "http(s) or mdns:// URLs"),
     "strip_prefix": _bool,
 }
 SITE_KEYS: Schema = {
     "name": _str,
     "hosts": _list_of(_host, "host names"),
-    "upstreams": _list_of(_upstream, "http(s) URLs"),
+    "upstreams": _list_of(_upstream, "http(s) or mdns:// URLs"),
     "routes": lambda v: v,  # checked item by item below
     "enabled": _bool,
     "websockets": _bool,
@@ -268,6 +279,8 @@ SITE_KEYS: Schema = {
     "headers": lambda v: v,
     "cache": lambda v: v,
     "compression": lambda v: v,
+    "verify_upstream": _bool,
+    "publish": _bool,
 }
 SHARED_CACHE_KEYS: Schema = {"max_bytes": _size, "header": lambda v: _header_name(v, allow_empty=True)}
 DEFAULTS_KEYS: Schema = {
@@ -277,7 +290,17 @@ DEFAULTS_KEYS: Schema = {
     "connect_timeout": _duration,
     "read_timeout": _duration,
 }
-TOP_KEYS = ("server", "logging", "cache", "defaults", "sites")
+DISCOVERY_KEYS: Schema = {
+    "browse": _bool,
+    "service_types": _list_of(normalize_type, "service types"),
+    "browse_all_types": _bool,
+    "publish_hostnames": _bool,
+    "advertise": _bool,
+    "interfaces": _list_of(lambda v: _listen(v), "interface names or addresses"),
+    "domain": _domain,
+    "max_services": _count,
+}
+TOP_KEYS = ("server", "logging", "cache", "defaults", "discovery", "sites")
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
@@ -509,6 +532,10 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
     if "access_log" in log_values:
         log_values["access_log"], log_values["access_log_path"] = log_values["access_log"]
     logging = LoggingSettings(**log_values)
+    disc_values = c.table(data.get("discovery", {}), ("discovery",), DISCOVERY_KEYS)
+    if disc_values.get("max_services") == 0:
+        c.error(("discovery", "max_services"), "expected at least 1")
+    discovery = DiscoverySettings(**disc_values)
 
     raw_sites = data.get("sites", [])
     sites: list[Site] = []
@@ -560,7 +587,9 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
             sites.append(Site(routes=tuple(routes), **values))
     if c.errors:
         raise ConfigInvalid(sorted(c.errors, key=lambda e: e.line or 0))
-    return Config(server=server, logging=logging, cache=shared_cache, defaults=defaults, sites=tuple(sites))
+    return Config(
+        server=server, logging=logging, cache=shared_cache, defaults=defaults, discovery=discovery, sites=tuple(sites)
+    )
 
 
 def decode_config(data: bytes, file: str = "<config>") -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from homeproxy.discovery.service import DEFAULT_SERVICE_TYPES
+
 #: Default per-site upstream timeouts, in seconds.
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 60.0
@@ -247,6 +249,13 @@ class Site:
     compression: CompressionSettings = CompressionSettings()
     """Response compression for this site (`compression = true`)."""
 
+    verify_upstream: bool = True
+    """Check the certificates of https upstreams. Turn off for LAN gear with a self-signed
+    certificate (a NAS, a printer, a Hue bridge); the connection is still encrypted."""
+
+    publish: bool | None = None
+    """Announce this site's `.local` host names over mDNS (unset: `discovery.publish_hostnames`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class SiteDefaults:
@@ -280,6 +289,38 @@ class SharedCacheSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoverySettings:
+    """The `[discovery]` table: finding services on the LAN over mDNS, and announcing sites' names."""
+
+    browse: bool = True
+    """Browse the LAN for services (the TUI's Discovery screen, `homeproxy discover`)."""
+
+    service_types: tuple[str, ...] = DEFAULT_SERVICE_TYPES
+    """Service types to browse (`"_http._tcp"`, ...); the default is a list of home-lab web UIs."""
+
+    browse_all_types: bool = True
+    """Also browse every type that the LAN's devices list (`_services._dns-sd._udp`)."""
+
+    publish_hostnames: bool = True
+    """Answer mDNS for each site's flat `.local` host names (`plex.local`) with this machine's
+    addresses, so phones and laptops find them without a DNS server. A name that another
+    machine already answers is never taken."""
+
+    advertise: bool = False
+    """Also advertise each site as an `_http._tcp` service, so it shows in other mDNS browsers."""
+
+    interfaces: tuple[str, ...] = ()
+    """Interfaces (names such as `"eth0"`, or IP addresses) for mDNS; empty means the LAN
+    interfaces: those with a private address, skipping loopback, container and VPN ones."""
+
+    domain: str = "home.arpa"
+    """The domain of suggested host names for discovered services (`plex.home.arpa`)."""
+
+    max_services: int = 1000
+    """The most services kept in the table; more are ignored (and counted)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration."""
 
@@ -295,8 +336,15 @@ class Config:
     defaults: SiteDefaults = field(default_factory=SiteDefaults)
     """The `[defaults]` table: what new sites start with."""
 
+    discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
+    """The `[discovery]` table."""
+
     sites: tuple[Site, ...] = ()
     """The `[[sites]]` array."""
+
+    def publishes(self, site: Site) -> bool:
+        """Does `site` announce its `.local` names (its own `publish`, else the discovery default)?"""
+        return self.discovery.publish_hostnames if site.publish is None else site.publish
 
     def site(self, name: str) -> Site | None:
         """The site called `name`, or None."""

@@ -36,7 +36,7 @@ from homeproxy.engine.features import FeatureContext, build_middlewares
 from homeproxy.engine.pages import error_page, error_reply
 from homeproxy.engine.reply import CLIENT_CLOSED, client_gone, send
 from homeproxy.engine.routing import RoutingTable, compile_table, normalize_host
-from homeproxy.engine.upstream import Forwarder, UpstreamClient, forwarded_for
+from homeproxy.engine.upstream import Forwarder, Resolver, UpstreamClient, forwarded_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,8 +116,11 @@ class Engine:
         *,
         clock: Callable[[], float] = time.time,
         data_dir: Path | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.bus = bus or EventBus()
+        self.resolver: Resolver = resolver or (lambda ref: None)
+        """Where `mdns://` upstreams are now (discovery's directory); without one they answer 502."""
         self.clock = clock
         self._client = UpstreamClient()
         self.features = FeatureContext(clock=clock, data_dir=data_dir or paths.data_dir())
@@ -311,7 +314,7 @@ class Engine:
         def make_handler(site: Site, route: Route | None) -> Handler:
             if site.name not in chains:
                 chains[site.name] = build_middlewares(site, ctx)
-            return compose(chains[site.name], Forwarder(self._client, site, route))
+            return compose(chains[site.name], Forwarder(self._client, site, route, resolver=self.resolver))
 
         return compile_table(config, make_handler)
 

@@ -53,14 +53,19 @@ class RequestCompleted:
     """The response's headers as homeproxy sent them."""
 
 
-Event = RequestCompleted
+Event = object
+"""Anything frozen: `RequestCompleted` from the engine; discovery publishes its own kinds."""
 
 
 class Subscription:
     """A bounded queue of events for one subscriber."""
 
-    def __init__(self, name: str, maxlen: int, *, headers: bool = False) -> None:
+    def __init__(
+        self, name: str, maxlen: int, *, headers: bool = False, kinds: tuple[type, ...] = (RequestCompleted,)
+    ) -> None:
         self.name = name
+        self.kinds = frozenset(kinds)
+        """The event classes this subscriber receives (by default only `RequestCompleted`)."""
         self.maxlen = maxlen
         self.headers = headers
         """This subscriber shows request and response headers (the engine copies them only then)."""
@@ -94,10 +99,12 @@ class EventBus:
         self.wants_headers = False
         """Some subscriber shows headers: only then does the engine copy them into events."""
 
-    def subscribe(self, name: str, maxlen: int = 10_000, *, headers: bool = False) -> Subscription:
-        """A new subscription receiving every event published from now on (`headers`: with
-        the request's and response's headers, which cost a copy per request)."""
-        sub = Subscription(name, maxlen, headers=headers)
+    def subscribe(
+        self, name: str, maxlen: int = 10_000, *, headers: bool = False, kinds: tuple[type, ...] = (RequestCompleted,)
+    ) -> Subscription:
+        """A new subscription receiving the events of `kinds` published from now on (`headers`:
+        with the request's and response's headers, which cost a copy per request)."""
+        sub = Subscription(name, maxlen, headers=headers, kinds=kinds)
         with self._lock:
             self._subs = (*self._subs, sub)
             self.wants_headers = any(s.headers for s in self._subs)
@@ -110,8 +117,10 @@ class EventBus:
 
     def publish(self, event: Event) -> None:
         """Queue `event` for every subscriber. Never blocks, never raises."""
+        kind = type(event)
         for sub in self._subs:
-            sub.put(event)
+            if kind in sub.kinds:
+                sub.put(event)
 
 
 class Consumer:
@@ -125,11 +134,12 @@ class Consumer:
         *,
         interval: float = 0.1,
         maxlen: int = 10_000,
+        kinds: tuple[type, ...] = (RequestCompleted,),
     ) -> None:
         self.bus = bus
         self.handler = handler
         self.interval = interval
-        self.subscription = bus.subscribe(name, maxlen)
+        self.subscription = bus.subscribe(name, maxlen, kinds=kinds)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"homeproxy-{name}", daemon=True)
 

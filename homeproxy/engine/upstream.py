@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -25,6 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from homeproxy.config.model import Route, Site
+from homeproxy.discovery.service import parse_mdns_ref
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import CLIENT_CLOSED, NO_BODY_STATUS, Reply, client_gone
@@ -102,17 +103,73 @@ def is_websocket_upgrade(request: web.BaseRequest) -> bool:
     return h.get("Upgrade", "").lower() == "websocket" and "upgrade" in connection_tokens(h)
 
 
+Resolver = Callable[[str], str | None]
+"""Maps an `mdns://` upstream to the base URL where its service is now (`"http://10.0.0.5:32400"`),
+or None while the service is not on the network. Discovery provides it; the engine only calls it."""
+
+
+def _no_resolver(ref: str) -> str | None:
+    return None
+
+
+class MdnsUpstream:
+    """An `mdns://` upstream: looked up in the resolver for each request, so the site follows
+    the device when its address or port changes (a new DHCP lease) without a config change."""
+
+    __slots__ = ("_resolver", "_urls", "path", "ref")
+
+    def __init__(self, ref: str, resolver: Resolver) -> None:
+        self.ref = ref
+        self.path = parse_mdns_ref(ref).path
+        self._resolver = resolver
+        self._urls: dict[str, URL] = {}
+
+    def resolve(self) -> URL | None:
+        base = self._resolver(self.ref)
+        if base is None:
+            return None
+        url = self._urls.get(base)
+        if url is None:
+            if len(self._urls) > 16:
+                self._urls.clear()
+            url = self._urls[base] = URL(base + self.path)
+        return url
+
+    def __str__(self) -> str:
+        return self.ref
+
+
 class Forwarder:
     """Forwards a site's (or one route's) requests to its upstreams, in turn."""
 
-    def __init__(self, client: UpstreamClient, site: Site, route: Route | None = None) -> None:
+    def __init__(
+        self, client: UpstreamClient, site: Site, route: Route | None = None, *, resolver: Resolver = _no_resolver
+    ) -> None:
         self.client = client
         self.site = site
         self.prefix = route.path if route is not None and route.strip_prefix else ""
         urls = route.upstreams if route is not None else site.upstreams
-        self.upstreams = tuple(URL(u) for u in urls)
+        self.upstreams: tuple[URL | MdnsUpstream, ...] = tuple(
+            MdnsUpstream(u, resolver) if u.startswith("mdns://") else URL(u) for u in urls
+        )
         self._next = itertools.cycle(range(len(self.upstreams)))
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=site.connect_timeout, sock_read=site.read_timeout)
+        self.ssl = site.verify_upstream
+        """aiohttp's `ssl`: False skips certificate checks for self-signed LAN gear (still encrypted)."""
+
+    def _pick(self, ex: Exchange) -> URL | None:
+        """The next upstream's base URL; None (with `ex.error` set) for an mDNS service that is not on the network."""
+        entry = self.upstreams[next(self._next)]
+        if type(entry) is URL:
+            ex.upstream = str(entry)
+            return entry
+        ex.upstream = str(entry)
+        base = entry.resolve()  # type: ignore[union-attr]
+        if base is None:
+            ex.error = f"upstream unreachable: mDNS service {entry} is not on the network"
+            return None
+        ex.upstream = str(base)
+        return base
 
     async def __call__(self, ex: Exchange) -> Reply:
         request = ex.request
@@ -123,9 +180,13 @@ class Forwarder:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         # Try each upstream once while they refuse connections (nothing has been sent yet).
         for attempt in range(len(self.upstreams)):
-            base = self.upstreams[next(self._next)]
+            base = self._pick(ex)
+            if base is None:
+                if attempt == len(self.upstreams) - 1:
+                    return error_reply(502, request)
+                continue
+            ex.error = ""
             url = self._target(base, request)
-            ex.upstream = str(base)
             try:
                 upstream = await self.client.session.request(
                     request.method,
@@ -134,6 +195,7 @@ class Forwarder:
                     data=_body(ex) if request.body_exists else None,
                     allow_redirects=False,
                     timeout=self.timeout,
+                    ssl=self.ssl,
                 )
             except aiohttp.ClientConnectorError as e:
                 if isinstance(e, aiohttp.ClientConnectorCertificateError) or attempt == len(self.upstreams) - 1:
@@ -210,8 +272,9 @@ class Forwarder:
         request = ex.request
         src = request.headers
         protocols = tuple(p.strip() for p in src.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
-        base = self.upstreams[next(self._next)]
-        ex.upstream = str(base)
+        base = self._pick(ex)
+        if base is None:
+            return error_reply(502, request)
         url = self._target(base, request).with_scheme("wss" if base.scheme == "https" else "ws")
         headers = self._request_headers(ex, base)
         for name in _WS_HANDSHAKE:
@@ -251,6 +314,7 @@ class Forwarder:
             autoping=True,
             compress=0,
             max_msg_size=0,
+            ssl=self.ssl,
             timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
         )
 

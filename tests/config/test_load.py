@@ -190,7 +190,7 @@ def test_a_repeated_key_in_a_table_is_a_config_error(text: str, line: int) -> No
             "[server]\nhttp_port = 1\n\n[colour]\nx = 1\n",
             4,
             "colour",
-            "valid keys: server, logging, cache, defaults, sites",
+            "valid keys: server, logging, cache, defaults, discovery, sites",
         ),
         ('[server]\nlisten = ["::"]\nhttp_prot = 80\n', 3, "server.http_prot", 'did you mean "http_port"?'),
         ("[logging]\nlevle = 'info'\n", 2, "logging.levle", 'did you mean "level"?'),
