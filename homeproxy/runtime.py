@@ -12,10 +12,15 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from homeproxy import paths
 from homeproxy.config import Config, ConfigStore
+from homeproxy.discovery.directory import ServiceDirectory
 from homeproxy.engine import AccessLog, Consumer, Engine, EventBus, Stats
+
+if TYPE_CHECKING:
+    from homeproxy.discovery.runner import Discovery
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +36,7 @@ class Runtime:
         data_dir: Path | None = None,
         log_level: str | None = None,
         clock: Callable[[], float] = time.time,
+        discovery: bool = True,
     ) -> None:
         self.config_path = Path(config_path) if config_path else paths.default_config_path()
         self.clock = clock
@@ -44,6 +50,12 @@ class Runtime:
         self.access_log = AccessLog(self.log_dir / "access.log")
         self.engine: Engine | None = None
         self._consumers: list[Consumer] = []
+        self.directory = ServiceDirectory()
+        """Services seen on the LAN; the engine resolves `mdns://` upstreams here."""
+        self.discovery_enabled = discovery
+        """False keeps zeroconf off entirely (tests that do not test discovery)."""
+        self.discovery: Discovery | None = None
+        """mDNS browsing and announcing, when `[discovery]` asks for either (or a site uses mdns://)."""
 
     def start(self, *, watch: bool = True) -> Config:
         """Load (or create) the config, start the engine and the subscribers.
@@ -59,8 +71,18 @@ class Runtime:
         ]
         for c in self._consumers:
             c.start()
-        self.engine = Engine(config, self.bus, clock=self.clock, data_dir=self.data_dir)
+        self.engine = Engine(
+            config, self.bus, clock=self.clock, data_dir=self.data_dir, resolver=self.directory.resolve
+        )
         self.engine.start()
+        if self.discovery_enabled:
+            from homeproxy.discovery.runner import Discovery
+
+            self.discovery = Discovery(self.bus, self.directory, clock=self.clock)
+            try:
+                self.discovery.start(config, port=self._http_port())
+            except Exception as e:  # mDNS is a convenience: the proxy serves without it
+                log.warning("mDNS discovery could not start: %s", e)
         if watch:
             self.store.watch()
         return config
@@ -70,6 +92,15 @@ class Runtime:
         if self.engine is not None:
             self.engine.apply(config)
         self._configure_log(config)
+        if self.discovery is not None:
+            self.discovery.apply(config, port=self._http_port())
+
+    def _http_port(self) -> int:
+        """The plain-HTTP port the engine really listens on (for announcements; port 0 resolved)."""
+        if self.engine is not None:
+            for _host, port in self.engine.addresses:
+                return port
+        return self.store.config.server.http_port
 
     def _configure_log(self, config: Config) -> None:
         lg = config.logging
@@ -80,6 +111,8 @@ class Runtime:
     def stop(self) -> None:
         """Stop watching, drain and stop the engine, flush the subscribers."""
         self.store.stop_watching()
+        if self.discovery is not None:
+            self.discovery.stop()  # goodbyes first, while the names still point at a live proxy
         if self.engine is not None:
             self.engine.stop()
         for c in self._consumers:

@@ -21,6 +21,8 @@ def _isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     ):
         monkeypatch.setenv(var, str(home / sub))
     monkeypatch.setenv("HOME", str(home))
+    # The network rule: mDNS in tests (and in the homeproxy processes they start) stays on loopback.
+    monkeypatch.setenv("HOMEPROXY_MDNS_INTERFACES", "127.0.0.1")
     yield
 
 

@@ -26,6 +26,8 @@ class ServiceDirectory:
         """New services turned away because the directory was full."""
         self._services: Mapping[str, DiscoveredService] = {}
         self._lock = threading.Lock()
+        self._keys: dict[str, str] = {}
+        """`mdns://` text -> lookup key, so a request parses nothing."""
 
     def __len__(self) -> int:
         return len(self._services)
@@ -66,10 +68,16 @@ class ServiceDirectory:
         """The current base URL (`"http://192.168.1.20:32400"`, no path) of an `mdns://`
         upstream, or None while the service is unknown or unresolved."""
         if isinstance(ref, str):
-            if not is_mdns_ref(ref):
-                return None
-            ref = parse_mdns_ref(ref)
-        service = self._services.get(ref.key)
+            key = self._keys.get(ref)
+            if key is None:
+                if not is_mdns_ref(ref):
+                    return None
+                if len(self._keys) > 4096:
+                    self._keys.clear()
+                key = self._keys[ref] = parse_mdns_ref(ref).key
+        else:
+            key = ref.key
+        service = self._services.get(key)
         return service.base_url() if service is not None else None
 
     def maps(self, service: DiscoveredService, upstreams: tuple[str, ...]) -> bool:

@@ -64,7 +64,7 @@ def test_default_template_examples_parse_once_uncommented() -> None:
     start = next(i for i, line in enumerate(lines) if "Uncomment and adapt" in line)
     body = [line.removeprefix("#").removeprefix(" ") for line in lines[start + 1 :]]
     config = parse_config("\n".join(lines[: start + 1] + body) + "\n", FILE)
-    assert [s.name for s in config.sites] == ["homeassistant", "nextcloud"]
+    assert [s.name for s in config.sites] == ["homeassistant", "plex", "nextcloud"]
     ha, nc = config.sites
     assert ha.hosts == ("ha.home.arpa", "ha.local")
     assert nc.read_timeout == 300.0

@@ -55,7 +55,7 @@ async def runtime(tmp_path: Path, backend: int) -> AsyncIterator[Runtime]:
     """A started Runtime whose one site points at `backend`."""
     path = tmp_path / "config.toml"
     write_config(path, backend)
-    rt = Runtime(path, log_dir=tmp_path / "log")
+    rt = Runtime(path, log_dir=tmp_path / "log", discovery=False)
     await asyncio.to_thread(rt.start)
     yield rt
     await asyncio.to_thread(rt.stop)
@@ -79,7 +79,7 @@ def snapshot_config(listen: str, port: int, sites: str) -> str:
 @contextlib.contextmanager
 def snapshot_runtime_at(path: Path, log_dir: Path, now: float = SNAPSHOT_NOW) -> Iterator[Runtime]:
     """A started Runtime on a fixed clock and no file watching (so screens look the same every run)."""
-    rt = Runtime(path, log_dir=log_dir, clock=lambda: now)
+    rt = Runtime(path, log_dir=log_dir, clock=lambda: now, discovery=False)
     rt.start(watch=False)
     try:
         yield rt
