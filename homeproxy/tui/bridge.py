@@ -3,7 +3,9 @@
 The app drains its bus subscription on a timer (10 times a second) into a
 bounded `RequestBuffer` and turns each non-empty batch into one
 `RequestsArrived` message: never one message per request, so a busy proxy
-cannot flood the UI, and the proxy never waits for it.
+cannot flood the UI, and the proxy never waits for it. Discovery's events
+(services found, updated or lost; names announced or in conflict) come down
+the same subscription and leave as one `DiscoveryEventsArrived` per batch.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from homeproxy.config import ConfigEvent
+from homeproxy.discovery.events import DiscoveryEvent
 from homeproxy.engine import RequestCompleted, Subscription
 
 
@@ -63,13 +66,27 @@ class RequestsArrived(Message, bubble=False):
 
 
 @dataclass
+class DiscoveryEventsArrived(Message, bubble=False):
+    """A batch of discovery events, oldest first (the directory already holds their services)."""
+
+    events: Sequence[DiscoveryEvent]
+
+
+@dataclass
 class ConfigEventArrived(Message, bubble=False):
     """The store applied a change or rejected an outside edit (posted from any thread)."""
 
     event: ConfigEvent
 
 
-def drain(subscription: Subscription) -> RequestsArrived | None:
-    """The batch waiting in `subscription`, as a message, or None."""
+def drain(subscription: Subscription) -> tuple[RequestsArrived | None, DiscoveryEventsArrived | None]:
+    """The batch waiting in `subscription`, split into requests and discovery events (None for no such events)."""
     batch = subscription.drain()
-    return RequestsArrived(batch, subscription.dropped) if batch else None
+    if not batch:
+        return None, None
+    requests = [e for e in batch if isinstance(e, RequestCompleted)]
+    found = [e for e in batch if isinstance(e, DiscoveryEvent)] if len(requests) < len(batch) else []
+    return (
+        RequestsArrived(requests, subscription.dropped) if requests else None,
+        DiscoveryEventsArrived(found) if found else None,
+    )

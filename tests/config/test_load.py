@@ -65,7 +65,8 @@ def test_default_template_examples_parse_once_uncommented() -> None:
     body = [line.removeprefix("#").removeprefix(" ") for line in lines[start + 1 :]]
     config = parse_config("\n".join(lines[: start + 1] + body) + "\n", FILE)
     assert [s.name for s in config.sites] == ["homeassistant", "plex", "nextcloud"]
-    ha, nc = config.sites
+    ha, plex, nc = config.sites
+    assert plex.upstreams == ("mdns://Plex Media Server._plexmediasvr._tcp",)
     assert ha.hosts == ("ha.home.arpa", "ha.local")
     assert nc.read_timeout == 300.0
     assert nc.routes == (Route(path="/push/", upstreams=("http://192.168.1.11:7867",), strip_prefix=True),)
