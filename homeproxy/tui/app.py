@@ -1,10 +1,12 @@
 """`HomeproxyApp`: the terminal UI around a running `Runtime`.
 
 Screens are Textual modes (each keeps its own state): 1 Dashboard, 2 Sites,
-3 Traffic, 4 Settings, ? Help; every action is also in the command palette.
-The app does no I/O in `__init__` and never pokes the engine: it edits the
-config through `ConfigStore`, reads `Stats`, and drains its bus subscription
-(through the bridge) into a bounded `RequestBuffer` that the screens show.
+3 Traffic, 4 Settings, 5 Discovery, ? Help; every action is also in the
+command palette. The app does no I/O in `__init__` and never pokes the engine:
+it edits the config through `ConfigStore`, reads `Stats` and the
+`ServiceDirectory`, and drains its bus subscription (through the bridge) into
+a bounded `RequestBuffer` that the screens show, and into discovery batches
+(toasts for names announced or in conflict; the visible screen gets the batch).
 The caller (the CLI, or a test) starts and stops the runtime.
 """
 
@@ -20,11 +22,13 @@ from textual.message import Message
 from textual.screen import Screen
 
 from homeproxy.config import ConfigChanged, ConfigRejected
+from homeproxy.discovery.events import DISCOVERY_EVENTS, DiscoveryEvent, NameAnnounced, NameConflict
 from homeproxy.engine import RequestCompleted, Stats
 from homeproxy.runtime import Runtime
 from homeproxy.tui.bridge import ConfigEventArrived, RequestBuffer, drain
 from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.dashboard import DashboardScreen
+from homeproxy.tui.screens.discovery import DiscoveryScreen
 from homeproxy.tui.screens.help import HelpScreen
 from homeproxy.tui.screens.settings import SettingsScreen
 from homeproxy.tui.screens.sites import SitesScreen
@@ -34,7 +38,8 @@ SCREENS = (
     ("dashboard", "1", "Dashboard", "Engine state and per-site numbers"),
     ("sites", "2", "Sites", "Add, edit, enable and remove sites"),
     ("traffic", "3", "Traffic", "The live request log"),
-    ("settings", "4", "Settings", "Listeners, logging, defaults and config backups"),
+    ("settings", "4", "Settings", "Listeners, logging, defaults, discovery and config backups"),
+    ("discovery", "5", "Discovery", "Services found on the LAN over mDNS; add one as a site"),
     ("help", "question_mark", "Help", "Keys and what each screen does"),
 )
 
@@ -49,6 +54,7 @@ class HomeproxyApp(App[None]):
         "sites": SitesScreen,
         "traffic": TrafficScreen,
         "settings": SettingsScreen,
+        "discovery": DiscoveryScreen,
         "help": HelpScreen,
     }
     BINDINGS = [
@@ -70,7 +76,9 @@ class HomeproxyApp(App[None]):
         self.requests = RequestBuffer(buffer_size)
         self.unsaved: dict[str, str] = {}
         """What has unsaved work (e.g. an open editor), and a description of it."""
-        self._subscription = runtime.bus.subscribe("tui", maxlen=buffer_size, headers=True)
+        self._subscription = runtime.bus.subscribe(
+            "tui", maxlen=buffer_size, headers=True, kinds=(RequestCompleted, *DISCOVERY_EVENTS)
+        )
         self._upstream_down: set[str] = set()
 
     @property
@@ -98,12 +106,16 @@ class HomeproxyApp(App[None]):
         self.post_message(ConfigEventArrived(event))
 
     def _pump(self) -> None:
-        message = drain(self._subscription)
-        if message is None:
-            return
-        self.requests.extend(message.events)
-        self._watch_upstreams(message.events)
-        self._to_screen(message)
+        requests, discovered = drain(self._subscription)
+        if requests is not None:
+            self.requests.extend(requests.events)
+            self._watch_upstreams(requests.events)
+            self._to_screen(requests)
+        if discovered is not None:
+            self._watch_names(discovered.events)
+            # The Discovery screen reads the directory again when it comes back, so a batch
+            # that arrives while another screen shows is not lost to it.
+            self._to_screen(discovered)
 
     def _watch_upstreams(self, events: Iterable[RequestCompleted]) -> None:
         """Toast when an upstream stops answering and when it answers again."""
@@ -119,6 +131,21 @@ class HomeproxyApp(App[None]):
             elif not down and not ev.error and ev.upstream in self._upstream_down:
                 self._upstream_down.discard(ev.upstream)
                 self.notify(Text(f"{ev.upstream} ({ev.site}) answers again").markup, title="Upstream back")
+
+    def _watch_names(self, events: Iterable[DiscoveryEvent]) -> None:
+        """Toast when homeproxy starts answering for a name, and when another machine holds one."""
+        for ev in events:
+            if isinstance(ev, NameConflict):
+                holder = " and ".join(ev.holders) if ev.holders else "another machine"
+                self.notify(
+                    Text(f"{ev.host} is already answered by {holder} on the LAN; homeproxy does not take it").markup,
+                    title="mDNS name in use",
+                    severity="error",
+                    timeout=10,
+                )
+            elif isinstance(ev, NameAnnounced):
+                where = f" ({', '.join(ev.addresses)})" if ev.addresses else ""
+                self.notify(Text(f"Answering {ev.host} on the LAN{where}").markup, title="mDNS", timeout=3)
 
     def upstream_is_down(self, url: str) -> bool:
         """Whether the last request to `url` found it unreachable."""
