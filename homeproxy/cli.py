@@ -1,10 +1,11 @@
-"""The `homeproxy` command: the TUI, `serve`, `check`, `passwd`, `demo`.
+"""The `homeproxy` command: the TUI, `serve`, `check`, `passwd`, `demo`, `discover`.
 
     homeproxy                     open the terminal UI (the proxy runs inside it)
     homeproxy serve               run the proxy headless (systemd), logging to stderr
     homeproxy check               validate a config file and exit 0 or 1
     homeproxy passwd [USER]       hash a password for a site's auth users
     homeproxy demo                sample sites and live traffic on loopback, in the TUI
+    homeproxy discover            list the services mDNS finds on the LAN
 
 `--config PATH` works before or after the subcommand.
 """
@@ -43,6 +44,7 @@ examples:
   homeproxy check --config my.toml  validate a config file
   homeproxy passwd alice            hash a password: alice = "scrypt$..."
   homeproxy demo                    try it: sample sites with live traffic, nothing kept
+  homeproxy discover --json         the LAN's services (mDNS), for scripts
   kill -HUP <pid>                   make `homeproxy serve` re-read its config
 
 default config file: {paths.default_config_path()}
@@ -109,7 +111,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=_rate, default=3.0, metavar="N", help="requests per second to generate (default: 3)"
     )
     demo.set_defaults(command="demo")
+    discover = sub.add_parser(
+        "discover",
+        help="list the services that mDNS finds on the LAN",
+        description="Listen for mDNS services for a few seconds and list them: name, type, address and "
+        "path. Uses the config's [discovery] interfaces and service types when the file exists. Any of "
+        'them can be used as a site\'s upstream: mdns://NAME._TYPE._tcp (e.g. "mdns://Plex._plexmediasvr._tcp"). '
+        "Exits 0 even when nothing answers (saying so on stderr).",
+    )
+    _add_config_option(discover, argparse.SUPPRESS)
+    discover.add_argument("--timeout", type=_seconds, default=3.0, metavar="S", help="seconds to listen (default: 3)")
+    discover.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    discover.add_argument(
+        "--type",
+        dest="types",
+        action="append",
+        metavar="T",
+        help='a service type to browse, e.g. "_http._tcp" (repeatable; default: the config\'s '
+        "discovery.service_types, plus every type the LAN lists if browse_all_types is on)",
+    )
+    discover.add_argument(
+        "--interface",
+        dest="interfaces",
+        action="append",
+        metavar="I",
+        help="an interface name or IP address to listen on (repeatable; default: discovery.interfaces, "
+        "else the LAN interfaces)",
+    )
+    discover.set_defaults(command="discover")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= 600:
+        raise argparse.ArgumentTypeError(f"expected more than 0 and at most 600 seconds, got {text}")
+    return value
 
 
 def _rate(text: str) -> float:
@@ -135,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from homeproxy.demo import run_demo
 
         return run_demo(args.rate)
+    if args.command == "discover":
+        return cmd_discover(config_path, args.timeout, args.json, args.types or [], args.interfaces or [])
     return cmd_tui(config_path)
 
 
@@ -189,6 +231,90 @@ def cmd_passwd(user: str | None) -> int:
     hashed = hash_password(password)
     print(hashed if user is None else tomlkit.dumps({user: hashed}).rstrip("\n"))
     return 0
+
+
+def cmd_discover(path: Path, timeout: float, as_json: bool, types: list[str], interfaces: list[str]) -> int:
+    """Browse mDNS for `timeout` seconds and print what answered. 0 unless the arguments are wrong
+    or no interface can be used. Needs neither the engine nor the TUI."""
+    import asyncio
+    import json
+
+    from homeproxy.config.model import DiscoverySettings
+    from homeproxy.discovery.browse import discover
+    from homeproxy.discovery.interfaces import choose_interfaces, zeroconf_addresses
+    from homeproxy.discovery.service import normalize_type
+
+    settings = DiscoverySettings()
+    try:
+        settings = parse_config(decode_config(path.read_bytes(), str(path)), str(path)).discovery
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        print(f"{path}: cannot read ({e.strerror or e}); using the default [discovery] settings", file=sys.stderr)
+    except ConfigInvalid:
+        print(f"{path} has errors (`homeproxy check`); using the default [discovery] settings", file=sys.stderr)
+    try:
+        wanted = [normalize_type(t) for t in types] if types else list(settings.service_types)
+    except ValueError as e:
+        print(f"--type: {e}", file=sys.stderr)
+        return 2
+    try:
+        chosen = choose_interfaces(interfaces or settings.interfaces)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 1
+    where = ", ".join(str(i) for i in chosen)
+    try:
+        found = asyncio.run(
+            discover(
+                zeroconf_addresses(chosen),
+                types=wanted,
+                browse_all_types=settings.browse_all_types and not types,
+                timeout=timeout,
+                max_services=settings.max_services,
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
+    except (OSError, RuntimeError) as e:
+        print(f"mDNS could not start on {where}: {e}", file=sys.stderr)
+        return 1
+    if as_json:
+        rows = [
+            {
+                "name": s.instance,
+                "type": s.type,
+                "label": s.label,
+                "host": s.host,
+                "addresses": list(s.addresses),
+                "port": s.port,
+                "path": s.path,
+                "url": s.url(),
+                "upstream": str(s.ref),
+                "properties": dict(s.properties),
+            }
+            for s in found
+        ]
+        print(json.dumps(rows, indent=2))
+    elif found:
+        table = [("NAME", "TYPE", "ADDRESS", "PATH")]
+        for s in found:
+            table.append((s.instance, s.label, _host_port(s.address, s.port) or "(unresolved)", s.path or "/"))
+        widths = [max(len(row[i]) for row in table) for i in range(3)]
+        for row in table:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3], sep="  ")
+    n = len(found)
+    if n:
+        print(f"{n} service{'s' if n != 1 else ''} in {timeout:g} s on {where}", file=sys.stderr)
+    else:
+        print(f"no services found in {timeout:g} s on {where}", file=sys.stderr)
+    return 0
+
+
+def _host_port(address: str | None, port: int) -> str:
+    if address is None or not port:
+        return ""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _setup_logging(level: str) -> None:

@@ -102,15 +102,14 @@ def _usable(addresses: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]) 
 
 
 def _is_lan(a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """A private IPv4 or an IPv6 unique-local address (not loopback, not link-local)."""
-    if a.is_loopback or a.is_link_local or a.is_multicast or a.is_unspecified:
-        return False
+    """An RFC 1918 private IPv4 or an IPv6 unique-local (RFC 4193) address."""
     if a.version == 6:
         return a in _ULA
-    return a.is_private
+    return any(a in net for net in _RFC1918)
 
 
 _ULA = ipaddress.ip_network("fc00::/7")
+_RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
 def is_virtual(name: str) -> bool:
