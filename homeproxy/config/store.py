@@ -458,7 +458,7 @@ def _trailing_start(table: Table) -> int:
 def _set_key(table: Table, key: str, value: Any) -> None:
     """Set one key, keeping comments: an existing array is edited in place, a new key
     goes after the table's last key (not under the next table's heading comment)."""
-    if (key == "routes" and not value) or (key == "rate_limit" and value is None) or _is_default_settings(value):
+    if (key == "routes" and not value) or value is None or _is_default_settings(value):
         table.pop(key, None)  # back to the default: the key goes (e.g. auth turned off)
         return
     new = _toml_value(key, value)

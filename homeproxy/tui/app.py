@@ -134,6 +134,7 @@ class HomeproxyApp(App[None]):
 
     def _watch_names(self, events: Iterable[DiscoveryEvent]) -> None:
         """Toast when homeproxy starts answering for a name, and when another machine holds one."""
+        announced: dict[str, tuple[str, ...]] = {}
         for ev in events:
             if isinstance(ev, NameConflict):
                 holder = " and ".join(ev.holders) if ev.holders else "another machine"
@@ -144,8 +145,12 @@ class HomeproxyApp(App[None]):
                     timeout=10,
                 )
             elif isinstance(ev, NameAnnounced):
-                where = f" ({', '.join(ev.addresses)})" if ev.addresses else ""
-                self.notify(Text(f"Answering {ev.host} on the LAN{where}").markup, title="mDNS", timeout=3)
+                announced[ev.host] = ev.addresses
+        if announced:
+            # One toast per batch: at start-up every site's name is announced at once.
+            addresses = sorted({a for addrs in announced.values() for a in addrs})
+            where = f" ({', '.join(addresses)})" if addresses else ""
+            self.notify(Text(f"Answering {', '.join(announced)} on the LAN{where}").markup, title="mDNS", timeout=3)
 
     def upstream_is_down(self, url: str) -> bool:
         """Whether the last request to `url` found it unreachable."""

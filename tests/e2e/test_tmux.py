@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -68,11 +68,27 @@ class Terminal:
         except AssertionError:
             raise AssertionError(f"{text!r} never appeared; the screen:\n{self.screen()}") from None
 
+    def wait_until(self, predicate: Callable[[str], bool], description: str, timeout: float = 20.0) -> None:
+        """Poll the screen until `predicate(screen)` holds."""
+        try:
+            wait_for_sync(lambda: predicate(self.screen()), timeout=timeout, description=description)
+        except AssertionError:
+            raise AssertionError(f"never: {description}; the screen:\n{self.screen()}") from None
+
     def alive(self) -> bool:
         return subprocess.run(["tmux", "has-session", "-t", self.name], capture_output=True).returncode == 0
 
     def kill(self) -> None:
         subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+def _field_line(screen: str, label: str) -> str:
+    """What the site form shows right of `label` (e.g. "closet    ...")."""
+    for line in screen.splitlines():
+        rest = line.strip("█ ").removeprefix(label)
+        if rest != line.strip("█ ") and rest.startswith("  "):
+            return rest.strip() + " "
+    raise AssertionError(f"no {label!r} field on the screen:\n{screen}")
 
 
 def _quote(s: str) -> str:
@@ -96,13 +112,20 @@ def test_add_a_site_with_keystrokes_and_curl_through_it(tmp_path: Path, backend:
         term.wait_for("Sites")
         term.keys("a")
         term.wait_for("esc Close")  # the editor is up and its name field has focus
-        # Each field is checked on screen before the next key, as a person watching would.
-        for text in ("closet", "files.home.arpa", f"http://127.0.0.1:{backend}"):
-            if text != "closet":
-                term.keys("Tab")
-            term.keys(text, literal=True)
-            term.wait_for(text)
-            time.sleep(0.5)  # let the form's as-you-type check settle before the next Tab
+        # Typed without pauses, Tabs included: each Tab must still move on to the next field.
+        upstream = f"http://127.0.0.1:{backend}"
+        term.keys("closet", literal=True)
+        term.keys("Tab")
+        term.keys("files.home.arpa", literal=True)
+        term.keys("Tab")
+        term.keys(upstream, literal=True)
+        term.wait_until(
+            lambda screen: _field_line(screen, "Upstreams").startswith(upstream + " ") and "✓ Valid" in screen,
+            "the upstream typed in its field, and the site valid",
+        )
+        screen = term.screen()
+        assert _field_line(screen, "Name").startswith("closet "), screen
+        assert _field_line(screen, "Hosts").startswith("files.home.arpa "), screen
         term.keys("C-s")
         try:
             wait_for_sync(lambda: "closet" in config.read_text(), timeout=20, description="the site in the file")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import aiohttp
+from rich.cells import cell_len
 from textual.widgets import DataTable, Static
 
 from homeproxy.runtime import Runtime
 from homeproxy.tui.app import HomeproxyApp
+from homeproxy.tui.screens.dashboard import COLUMNS, PADDING, SPARK_SECONDS, table_layout
 from tests.waiting import wait_for
 
 
@@ -87,3 +89,46 @@ async def test_r_reloads_without_blocking_and_says_when_nothing_changed(runtime:
             lambda: any("has not changed" in str(n.message) for n in app._notifications),
             description="the 'not changed' toast",
         )
+
+
+# --- the dashboard's width ---------------------------------------------------------------
+
+
+def test_table_layout_fits_any_width_dropping_the_optional_columns_in_order() -> None:
+    natural = {"name": 13, "hosts": 15, "upstreams": 17}
+    everything = tuple(key for key, _ in COLUMNS)
+    wide = table_layout(200, natural)
+    assert wide.columns == everything and wide.spark == SPARK_SECONDS
+    assert table_layout(117, natural).columns == everything  # 120 columns (less the scrollbar and margin)
+    assert "upstreams" not in table_layout(100, natural).columns
+    narrow = table_layout(77, natural)  # 80 columns
+    assert "hosts" not in narrow.columns and "upstreams" not in narrow.columns and "p50" in narrow.columns
+    assert "p50" not in table_layout(62, natural).columns
+    for width in range(56, 220):
+        plan = table_layout(width, natural)
+        assert sum(plan.widths) + PADDING * len(plan.widths) <= width, width
+        assert plan.spark % 5 == 0 and 10 <= plan.spark <= SPARK_SECONDS
+    long_names = table_layout(80, {"name": 60, "hosts": 40, "upstreams": 40})
+    assert long_names.columns[0] == "name" and sum(long_names.widths) + PADDING * len(long_names.widths) <= 80
+
+
+async def test_dashboard_fits_80_columns_and_follows_resizes(runtime: Runtime) -> None:
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 30)) as pilot:
+        table = app.screen.query_one("#sites", DataTable)
+
+        def columns() -> list[str]:
+            return [str(key.value) for key in table.columns]
+
+        await wait_for(lambda: "upstreams" in columns(), description="every column at 120")
+        await pilot.resize_terminal(80, 24)
+        await wait_for(lambda: "hosts" not in columns(), description="Hosts and Upstreams gone at 80")
+        await pilot.pause()
+        assert "upstreams" not in columns() and columns()[0] == "name"
+        assert table.virtual_size.width <= table.size.width and not table.show_horizontal_scrollbar
+        assert cell_len(_text(app, "#engine-status")) <= 78  # nothing cut off
+        assert "serving" in _text(app, "#engine-status")
+
+        await pilot.resize_terminal(120, 30)
+        await wait_for(lambda: "upstreams" in columns(), description="the columns back at 120")
+        assert _cell(app, "files", "hosts") == "files.home.arpa"

@@ -33,11 +33,13 @@ BIG = "homeproxy compresses text " * 200
 
 @pytest.fixture
 async def backend() -> AsyncIterator[int]:
-    """The conftest backend, plus `/big`: a text response large enough to be compressed."""
+    """The conftest backend, plus `/big` (large enough to be compressed) and `/cached*` (cacheable for 5 minutes)."""
 
     async def handle(request: web.Request) -> web.Response:
         if request.path == "/big":
             return web.Response(text=BIG, content_type="text/plain")
+        if request.path.startswith("/cached"):
+            return web.Response(text=f"cacheable {request.path}", headers={"Cache-Control": "max-age=300"})
         return web.Response(text=f"hello from backend {request.path}")
 
     app = web.Application()
@@ -406,6 +408,130 @@ async def test_new_site_starts_from_the_defaults(runtime: Runtime) -> None:
         assert field(editor, "connect_timeout").value == "2s"
 
 
+async def test_purge_empties_the_sites_cache(runtime: Runtime) -> None:
+    runtime.store.set_site_option("files", "cache", True)
+    for path, want in (("/cached/a", "MISS"), ("/cached/a", "HIT"), ("/cached/b", "MISS")):
+        status, headers, _ = await fetch(runtime, "files.home.arpa", path)
+        assert (status, headers.get("X-Cache")) == (200, want), path
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await sites_screen(pilot)
+        assert not screen.query_one("#purge-site").disabled
+        await pilot.press("p")
+        await wait_for(lambda: isinstance(app.screen, ConfirmModal), description="the question")
+        assert '"files"' in str(app.screen.query_one("#question").render())
+        await pilot.press("n")  # kept
+        await wait_for(lambda: app.screen is screen, description="back on Sites")
+        _, headers, _ = await fetch(runtime, "files.home.arpa", "/cached/a")
+        assert headers.get("X-Cache") == "HIT"
+
+        await pilot.press("p")
+        await wait_for(lambda: isinstance(app.screen, ConfirmModal), description="the question")
+        await pilot.press("y")
+        await wait_for(lambda: 'Purged 2 cached responses of "files"' in toasts(app), description="the count")
+    _, headers, _ = await fetch(runtime, "files.home.arpa", "/cached/a")
+    assert headers.get("X-Cache") == "MISS"
+    assert "cache = true" in runtime.config_path.read_text()  # an operation: the config is as it was
+
+
+async def test_purge_says_why_not_when_the_cache_is_off(runtime: Runtime) -> None:
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await sites_screen(pilot)
+        assert screen.query_one("#purge-site").disabled
+        await pilot.press("p")
+        await wait_for(lambda: "The cache is off" in toasts(app), description="the reason")
+        assert app.screen is screen
+
+
+# --- upstream TLS, mDNS ------------------------------------------------------------------
+
+
+async def test_verify_upstream_off_is_saved_and_hinted_for_tls_upstreams(runtime: Runtime, backend: int) -> None:
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "e")
+        hint = editor.query_one("#verify-upstream-hint")
+        switch = editor.form.checks["verify_upstream"]
+        assert switch.value and not hint.has_class("-visible")
+        switch.focus()
+        await pilot.press("space")
+        await wait_for(lambda: not switch.value, description="verification off")
+        assert not hint.has_class("-visible")  # a plain-http upstream: nothing to verify anyway
+        await type_into(pilot, field(editor, "upstreams"), f"https://127.0.0.1:{backend}")
+        await wait_for(lambda: hint.has_class("-visible"), description="the hint, for an https upstream")
+        assert "self-signed" in str(hint.render())
+        await type_into(pilot, field(editor, "upstreams"), "mdns://Living Room._http._tcp/web")
+        assert hint.has_class("-visible")  # an mdns:// service may well be https
+        await type_into(pilot, field(editor, "upstreams"), f"http://127.0.0.1:{backend}")
+        await wait_for(lambda: not hint.has_class("-visible"), description="no hint for http")
+        await save_and_wait(pilot, app)
+
+    site = runtime.store.config.site("files")
+    assert site is not None and not site.verify_upstream
+    assert "verify_upstream = false" in runtime.config_path.read_text()
+    status, _, body = await fetch(runtime, "files.home.arpa", "/still")
+    assert (status, body) == (200, b"hello from backend /still")
+
+
+async def test_mdns_upstream_and_publish_round_trip_literally(runtime: Runtime, backend: int) -> None:
+    ref = "mdns://Living Room [red]TV._http._tcp/web"
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "e")
+        assert "mdns://" in field(editor, "upstreams").placeholder
+        assert "mdns://" in str(field(editor, "upstreams").tooltip)
+        await type_into(pilot, field(editor, "upstreams"), f"{ref}, http://127.0.0.1:{backend}")
+        publish = editor.query_one("#publish", Select)
+        assert publish.value == "default"
+        publish.focus()
+        await pilot.press("enter", "down", "enter")  # default -> announce
+        await wait_for(lambda: editor.form.publish_choice == "on", description="publish on")
+        await wait_for(lambda: editor.candidate is not None, description="a valid site")
+        assert editor.candidate is not None and editor.candidate.upstreams == (ref, f"http://127.0.0.1:{backend}")
+        await save_and_wait(pilot, app)
+
+        text = runtime.config_path.read_text()
+        assert f'"{ref}"' in text and "publish = true" in text
+        screen = app.screen
+        assert f"{ref}, http://127.0.0.1:{backend}" in str(screen.query_one("#site-detail").render())
+        assert "announces its .local names" in str(screen.query_one("#site-detail").render())
+        editor = await open_editor(pilot, "e")  # shown as it was typed, markup and all
+        assert field(editor, "upstreams").value == f"{ref}, http://127.0.0.1:{backend}"
+        assert editor.query_one("#publish", Select).value == "on"
+        assert editor.validate() and not editor.dirty
+
+
+async def test_publish_back_to_default_removes_the_key(runtime: Runtime) -> None:
+    runtime.store.set_site_option("files", "publish", False)
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "e")
+        assert editor.query_one("#publish", Select).value == "off"
+        editor.query_one("#publish", Select).value = "default"
+        await wait_for(lambda: editor.form.publish_choice == "default", description="back to the default")
+        await save_and_wait(pilot, app)
+    site = runtime.store.config.site("files")
+    assert site is not None and site.publish is None
+    assert "publish" not in runtime.config_path.read_text()
+
+
+def test_split_upstreams_keeps_the_spaces_of_mdns_names() -> None:
+    from homeproxy.tui.widgets.site_form_rows import split_upstreams
+
+    assert split_upstreams("http://a, mdns://My NAS._http._tcp/x http://b") == [
+        "http://a",
+        "mdns://My NAS._http._tcp/x",
+        "http://b",
+    ]
+    assert split_upstreams(" mdns://A B._h._tcp,mdns://C._h._tcp ") == ["mdns://A B._h._tcp", "mdns://C._h._tcp"]
+    assert split_upstreams("http://a http://b,,http://c") == ["http://a", "http://b", "http://c"]
+    assert split_upstreams("") == []
+
+
 # --- unsaved work ------------------------------------------------------------------------
 
 
@@ -475,13 +601,14 @@ async def test_the_form_reads_back_the_site_unchanged(runtime: Runtime) -> None:
     """Every setting round-trips: opening a rich site and saving changes nothing."""
     rich = (
         "\n[[sites]]\n"
-        'name = "rich"\nhosts = ["rich.lan"]\nupstreams = ["http://127.0.0.1:9"]\n'
+        'name = "rich"\nhosts = ["rich.lan"]\nupstreams = ["http://127.0.0.1:9", "mdns://My NAS._http._tcp/x"]\n'
         'allow = ["10.0.0.0/8"]\ndeny = ["10.0.0.66/32"]\nrate_limit = { rate = "20/s", burst = 50 }\n'
         'connect_timeout = "1500ms"\nread_timeout = "2m"\npreserve_host = false\nwebsockets = false\n'
         'auth = { mode = "login", users = { bob = "scrypt$32768$8$1$Zf7gSnuI4aUanklZewhCtA$QlIpisEe4Tzdfao0Kj5Z'
         'QW013VRZblLE+oDgG33JNrk" }, cookie_domain = "lan", session_ttl = "12h", bypass = ["192.168.0.0/16"] }\n'
         'cache = { default_ttl = "30s", max_entry_bytes = "1MiB", cookies = true, stale_on_error = "1h" }\n'
         'compression = { min_bytes = 0, types = ["text/*"], algorithms = ["gzip"] }\n'
+        "verify_upstream = false\npublish = false\n"
         'headers = { security = true, request = { set = { X-A = "1" }, remove = ["X-B"] },'
         ' response = { set = { X-C = "a, b; c" }, remove = ["Server"] } }\n'
         '[[sites.routes]]\npath = "/api/"\nupstreams = ["http://127.0.0.1:10"]\nstrip_prefix = true\n'
@@ -508,3 +635,44 @@ async def test_the_form_reads_back_the_site_unchanged(runtime: Runtime) -> None:
     site = runtime.store.config.site("rich")
     assert site is not None and not site.auth.mode and site.cache == original.cache
     assert "bob" not in runtime.config_path.read_text()
+
+
+# --- typing fast -------------------------------------------------------------------------
+
+
+def _key(key: str) -> events.Key:
+    """A Key event as the terminal driver makes it (`"."` arrives as `full_stop`, with its character)."""
+    names = {".": "full_stop", ":": "colon", "/": "slash"}
+    return events.Key(names.get(key, key), "\t" if key == "tab" else key)
+
+
+async def test_tab_right_after_typing_goes_to_the_next_field(runtime: Runtime) -> None:
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "a")
+        await pilot.press(*"plex", "tab", *"plex.example", "tab", *"http://x")
+        assert field(editor, "name").value == "plex"
+        assert field(editor, "hosts").value == "plex.example"
+        assert field(editor, "upstreams").value == "http://x"
+        await pilot.press("shift+tab", "end", "2")  # focus selects all: "end" keeps what is there
+        assert field(editor, "hosts").value == "plex.example2"
+
+
+async def test_keys_in_one_burst_follow_their_tabs(runtime: Runtime) -> None:
+    """Keys that arrive in one read of the terminal (a fast typist, tmux send-keys) go where
+    the Tabs among them say, however long the as-you-type check takes. Pilot waits for the
+    app to be idle after every key, so the burst goes to the driver directly."""
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "a")
+        assert app._driver is not None
+        for key in [*"media", "tab", *"media.example", "tab", *"http://127.0.0.1:9"]:
+            app._driver.send_message(_key(key))
+        want = {"name": "media", "hosts": "media.example", "upstreams": "http://127.0.0.1:9"}
+        await wait_for(
+            lambda: {k: field(editor, k).value for k in want} == want,
+            timeout=5,
+            description=f"{want}, each in its own field",
+        )

@@ -106,3 +106,15 @@ def test_site_editor(snap_compare: Callable[..., bool], sites_runtime: Runtime, 
 
 def test_site_editor_refuses_an_invalid_site_80x24(snap_compare: Callable[..., bool], sites_runtime: Runtime) -> None:
     assert snap_compare(HomeproxyApp(sites_runtime), terminal_size=(80, 24), run_before=_new_with_errors)
+
+
+async def _verify_off_for_https(pilot: Pilot[None]) -> None:
+    editor = await _editor(pilot, "e")
+    editor.form.inputs["upstreams"].value = "https://192.0.2.10:8443, mdns://Living Room._hass._tcp"
+    editor.form.checks["verify_upstream"].value = False
+    await wait_for(lambda: editor.query_one("#verify-upstream-hint").has_class("-visible"), description="the TLS hint")
+    await pilot.pause()
+
+
+def test_site_editor_verify_off_hint_80x24(snap_compare: Callable[..., bool], sites_runtime: Runtime) -> None:
+    assert snap_compare(HomeproxyApp(sites_runtime), terminal_size=(80, 24), run_before=_verify_off_for_https)

@@ -1,4 +1,4 @@
-"""`SettingsScreen`: the `[server]`, `[logging]`, `[defaults]` and `[cache]` tables, and the config's backups.
+"""`SettingsScreen`: the `[server]`, `[logging]`, `[defaults]`, `[cache]` and `[discovery]` tables, and backups.
 
 Every edit is one `ConfigStore.set_option` transaction: validated (an invalid
 value shows its error under its field and is not saved), applied to the running
@@ -49,13 +49,14 @@ from homeproxy.engine import BindError
 from homeproxy.tui.bridge import ConfigEventArrived
 from homeproxy.tui.format import size
 from homeproxy.tui.screens.confirm import ConfirmModal
+from homeproxy.tui.screens.discovery import interfaces_text
 
 if TYPE_CHECKING:
     from homeproxy.tui.app import HomeproxyApp
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["list", "port", "count", "duration", "size", "text", "access_log", "level", "switch"]
+Kind = Literal["list", "types", "port", "count", "duration", "size", "text", "access_log", "level", "switch"]
 
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -69,6 +70,8 @@ class Field:
     label: str
     kind: Kind
     help: str
+    placeholder: str = ""
+    """What an empty text field shows (what empty means)."""
 
     @property
     def id(self) -> str:
@@ -147,6 +150,46 @@ PANES = (
             Field("cache", "header", "Cache header", "text", "Says HIT, MISS, STALE...; empty sends none."),
         ),
     ),
+    Pane(
+        "discovery",
+        "Discovery",
+        "mDNS (Bonjour/Avahi) on the LAN: finding devices for the Discovery screen, and answering "
+        "for sites' .local names so phones and laptops find them without a DNS server.",
+        (
+            Field("discovery", "browse", "Browse", "switch", "Look for services on the LAN (the Discovery screen)."),
+            Field(
+                "discovery",
+                "browse_all_types",
+                "All types",
+                "switch",
+                "Also browse every type the LAN's devices list, not only those below.",
+            ),
+            Field("discovery", "service_types", "Service types", "types", 'Comma-separated, e.g. "_http._tcp".'),
+            Field(
+                "discovery",
+                "publish_hostnames",
+                "Publish names",
+                "switch",
+                "Answer for sites' .local hosts (plex.local); a name another machine holds is never taken.",
+            ),
+            Field(
+                "discovery",
+                "advertise",
+                "Advertise",
+                "switch",
+                "Also list each site as a web service in other mDNS browsers.",
+            ),
+            Field(
+                "discovery",
+                "interfaces",
+                "Interfaces",
+                "list",
+                "Names or addresses, comma-separated; empty: the LAN interfaces.",
+                "automatic: the LAN interfaces",
+            ),
+            Field("discovery", "domain", "Domain", "text", "Suggested hosts for a discovered service: plex.<domain>."),
+        ),
+    ),
 )
 
 FIELDS = tuple(f for pane in PANES for f in pane.fields)
@@ -192,6 +235,8 @@ def shown(field: Field, config: Config) -> str | bool:
         return bool(value)
     if field.kind == "list":
         return ", ".join(value)
+    if field.kind == "types":
+        return ", ".join(t.removesuffix(".local.") for t in value)
     if field.kind == "duration":
         return _duration_text(float(value))
     if field.kind == "size":
@@ -203,7 +248,7 @@ def parse(field: Field, text: str) -> Any:
     """The TOML value for what was typed. Nothing is judged here: the store validates, and its
     error (e.g. `got "abc"`) is what the user sees."""
     t = text.strip()
-    if field.kind == "list":
+    if field.kind in ("list", "types"):
         return [part for part in re.split(r"[,\s]+", t) if part]
     if field.kind in ("port", "count", "duration", "size") and _INT.fullmatch(t):
         return int(t)
@@ -280,11 +325,11 @@ def diff_text(old: str, new: str, old_label: str, new_label: str) -> Text:
 
 
 class SettingsScreen(Screen[None]):
-    """Listeners, logging, defaults for new sites, the shared cache, and the config's backups."""
+    """Listeners, logging, defaults for new sites, the shared cache, mDNS discovery, and the config's backups."""
 
     TITLE = "Settings"
     HELP = (
-        "Listeners, logging, what new sites start with, the shared cache, and the config's backups. "
+        "Listeners, logging, what new sites start with, the shared cache, mDNS discovery, and the config's backups. "
         "Type a value and press **Enter** to save it (**Esc** undoes an edit, **ctrl+s** saves every edited field); "
         "check boxes and choices save at once. Each change is validated, applied to the running proxy and "
         "written to the config file with its comments kept: an invalid value shows its error under the field "
@@ -398,6 +443,7 @@ class SettingsScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._backups: dict[str, Backup] = {}
+        self._interfaces_help: Text | None = None
 
     @property
     def hp(self) -> HomeproxyApp:
@@ -440,10 +486,10 @@ class SettingsScreen(Screen[None]):
                 compact=True,
             )
         else:
-            editor = Input(str(value), id=field.id, classes="field-editor", compact=True)
+            editor = Input(str(value), placeholder=field.placeholder, id=field.id, classes="field-editor", compact=True)
         yield Vertical(
             Horizontal(Label(field.label, classes="field-label"), editor, classes="field-row"),
-            Static(Text(field.help), classes="field-help"),
+            Static(Text(field.help), classes="field-help", id=f"{field.id}-help"),
             Static(id=f"{field.id}-error", classes="field-error"),
             id=f"{field.id}-field",
             classes="field",
@@ -455,7 +501,14 @@ class SettingsScreen(Screen[None]):
         table.add_column("Size", key="size")
         table.add_column("File", key="file")
         self._status(self._hint())
+        self._show_interfaces()
         self._load_backups()
+        # mDNS picks its interfaces in its own thread (after a save, or when the LAN changes).
+        self.set_interval(1.0, self._tick)
+
+    def _tick(self) -> None:
+        if self.is_current:
+            self._show_interfaces()
 
     def on_screen_resume(self) -> None:
         self._show_config(self.hp.runtime.store.config)
@@ -516,6 +569,24 @@ class SettingsScreen(Screen[None]):
             if not self._container(field).has_class("-dirty"):
                 self._set_editor(field, shown(field, config))
         self._mark_all()
+        self._show_interfaces()
+
+    def _show_interfaces(self) -> None:
+        """Under the interfaces field: the ones mDNS runs on now."""
+        field = FIELD_BY_ID["discovery-interfaces"]
+        text = Text(field.help)
+        discovery = self.hp.runtime.discovery
+        if discovery is None:
+            text.append(" mDNS is off in this run.", style="bold")
+        elif discovery.error:
+            text.append(" mDNS failed: ", style="bold")
+            text.append(discovery.error)
+        elif discovery.running:
+            text.append(" In use: ", style="bold")
+            text.append(interfaces_text(discovery.interfaces) or "none (no interface has a LAN address)")
+        if text != self._interfaces_help:
+            self._interfaces_help = text
+            self.query_one(f"#{field.id}-help", Static).update(text)
 
     def _mark(self, field: Field) -> None:
         self._container(field).set_class(self.is_dirty(field), "-dirty")

@@ -124,6 +124,12 @@ class SiteEditorModal(ModalScreen[Site | None]):
         border-title-style: bold;
         background: $panel;
     }
+    SiteEditorModal #editor-note {
+        height: auto;
+        max-height: 5;
+        padding: 0 1;
+        border-top: solid $primary;
+    }
     SiteEditorModal #editor-status {
         height: auto;
         max-height: 4;
@@ -157,16 +163,30 @@ class SiteEditorModal(ModalScreen[Site | None]):
         ),
     ]
 
-    def __init__(self, store: ConfigStore, site: Site | None = None, *, duplicate: bool = False) -> None:
+    def __init__(
+        self,
+        store: ConfigStore,
+        site: Site | None = None,
+        *,
+        duplicate: bool = False,
+        start: Site | None = None,
+        note: Text | None = None,
+    ) -> None:
+        """Edit `site`, or add a copy of it (`duplicate`), or add a new site: empty, or
+        filled in from `start` (e.g. a discovered service), with `note` saying where it came from."""
         super().__init__()
         self.store = store
         self.original: Site | None = None if site is None or duplicate else site
         """The site being edited (None when adding)."""
         self.duplicate = duplicate and site is not None
+        self.prefilled = site is None and start is not None
+        """A new site filled in by someone else: unsaved work from the start."""
+        self.note = note
+        """Shown above the status line (where a prefilled site came from)."""
         self.source = site
         """The site the form started from (the copied one, for a duplicate)."""
         if site is None:
-            start = new_site(store.config.defaults)
+            start = start if start is not None else new_site(store.config.defaults)
         elif duplicate:
             start = replace(site, name=copy_name(store.config, site.name))
         else:
@@ -190,6 +210,8 @@ class SiteEditorModal(ModalScreen[Site | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="editor"):
             yield SiteForm(self.start, id="site-form")
+            if self.note is not None:
+                yield Static(self.note, id="editor-note")
             yield Static(id="editor-status")
             with Horizontal(id="editor-buttons"):
                 yield Button(
@@ -204,11 +226,13 @@ class SiteEditorModal(ModalScreen[Site | None]):
             editor.border_title = Text.assemble("Edit site ", (self.original.name, "bold"))
         elif self.duplicate and self.source is not None:
             editor.border_title = Text.assemble("New site, a copy of ", (self.source.name, "bold"))
+        elif self.prefilled:
+            editor.border_title = Text("New site, filled in for you")
         else:
             editor.border_title = Text("New site")
         editor.border_subtitle = Text("ctrl+s save · esc close")
-        # A copy clashes with its original (hosts): show that at once.
-        self.form.reveal = self.duplicate
+        # A copy clashes with its original (hosts): show that at once; so does a prefilled site.
+        self.form.reveal = self.duplicate or self.prefilled
         self.form.inputs["name"].focus()
         self.call_after_refresh(self.validate)
 
@@ -217,7 +241,7 @@ class SiteEditorModal(ModalScreen[Site | None]):
     @property
     def dirty(self) -> bool:
         """Whether the form holds work that is not saved."""
-        return self.duplicate or self.form.raw() != self.form.initial
+        return self.duplicate or self.prefilled or self.form.raw() != self.form.initial
 
     @on(SiteForm.Changed)
     def _form_changed(self, _message: SiteForm.Changed) -> None:
@@ -244,7 +268,7 @@ class SiteEditorModal(ModalScreen[Site | None]):
         form.note_touched(raw)
         general = form.show_errors(errors)
         self._show_status(general)
-        self._note_unsaved(raw != form.initial or self.duplicate, str(raw.get("name", "")))
+        self._note_unsaved(raw != form.initial or self.duplicate or self.prefilled, str(raw.get("name", "")))
         return self.candidate is not None
 
     def _show_status(self, general: list[str]) -> None:

@@ -1,22 +1,28 @@
-"""`SitesScreen`: the sites, with add, edit, duplicate, enable/disable and delete.
+"""`SitesScreen`: the sites, with add, edit, duplicate, enable/disable, delete and cache purge.
 
 Every change goes through `ConfigStore` (validated, applied live, saved with the
 file's comments kept), in a worker thread because applying waits on the engine.
 The table follows the store: it is redrawn on every config event and whenever
 the screen comes back from the editor.
+
+Purging a site's cache is the one place the TUI calls the engine directly
+(`Engine.purge`, in a thread worker): it is an operation on the running proxy,
+not a change to the config, so there is nothing for the store to validate or save.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, cast
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
@@ -24,15 +30,30 @@ from homeproxy.config import Config, ConfigStore, Site
 from homeproxy.tui.bridge import ConfigEventArrived
 from homeproxy.tui.format import feature_flags, size
 from homeproxy.tui.screens.confirm import ConfirmModal
+from homeproxy.tui.screens.dashboard import LEGEND, LEGEND_SHORT, PADDING
 from homeproxy.tui.screens.site_editor import SiteEditorModal
 from homeproxy.tui.widgets.site_form import duration_text
 
 if TYPE_CHECKING:
     from homeproxy.tui.app import HomeproxyApp
 
-LEGEND = "C cache  Z compression  A auth  L allow/deny  R rate limit  W websockets  T TLS"
-
 COLUMNS = (("Site", "name"), ("State", "state"), ("On", "features"), ("Hosts", "hosts"), ("Upstreams", "upstreams"))
+#: The columns that give way (ending in "…"), widest first, when the table is wider than the screen.
+SHRINKABLE = ("upstreams", "hosts", "name")
+
+
+def fit_widths(natural: Mapping[str, int], width: int, shrink: Sequence[str], floor: int = 8) -> dict[str, int]:
+    """Column widths that fit in `width` cells (each column also takes `PADDING`): the `shrink`
+    columns give way one cell at a time, the widest first, down to `floor` cells each."""
+    widths = dict(natural)
+    excess = sum(w + PADDING for w in widths.values()) - width
+    while excess > 0:
+        key = max(shrink, key=lambda k: widths[k])
+        if widths[key] <= floor:
+            break
+        widths[key] -= 1
+        excess -= 1
+    return widths
 
 
 def site_summary(site: Site) -> Text:
@@ -57,7 +78,11 @@ def site_summary(site: Site) -> Text:
     proxy = ["WebSockets" if site.websockets else "no WebSockets"]
     proxy.append("client Host" if site.preserve_host else "upstream's Host")
     proxy.append(f"connect {duration_text(site.connect_timeout)}, read {duration_text(site.read_timeout)}")
+    if not site.verify_upstream:
+        proxy.append("HTTPS certificates not checked")
     line("Proxying", " · ".join(proxy))
+    if site.publish is not None:
+        line("mDNS", "announces its .local names" if site.publish else "does not announce its .local names")
     access: list[str] = []
     if site.allow:
         access.append("allow " + ", ".join(site.allow))
@@ -158,6 +183,14 @@ class SitesScreen(Screen[None]):
             tooltip="Enable or disable the selected site (applied live)",
         ),
         Binding("x,delete", "delete", "Delete", id="sites.delete", tooltip="Delete the selected site (asks first)"),
+        Binding(
+            "p",
+            "purge",
+            "Purge cache",
+            id="sites.purge",
+            tooltip="Empty the selected site's cache, so the next requests go to the upstream (asks first)",
+            show=False,  # the footer is full; the bar's "Purge cache" button names the key
+        ),
     ]
 
     @property
@@ -176,17 +209,15 @@ class SitesScreen(Screen[None]):
             yield _BarButton("Duplicate", id="duplicate-site", compact=True, tooltip="Copy the selected site (d)")
             yield _BarButton("On/off", id="toggle-site", compact=True, tooltip="Enable or disable it (space)")
             yield _BarButton("Delete", id="delete-site", compact=True, variant="error", tooltip="Delete it (x, delete)")
+            yield _BarButton("Purge cache", id="purge-site", compact=True, tooltip="Empty its cache (p)")
         with Vertical(id="sites-body"):
             yield DataTable(id="sites-table", cursor_type="row", zebra_stripes=True)
             yield Static(id="sites-empty")
             yield Static(id="site-detail")
-        yield Static(Text(LEGEND, style="dim"), id="sites-legend")
+        yield Static(id="sites-legend")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#sites-table", DataTable)
-        for label, key in COLUMNS:
-            table.add_column(label, key=key)
         self.query_one("#sites-empty", Static).update(
             Text.assemble(
                 ("No sites yet.\n\n", "bold"),
@@ -196,9 +227,14 @@ class SitesScreen(Screen[None]):
             )
         )
         self.show_config(self.store.config)
+        self.call_after_refresh(self._fit_table)
 
     def on_screen_resume(self) -> None:
         self.show_config(self.store.config)
+        self.call_after_refresh(self._fit_table)  # the terminal may have been resized meanwhile
+
+    def on_resize(self, _event: Resize) -> None:
+        self.call_after_refresh(self._fit_table)  # once the table has its new size
 
     @on(ConfigEventArrived)
     def _config_changed(self, _message: ConfigEventArrived) -> None:
@@ -206,14 +242,41 @@ class SitesScreen(Screen[None]):
 
     # --- rendering -----------------------------------------------------------------------
 
+    _widths: dict[str, int] | None = None
+    """The table's column widths now."""
+
+    def _fit_table(self) -> None:
+        """Lay the table out again if its width calls for other column widths."""
+        if self._widths_for(self.store.config) != self._widths:
+            self.show_config(self.store.config)
+
+    def _widths_for(self, config: Config) -> dict[str, int]:
+        """Each column as wide as its longest cell, narrowed (…) to fit the table's width."""
+        table = self.query_one("#sites-table", DataTable)
+        natural = {key: cell_len(label) for label, key in COLUMNS}
+        for site in config.sites:
+            for (_label, key), cell in zip(COLUMNS, self._cells(site), strict=True):
+                natural[key] = max(natural[key], cell.cell_len)
+        width = (table.region.width or self.app.size.width) - table.styles.scrollbar_size_vertical
+        return fit_widths(natural, width, SHRINKABLE)
+
     def show_config(self, config: Config, select: str | None = None) -> None:
         """Redraw the table, keeping the cursor on the same site (or on `select`)."""
         table = self.query_one("#sites-table", DataTable)
         current = select or self.selected_name
         row = table.cursor_row
-        table.clear()
+        widths = self._widths_for(config)
+        if widths != self._widths:
+            self._widths = widths
+            table.clear(columns=True)
+            for label, key in COLUMNS:
+                table.add_column(label, width=widths[key], key=key)
+        else:
+            table.clear()
         for site in config.sites:
             table.add_row(*self._cells(site), key=site.name)
+        legend = LEGEND if cell_len(LEGEND) + 2 <= self.app.size.width else LEGEND_SHORT
+        self.query_one("#sites-legend", Static).update(Text(legend, style="dim"))
         names = [s.name for s in config.sites]
         if names:
             table.move_cursor(row=names.index(current) if current in names else min(row, len(names) - 1))
@@ -224,10 +287,15 @@ class SitesScreen(Screen[None]):
     def _cells(site: Site) -> tuple[Text, ...]:
         name = Text(site.name, style="" if site.enabled else "dim strike")
         state = Text("● on", style="green") if site.enabled else Text("○ off", style="dim")
-        ups = Text(", ".join(site.upstreams))
+        # "http://" is the rule and costs a narrow column the port; https:// and mdns:// say something.
+        ups = Text(", ".join(url.removeprefix("http://") for url in site.upstreams))
         if site.routes:
             ups.append(f" +{len(site.routes)} route{'s' if len(site.routes) > 1 else ''}", style="dim")
-        return name, state, feature_flags(site), Text(", ".join(site.hosts)), ups
+        cells = name, state, feature_flags(site), Text(", ".join(site.hosts)), ups
+        for cell in cells:  # a column narrower than its text ends it in "…"
+            cell.no_wrap = True
+            cell.overflow = "ellipsis"
+        return cells
 
     @on(DataTable.RowHighlighted, "#sites-table")
     def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
@@ -236,6 +304,9 @@ class SitesScreen(Screen[None]):
     def _show_detail(self) -> None:
         site = self.selected
         self.query_one("#site-detail", Static).update(site_summary(site) if site else "")
+        purge = self.query_one("#purge-site", Button)
+        purge.disabled = site is None or not site.cache.enabled
+        purge.tooltip = "Empty its cache (p)" if not purge.disabled else "Its cache is off: nothing to purge"
 
     @property
     def selected_name(self) -> str | None:
@@ -262,6 +333,7 @@ class SitesScreen(Screen[None]):
             "duplicate-site": self.action_duplicate,
             "toggle-site": self.action_toggle_enabled,
             "delete-site": self.action_delete,
+            "purge-site": self.action_purge,
         }
         if event.button.id in actions:
             actions[event.button.id]()
@@ -330,6 +402,54 @@ class SitesScreen(Screen[None]):
             ),
             answered,
         )
+
+    def action_purge(self) -> None:
+        """Empty the selected site's cache, after asking (the key says why not if its cache is off)."""
+        site = self._chosen()
+        if site is None:
+            return
+        name = site.name
+        if not site.cache.enabled:
+            self.notify(
+                f'The cache is off for "{name}": there is nothing to purge (turn it on in the editor, e).',
+                title="Purge cache",
+                severity="warning",
+                markup=False,
+            )
+            return
+
+        def answered(confirmed: bool | None) -> None:
+            if confirmed:
+                self._purge(name)
+
+        self.app.push_screen(
+            ConfirmModal(
+                f'Purge the cache of "{name}"? Its responses are fetched from the upstream again when asked for.',
+                confirm="Purge",
+                cancel="Keep",
+                danger=False,
+            ),
+            answered,
+        )
+
+    @work(thread=True, exclusive=True, group="sites-purge")
+    def _purge(self, name: str) -> None:
+        # In a thread: Engine.purge waits on the engine's loop. The one direct engine call (see the module).
+        engine = self.hp.runtime.engine
+        if engine is None or not engine.running:
+            self.app.call_from_thread(
+                self.notify, "The engine is not running.", title="Not purged", severity="error", markup=False
+            )
+            return
+        try:
+            count = engine.purge(name)
+        except Exception as e:  # the engine stopped meanwhile, or timed out
+            self.app.call_from_thread(
+                self.notify, f"{type(e).__name__}: {e}", title="Not purged", severity="error", markup=False
+            )
+            return
+        what = "1 cached response" if count == 1 else f"{count:,} cached responses"
+        self.app.call_from_thread(self.notify, f'Purged {what} of "{name}".', title="Purge cache", markup=False)
 
     @work(group="sites-change")
     async def _change(self, done: str, change: Callable[[], object]) -> None:

@@ -23,6 +23,10 @@ COLUMNS = (("name", "Name"), ("type", "Type"), ("address", "Address:Port"), ("pa
 
 NO_SITE = "—"
 
+#: The widest each column but Name may grow; Name gets what is left (at least `MIN_NAME`).
+CAPS = {"type": 18, "address": 24, "path": 12, "site": 16}
+MIN_NAME = 12
+
 
 def address_text(service: DiscoveredService) -> str:
     """`"192.168.1.20:32400"` (`"[fe80::1%eth0]:80"` for IPv6), or "" while unresolved."""
@@ -67,6 +71,7 @@ class ServiceTable(DataTable[Text]):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._shown: dict[str, tuple[str, ...]] = {}
         """Row key -> the plain text of its cells, to tell what changed."""
+        self._last: tuple[list[DiscoveredService], Mapping[str, str]] = ([], {})
 
     def on_mount(self) -> None:
         for key, heading in COLUMNS:
@@ -86,10 +91,13 @@ class ServiceTable(DataTable[Text]):
     def show(self, services: Iterable[DiscoveredService], sites: Mapping[str, str]) -> None:
         """Make the rows `services` (already filtered), in order of type then name; `sites` maps a
         service's key to the site(s) that point at it. The row under the cursor stays under it."""
+        services = list(services)
+        self._last = (services, sites)
         selected = self.selected_key
         wanted: dict[str, tuple[Text, ...]] = {}
         for service in services:
             wanted[service.key] = row_cells(service, sites.get(service.key, ""))
+        self._fit(wanted)
         for key in [k for k in self._shown if k not in wanted]:
             self.remove_row(key)
             del self._shown[key]
@@ -113,3 +121,24 @@ class ServiceTable(DataTable[Text]):
             index = self.get_row_index(selected)
             if index != self.cursor_row:
                 self.move_cursor(row=index)
+
+    def _fit(self, rows: Mapping[str, tuple[Text, ...]]) -> None:
+        """Cut cells to their column's share of the width (in place), so that a long name or
+        address cannot push the Site column off a narrow terminal."""
+        widths = {key: len(heading) for key, heading in COLUMNS}
+        for cells in rows.values():
+            for (key, _), cell in zip(COLUMNS, cells, strict=True):
+                widths[key] = max(widths[key], cell.cell_len)
+        limits = {key: min(widths[key], cap) for key, cap in CAPS.items()}
+        # Each column has a cell of padding on either side; one more for the scrollbar.
+        room = (self.size.width or 120) - 2 * len(COLUMNS) - 1
+        limits["name"] = max(MIN_NAME, room - sum(limits.values()))
+        for cells in rows.values():
+            for (key, _), cell in zip(COLUMNS, cells, strict=True):
+                if cell.cell_len > limits[key]:
+                    cell.truncate(limits[key], overflow="ellipsis")
+
+    def on_resize(self) -> None:
+        services, sites = self._last
+        if services:
+            self.show(services, sites)

@@ -18,8 +18,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.events import Resize
 from textual.message import Message
@@ -36,10 +38,22 @@ from homeproxy.tui.widgets.site_form_rows import (
     UserList,
     focus_first,
     split_list,
+    split_upstreams,
 )
 
 #: Wider than this, the form shows two columns.
 TWO_COLUMNS = 100
+
+#: The three states of a site's `publish` (None: as `[discovery] publish_hostnames` says).
+PUBLISH_CHOICES: tuple[tuple[Text, str], ...] = (
+    (Text("as the discovery settings say"), "default"),
+    (Text("announce them"), "on"),
+    (Text("do not announce them"), "off"),
+)
+PUBLISH_VALUES: dict[str, bool | None] = {"default": None, "on": True, "off": False}
+
+#: Under "Verify upstream" when it is off and an upstream speaks TLS.
+VERIFY_OFF_HINT = "⚠ not checked: right for self-signed gear on your LAN, not for servers across the internet"
 
 AUTH_MODES = (
     ("off", "off"),
@@ -155,7 +169,16 @@ class Field(Vertical):
 
 
 class SiteForm(VerticalScroll, can_focus=False):
-    """Every setting of one site; posts `Changed` on any edit."""
+    """Every setting of one site; posts `Changed` on any edit.
+
+    Tab and shift+tab are priority bindings here. Textual resolves an ordinary binding
+    (the screen's tab) only once the key has bubbled from the focused input up through
+    every ancestor's message queue, while the app keeps handing the keys after it to the
+    input that still has the focus: typed in one burst (a fast typist, tmux send-keys),
+    "plex<tab>plex.lan" all landed in the first field, and the as-you-type check, which
+    runs on the screen's queue, made the window wide enough to hit at human speed. A
+    priority binding moves the focus as the app receives the key, before the next one.
+    """
 
     DEFAULT_CSS = """
     SiteForm {
@@ -196,7 +219,37 @@ class SiteForm(VerticalScroll, can_focus=False):
     SiteForm Input.-textual-compact:focus, SiteForm Select.-textual-compact:focus > SelectCurrent {
         background: $boost;
     }
+    SiteForm .field-hint {
+        display: none;
+        height: auto;
+        margin-left: 18;
+        color: $text-warning;
+    }
+    SiteForm .field-hint.-visible {
+        display: block;
+    }
     """
+
+    BINDINGS = [
+        Binding(
+            "tab",
+            "app.focus_next",
+            "Next field",
+            id="site-form.next",
+            tooltip="Go to the next field (also right after typing fast)",
+            show=False,
+            priority=True,
+        ),
+        Binding(
+            "shift+tab",
+            "app.focus_previous",
+            "Previous field",
+            id="site-form.previous",
+            tooltip="Go to the previous field",
+            show=False,
+            priority=True,
+        ),
+    ]
 
     class Changed(Message):
         """Something in the form was edited."""
@@ -209,6 +262,10 @@ class SiteForm(VerticalScroll, can_focus=False):
         def control(self) -> SiteForm:
             return self.form
 
+        def can_replace(self, message: Message) -> bool:
+            # A burst of keystrokes is checked once: only the latest state of the form matters.
+            return isinstance(message, SiteForm.Changed) and message.form is self.form
+
     def __init__(self, site: Site, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.site = site
@@ -217,6 +274,8 @@ class SiteForm(VerticalScroll, can_focus=False):
         self.inputs: dict[str, Input] = {}
         self.checks: dict[str, Checkbox] = {}
         self.auth_mode = site.auth.mode or "off"
+        self.publish_choice = {None: "default", True: "on", False: "off"}[site.publish]
+        """The `publish` Select's value: "default", "on" or "off"."""
         self.routes = RouteList(site.routes, id="routes")
         self.request_headers = HeaderList(site.headers.request_set, id="headers-request-set")
         self.response_headers = HeaderList(site.headers.response_set, id="headers-response-set")
@@ -265,9 +324,31 @@ class SiteForm(VerticalScroll, can_focus=False):
                     "upstreams",
                     "Upstreams",
                     ", ".join(s.upstreams),
-                    "http://192.168.1.20:32400",
-                    "http(s) URLs of the servers behind this site; several are used in turn",
+                    "http://192.168.1.20:32400, mdns://NAS._http._tcp",
+                    "http(s) URLs of the servers behind this site, or mdns://Name._type._tcp for a service "
+                    "found on the LAN (its address is looked up per request); several are used in turn",
                 )
+                yield self._check(
+                    "verify_upstream",
+                    "Verify upstream",
+                    "check HTTPS certificates",
+                    s.verify_upstream,
+                    "Check https upstreams' certificates. Turn off for LAN gear with a self-signed certificate "
+                    "(a NAS, a printer, a Hue bridge); the connection is still encrypted",
+                )
+                yield Static(VERIFY_OFF_HINT, id="verify-upstream-hint", classes="field-hint", markup=False)
+                publish: Select[str] = Select(
+                    PUBLISH_CHOICES,
+                    value=self.publish_choice,
+                    allow_blank=False,
+                    id="publish",
+                    compact=True,
+                    tooltip=Text(
+                        "Announce this site's .local host names over mDNS, so devices on the LAN find them "
+                        "without DNS set-up (default: as publish_hostnames in the discovery settings says)"
+                    ),
+                )
+                yield self._field("publish", "Publish .local", publish)
                 yield self._check(
                     "enabled", "Enabled", "serve this site", s.enabled, "A disabled site's hosts get the 404 page"
                 )
@@ -527,8 +608,9 @@ class SiteForm(VerticalScroll, can_focus=False):
         raw: dict[str, Any] = {
             "name": text("name"),
             "hosts": split_list(text("hosts")),
-            "upstreams": split_list(text("upstreams")),
+            "upstreams": split_upstreams(text("upstreams")),
             "routes": self.routes.values(),
+            "verify_upstream": on("verify_upstream"),
             "enabled": on("enabled"),
             "websockets": on("websockets"),
             "preserve_host": on("preserve_host"),
@@ -548,6 +630,8 @@ class SiteForm(VerticalScroll, can_focus=False):
                 },
             },
         }
+        if (publish := PUBLISH_VALUES[self.publish_choice]) is not None:
+            raw["publish"] = publish
         if on("rate_limit"):
             limit: dict[str, Any] = {"rate": text("rate_limit.rate")}
             if burst := text("rate_limit.burst"):
@@ -604,7 +688,9 @@ class SiteForm(VerticalScroll, can_focus=False):
     @on(Checkbox.Changed)
     @on(RowList.Changed)
     @on(UserList.Changed)
-    def _edited(self, _event: Message) -> None:
+    def _edited(self, event: Message) -> None:
+        # Translated into one `Changed` (which coalesces): the screen sees only that.
+        event.stop()
         self._sync_options()
         self.post_message(self.Changed(self))
 
@@ -615,8 +701,23 @@ class SiteForm(VerticalScroll, can_focus=False):
         self._sync_options()
         self.post_message(self.Changed(self))
 
+    @on(Select.Changed, "#publish")
+    def _publish_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self.publish_choice = str(event.value)
+        self.post_message(self.Changed(self))
+
+    def _speaks_tls(self) -> bool:
+        """Whether an upstream (of the site or a route) is https or mdns:// (which may be https)."""
+        upstreams = [*split_upstreams(self.typed("upstreams"))]
+        for route in self.routes.values():
+            upstreams += route["upstreams"]
+        return any(u.lower().startswith(("https://", "mdns://")) for u in upstreams)
+
     def _sync_options(self) -> None:
-        """Show the options of what is switched on, and the auth fields of the mode."""
+        """Show the options of what is switched on, the auth fields of the mode, and the TLS hint."""
+        hint = not self.is_on("verify_upstream") and self._speaks_tls()
+        self.query_one("#verify-upstream-hint").set_class(hint, "-visible")
         self.query_one("#rate-limit-options").display = self.is_on("rate_limit")
         self.query_one("#cache-options").display = self.is_on("cache")
         self.query_one("#compression-options").display = self.is_on("compression")

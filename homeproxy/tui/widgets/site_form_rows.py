@@ -30,6 +30,18 @@ def split_list(text: str) -> list[str]:
     return [part for part in re.split(r"[\s,]+", text) if part]
 
 
+#: An mdns:// reference runs to a comma, to whitespace before the next URL, or to the end: the
+#: instance names it holds often have spaces ("mdns://Living Room._http._tcp"). Anything else
+#: is one word.
+_UPSTREAM = re.compile(r"mdns://.+?(?=\s*,|\s+[A-Za-z][A-Za-z0-9+.-]*://|\s*$)|[^\s,]+")
+
+
+def split_upstreams(text: str) -> list[str]:
+    """Upstream URLs as `split_list` splits them, keeping an mdns:// instance name's spaces:
+    `"http://a, mdns://My NAS._http._tcp http://b"` -> `["http://a", "mdns://My NAS._http._tcp", "http://b"]`."""
+    return _UPSTREAM.findall(text)
+
+
 def focus_first(widget: Widget) -> bool:
     """Focus `widget` or its first focusable descendant; False if there is none."""
     if widget.focusable:
@@ -222,7 +234,7 @@ class RouteRow(ListRow):
             placeholder="http://192.168.1.20:8080",
             compact=True,
             classes="route-upstreams",
-            tooltip="http(s) URLs for this route, separated by commas or spaces",
+            tooltip="http(s) URLs for this route, or mdns://Name._type._tcp services, separated by commas",
         )
         self.strip = Checkbox(
             "strip",
@@ -241,7 +253,7 @@ class RouteRow(ListRow):
         """The route as the loader reads it."""
         return {
             "path": self.path.value.strip(),
-            "upstreams": split_list(self.upstreams.value),
+            "upstreams": split_upstreams(self.upstreams.value),
             "strip_prefix": self.strip.value,
         }
 

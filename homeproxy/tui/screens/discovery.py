@@ -1,0 +1,398 @@
+"""`DiscoveryScreen`: the services mDNS finds on the LAN, and adding one as a site.
+
+The rows come from the runtime's `ServiceDirectory` (discovery writes it from
+its own thread); the screen reads it again whenever a `DiscoveryEventsArrived`
+batch or a config change arrives, and when it comes back into view, so
+nothing is missed while another screen shows. Adding a service opens the site
+editor filled in: a name and host names from the instance name, and the
+`mdns://` upstream that follows the device when its address changes.
+
+Every string here came from the network: it is shown as `Text`, never markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol, cast
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from homeproxy.config import Config, Site
+from homeproxy.config.model import DiscoverySettings
+from homeproxy.discovery.directory import ServiceDirectory
+from homeproxy.discovery.service import DiscoveredService, slugify
+from homeproxy.tui.bridge import ConfigEventArrived, DiscoveryEventsArrived
+from homeproxy.tui.screens.site_editor import SiteEditorModal, new_site
+from homeproxy.tui.widgets.service_table import ServiceTable, matches
+
+if TYPE_CHECKING:
+    from homeproxy.tui.app import HomeproxyApp
+
+
+# --- what the screen reads of the running discovery (a seam: tests give canned ones) ---
+
+
+class InterfaceView(Protocol):
+    """An interface mDNS runs on."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def addresses(self) -> tuple[str, ...]: ...
+
+
+class NameView(Protocol):
+    """A `.local` name homeproxy answers for (or would, but another machine holds it)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def holders(self) -> tuple[str, ...]: ...
+    @property
+    def detail(self) -> str: ...
+
+
+class DiscoveryView(Protocol):
+    """The state of the runtime's discovery."""
+
+    @property
+    def interfaces(self) -> Sequence[InterfaceView]: ...
+    @property
+    def running(self) -> bool: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def names(self) -> Mapping[str, NameView]: ...
+
+
+# --- pure helpers ----------------------------------------------------------------------
+
+
+def interfaces_text(interfaces: Sequence[InterfaceView]) -> str:
+    """`"eth0 (192.168.1.5), wlan0 (192.168.1.6)"`."""
+    return ", ".join(f"{i.name} ({', '.join(i.addresses)})" if i.addresses else i.name for i in interfaces)
+
+
+def status_text(discovery: DiscoveryView | None, settings: DiscoverySettings) -> Text:
+    """What is browsed, on which interfaces, and the names announced (or why nothing is)."""
+    if discovery is None:
+        return Text("mDNS discovery is off in this run, so nothing is browsed or announced.", style="dim")
+    if discovery.error:
+        return Text.assemble(("✗ mDNS discovery failed: ", "bold red"), discovery.error)
+    if not settings.browse and not settings.publish_hostnames and not settings.advertise:
+        return Text("mDNS is off: turn on Browse in Settings → Discovery (key 4).", style="dim")
+    if not discovery.running:
+        return Text("mDNS discovery is starting…", style="dim")
+    where = interfaces_text(discovery.interfaces) or "no interface (none has a LAN address)"
+    text = Text()
+    if settings.browse:
+        count = len(settings.service_types)
+        text.append("Browsing ", style="bold")
+        text.append(f"{count} service type{'s' if count != 1 else ''}")
+        if settings.browse_all_types:
+            text.append(" and every type the LAN lists")
+    else:
+        text.append("Not browsing ", style="bold")
+        text.append("(Browse is off in Settings → Discovery)")
+    text.append(" on ")
+    text.append(where)
+    text.append("\n")
+    text.append_text(names_text(discovery.names, settings))
+    return text
+
+
+def names_text(names: Mapping[str, NameView], settings: DiscoverySettings) -> Text:
+    """One line: each announced name and its state."""
+    if not names:
+        if settings.publish_hostnames:
+            return Text("No .local names announced: no site has a host such as plex.local.", style="dim")
+        return Text("Not announcing site names (Publish host names is off).", style="dim")
+    text = Text("Answering ", style="bold")
+    for i, name in enumerate(sorted(names.values(), key=lambda n: n.host)):
+        if i:
+            text.append(" · ", style="dim")
+        text.append(name.host)
+        if name.status == "announced":
+            text.append(" ●", style="green")
+        elif name.status == "conflict":
+            held = f" held by {', '.join(name.holders)}" if name.holders else " held by another machine"
+            text.append(" ✗" + held, style="red")
+        elif name.status == "error":
+            text.append(" ✗ " + (name.detail or "error"), style="red")
+        else:
+            text.append(f" {name.status}", style="dim")
+    return text
+
+
+def site_upstreams(site: Site) -> tuple[str, ...]:
+    """Every upstream of a site, its routes' included."""
+    return (*site.upstreams, *(u for r in site.routes for u in r.upstreams))
+
+
+def mapped_sites(directory: ServiceDirectory, services: Sequence[DiscoveredService], config: Config) -> dict[str, str]:
+    """Service key -> the names of the sites whose upstreams point at it (only those that have one)."""
+    upstreams = [(s.name, site_upstreams(s)) for s in config.sites]
+    out: dict[str, str] = {}
+    for service in services:
+        names = [name for name, ups in upstreams if directory.maps(service, ups)]
+        if names:
+            out[service.key] = ", ".join(names)
+    return out
+
+
+def suggest_site(service: DiscoveredService, config: Config) -> Site:
+    """A new site for `service`: named after its instance (made unique), answering `<name>.local` and
+    `<name>.<discovery.domain>`, forwarding to its `mdns://` name, with the `[defaults]`."""
+    slug = slugify(service.instance)
+    taken_hosts = {h.lower() for s in config.sites for h in s.hosts}
+    domain = config.discovery.domain
+    name, n = slug, 2
+    while True:
+        hosts = tuple(dict.fromkeys((f"{name}.local", f"{name}.{domain}")))
+        if config.site(name) is None and not taken_hosts.intersection(hosts):
+            break
+        name, n = f"{slug}-{n}", n + 1
+    return replace(
+        new_site(config.defaults),
+        name=name,
+        hosts=hosts,
+        upstreams=(str(service.ref),),
+        verify_upstream=service.scheme != "https",
+    )
+
+
+def suggestion_note(service: DiscoveredService) -> Text:
+    """What the editor says about a site made from `service`."""
+    text = Text.assemble("From discovery: ", (service.instance, "bold"), f" ({service.label}), now at ")
+    text.append(service.url() or "an unknown address", style="bold")
+    text.append(". The upstream ")
+    text.append(str(service.ref))
+    text.append(" follows the device when its address changes.")
+    if service.scheme == "https":
+        text.append(
+            "\nCertificate checks are off for this self-signed device; "
+            "turn Verify upstream on if it has a real certificate.",
+            style="yellow",
+        )
+    return text
+
+
+def detail_text(service: DiscoveredService) -> Text:
+    """Two lines about one service: its names and addresses, then its TXT properties."""
+    text = Text.assemble((service.instance, "bold"), " · ", service.type)
+    text.append(" · host ")
+    text.append(service.host or "unknown")
+    if service.resolved:
+        text.append(" · ")
+        text.append(", ".join(service.addresses))
+    else:
+        text.append(" · not resolved yet: no address and port", style="dim")
+    text.append("\nTXT ", style="dim")
+    if service.properties:
+        for i, (key, value) in enumerate(service.properties):
+            if i:
+                text.append(" ")
+            text.append(key if value is None else f"{key}={value}")
+    else:
+        text.append("none", style="dim")
+    return text
+
+
+# --- the screen ------------------------------------------------------------------------
+
+
+class DiscoveryScreen(Screen[None]):
+    """Services found on the LAN over mDNS; add one as a site."""
+
+    TITLE = "Discovery"
+    HELP = (
+        "The web UIs and devices that announce themselves on the LAN over mDNS (Bonjour/Avahi): each with "
+        "its type, address, path and the site that already points at it. The top lines say what is browsed, "
+        "on which interfaces, and which `.local` names homeproxy answers for. Type to filter (**/**); "
+        "**Enter** or **a** opens the site editor filled in from the selected service: its upstream is the "
+        "service's `mdns://` name, so the site follows the device when its address changes."
+    )
+    BINDINGS = [
+        Binding(
+            "a",
+            "add",
+            "Add as site",
+            id="discovery.add",
+            tooltip="Open the site editor filled in from the selected service",
+        ),
+        Binding(
+            "slash",
+            "filter",
+            "Filter",
+            id="discovery.filter",
+            tooltip="Filter by name, type, address or host",
+            show=False,  # the filter's placeholder says so; the footer is full at 80 columns
+        ),
+        Binding(
+            "escape",
+            "clear_filter",
+            "Clear filter",
+            id="discovery.clear-filter",
+            tooltip="Show every service again",
+            show=False,
+        ),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.query_text = ""
+        """The filter, lower case."""
+        self._shown: list[DiscoveredService] = []
+        self._status: Text | None = None
+
+    @property
+    def hp(self) -> HomeproxyApp:
+        return cast("HomeproxyApp", self.app)
+
+    @property
+    def table(self) -> ServiceTable:
+        return self.query_one("#services", ServiceTable)
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="⇄")
+        yield Static(id="discovery-status")
+        yield Input(placeholder="/ filter by name, type, address or host", compact=True, id="discovery-filter")
+        yield ServiceTable(id="services")
+        yield Static(id="discovery-empty")
+        yield Static(id="service-detail")
+        yield Static(id="discovery-count")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table.focus()
+        self.sync()
+        self.set_interval(1.0, self._tick)
+
+    def on_screen_resume(self) -> None:
+        # Batches go to the visible screen only: catch up with the directory.
+        self.sync()
+
+    def _tick(self) -> None:
+        # Discovery's state (running, interfaces, an error) changes without an event.
+        if self.is_current:
+            self._show_status()
+
+    @on(DiscoveryEventsArrived)
+    def _discovered(self, _message: DiscoveryEventsArrived) -> None:
+        self.sync()
+
+    @on(ConfigEventArrived)
+    def _config_changed(self, _message: ConfigEventArrived) -> None:
+        self.sync()
+
+    # --- rendering -----------------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Show the directory as it is now (the row under the cursor stays there)."""
+        runtime = self.hp.runtime
+        config = runtime.store.config
+        every = runtime.directory.snapshot()
+        sites = mapped_sites(runtime.directory, every, config)
+        self._shown = [s for s in every if matches(s, self.query_text)]
+        self.table.show(self._shown, sites)
+        self._show_status()
+        self._show_detail()
+        count = Text(f"{len(every)} service{'s' if len(every) != 1 else ''} · {len(sites)} mapped")
+        if self.query_text:
+            count.append(f" · {len(self._shown)} match the filter")
+        resolving = sum(1 for s in every if not s.resolved)
+        if resolving:
+            count.append(f" · {resolving} resolving", style="dim")
+        if runtime.directory.refused:
+            count.append(
+                f" · {runtime.directory.refused} more ignored: the table is full ({runtime.directory.max_services})",
+                style="yellow",
+            )
+        self.query_one("#discovery-count", Static).update(count)
+        empty = self.query_one("#discovery-empty", Static)
+        if not every:
+            empty.update(Text("No services found yet. Devices answer within a few seconds of a browse."))
+        elif not self._shown:
+            empty.update(Text.assemble("No service matches ", ('"' + self.query_text + '"', "bold"), "."))
+        self.set_class(not self._shown, "-empty")
+        if self._shown and self.focused is None:
+            # The table cannot keep the focus while it is hidden (nothing found, or nothing matched).
+            self.table.focus()
+
+    def _show_status(self) -> None:
+        runtime = self.hp.runtime
+        view = cast("DiscoveryView | None", runtime.discovery)
+        text = status_text(view, runtime.store.config.discovery)
+        if text != self._status:  # the timer mostly finds it unchanged
+            self._status = text
+            self.query_one("#discovery-status", Static).update(text)
+
+    def _show_detail(self) -> None:
+        service = self.selected
+        self.query_one("#service-detail", Static).update(detail_text(service) if service else "")
+
+    @property
+    def selected(self) -> DiscoveredService | None:
+        """The service under the cursor."""
+        key = self.table.selected_key
+        return self.hp.runtime.directory.get(key) if key is not None else None
+
+    @on(DataTable.RowHighlighted, "#services")
+    def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    # --- filter --------------------------------------------------------------------------
+
+    @on(Input.Changed, "#discovery-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_text = event.value.strip().lower()
+        self.sync()
+
+    @on(Input.Submitted, "#discovery-filter")
+    def _filter_submitted(self) -> None:
+        self.table.focus()
+
+    def action_filter(self) -> None:
+        """Put the focus in the filter."""
+        self.query_one("#discovery-filter", Input).focus()
+
+    def action_clear_filter(self) -> None:
+        """Empty the filter and go back to the table."""
+        self.query_one("#discovery-filter", Input).value = ""
+        self.table.focus()
+
+    # --- adding --------------------------------------------------------------------------
+
+    @on(DataTable.RowSelected, "#services")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_add()
+
+    def action_add(self) -> None:
+        """Open the site editor filled in from the selected service."""
+        service = self.selected
+        if service is None:
+            self.notify("Select a service first.", title="Discovery", markup=False)
+            return
+        if not service.resolved:
+            self.notify(
+                Text.assemble(
+                    service.instance,
+                    " has not told its address and port yet, so there is nothing to forward to. "
+                    "It can be added once it resolves (its row then shows an address).",
+                ).markup,
+                title="Not resolved yet",
+                severity="warning",
+            )
+            return
+        store = self.hp.runtime.store
+        site = suggest_site(service, store.config)
+        self.app.push_screen(SiteEditorModal(store, start=site, note=suggestion_note(service)))
