@@ -44,6 +44,9 @@ SCREENS = (
 )
 
 
+SCREENS_GROUP = Binding.Group("screens", compact=True)
+
+
 class HomeproxyApp(App[None]):
     """The homeproxy terminal UI."""
 
@@ -58,8 +61,18 @@ class HomeproxyApp(App[None]):
         "help": HelpScreen,
     }
     BINDINGS = [
+        # One compact footer group ("1 2 3 4 5 screens"), so each screen's own keys keep the room;
+        # the header names the screen shown, and Help and the palette name every key.
         *(
-            Binding(key, f"show('{mode}')", title, id=f"screen.{mode}", tooltip=tip, show=mode != "help")
+            Binding(
+                key,
+                f"show('{mode}')",
+                title,
+                id=f"screen.{mode}",
+                tooltip=f"{title}: {tip}",
+                show=mode != "help",
+                group=SCREENS_GROUP,
+            )
             for mode, key, title, tip in SCREENS
         ),
         Binding(

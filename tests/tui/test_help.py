@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Footer, Static
-from textual.widgets._footer import FooterKey
+from textual.widgets._footer import FooterKey, FooterLabel
 
 from homeproxy.runtime import Runtime
 from homeproxy.tui.app import HomeproxyApp
@@ -103,13 +103,15 @@ async def footer_labels(app: HomeproxyApp, pilot: Pilot[None], key: str, screen_
     await pilot.pause()
     footer = app.screen.query_one(Footer)
     await wait_for(lambda: bool(footer.query(FooterKey)), description="the footer's keys")
-    return [k.description for k in footer.query(FooterKey)]
+    keys = [k.description or k.key for k in footer.query(FooterKey)]
+    groups = [str(label.content) for label in footer.query(FooterLabel)]
+    return keys + groups
 
 
 async def test_the_footer_shows_the_keys_of_the_current_screen(runtime: Runtime) -> None:
     app = HomeproxyApp(runtime)
     async with app.run_test(size=(160, 40)) as pilot:
         labels = await footer_labels(app, pilot, "4", SettingsScreen)
-        assert {"Dashboard", "Quit", "Save all"} <= set(labels)
+        assert {"1", "2", "3", "4", "5", "screens", "Quit", "Save all"} <= set(labels)
         labels = await footer_labels(app, pilot, "question_mark", HelpScreen)
-        assert {"Dashboard", "Quit"} <= set(labels) and "Save all" not in labels
+        assert {"1", "5", "screens", "Quit"} <= set(labels) and "Save all" not in labels

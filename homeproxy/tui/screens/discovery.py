@@ -234,7 +234,6 @@ class DiscoveryScreen(Screen[None]):
             "Filter",
             id="discovery.filter",
             tooltip="Filter by name, type, address or host",
-            show=False,  # the filter's placeholder says so; the footer is full at 80 columns
         ),
         Binding(
             "escape",

@@ -189,7 +189,6 @@ class SitesScreen(Screen[None]):
             "Purge cache",
             id="sites.purge",
             tooltip="Empty the selected site's cache, so the next requests go to the upstream (asks first)",
-            show=False,  # the footer is full; the bar's "Purge cache" button names the key
         ),
     ]
 
