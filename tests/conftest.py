@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,11 @@ def _isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     monkeypatch.setenv("HOME", str(home))
     # The network rule: mDNS in tests (and in the homeproxy processes they start) stays on loopback.
     monkeypatch.setenv("HOMEPROXY_MDNS_INTERFACES", "127.0.0.1")
+    # A Runtime sets the "homeproxy" logger's level from its config; don't let it leak into later tests.
+    logger = logging.getLogger("homeproxy")
+    level = logger.level
     yield
+    logger.setLevel(level)
 
 
 def free_port() -> int:

@@ -169,6 +169,10 @@ async def show_add_https(pilot: Pilot[None]) -> None:
     await pilot.press("slash", *"diskstation", "enter", "a")
     await wait_for(lambda: isinstance(pilot.app.screen, SiteEditorModal), description="the site editor")
     assert screen.query_one("#discovery-filter")
+    # The form checks itself after a short debounce: wait for its verdict, not a fixed pause.
+    await wait_for(
+        lambda: pilot.app.screen.query_one("#editor-status").has_class("-ready"), description="the form's verdict"
+    )
     await pilot.pause()
 
 

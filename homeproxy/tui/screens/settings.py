@@ -729,6 +729,8 @@ class SettingsScreen(Screen[None]):
         self.app.call_from_thread(self._show_backups, entries)
 
     def _show_backups(self, entries: list[Backup]) -> None:
+        if not self.is_attached:
+            return  # the worker finished after the screen went (the app is closing)
         table = self.query_one("#backup-list", DataTable)
         selected = self._selected_key()
         self._backups = {str(b.path): b for b in entries}
@@ -790,7 +792,7 @@ class SettingsScreen(Screen[None]):
         self.app.call_from_thread(self._show_diff, backup, text)
 
     def _show_diff(self, backup: Backup, text: Text) -> None:
-        if self.selected_backup() == backup:
+        if self.is_attached and self.selected_backup() == backup:
             self.query_one("#backup-diff", Static).update(text)
 
     @on(Button.Pressed, "#restore")
