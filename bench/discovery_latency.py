@@ -142,9 +142,11 @@ async def main() -> int:
                 server=f"{slug}-device.local.",
             )
             t0 = time.monotonic()
-            await (await peer.async_register_service(info, cooperating_responders=True))
+            # The coroutine sends the first announcement and returns the task that repeats it.
+            announcing = await peer.async_register_service(info, cooperating_responders=True)
             t1 = await asyncio.to_thread(wait_screen, lambda t, name=name: name in t, name, 20.0, 0.01)
             shown.append(t1 - t0)
+            await announcing
 
             tmux("send-keys", "-t", "hp", "Enter")
             await asyncio.to_thread(wait_screen, lambda t: "filled in for you" in t and "Valid" in t, "the editor")

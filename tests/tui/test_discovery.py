@@ -413,3 +413,30 @@ async def test_help_has_the_discovery_screen_and_its_keys(runtime: Runtime) -> N
         assert "5" in heading and "Discovery" in heading
         assert "mDNS" in text and "mdns://" in text
         assert "Add as site" in keys and "Filter" in keys and "Clear filter" in keys
+
+
+async def test_enter_adds_the_next_service_after_the_table_was_empty(runtime: Runtime) -> None:
+    """A table with no rows is hidden and Textual hands the focus to the filter; when services
+    come back (the filter untouched), the table takes it back so Enter adds the service."""
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_discovery(app, pilot)
+        first, second = service("NAS 1"), service("NAS 2", port=81)
+        found(runtime, first)
+        await wait_for(lambda: names(screen) == ["NAS 1"], description="the first service")
+        lost(runtime, first)
+        await wait_for(lambda: names(screen) == [], description="an empty table")
+        found(runtime, second)
+        await wait_for(lambda: names(screen) == ["NAS 2"], description="the second service")
+        await wait_for(lambda: app.focused is screen.table, description="the table focused again")
+
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, SiteEditorModal), description="the editor for NAS 2")
+
+        app.screen.dismiss(None)
+        await wait_for(lambda: app.screen is screen, description="back on Discovery")
+        await pilot.press("slash", *"2zz")  # someone typing a filter keeps the focus while rows come and go
+        await wait_for(lambda: names(screen) == [], description="nothing matches")
+        await pilot.press("backspace", "backspace")
+        await wait_for(lambda: names(screen) == ["NAS 2"], description="the filter matching again")
+        assert isinstance(app.focused, Input)

@@ -321,10 +321,15 @@ class DiscoveryScreen(Screen[None]):
             empty.update(Text("No services found yet. Devices answer within a few seconds of a browse."))
         elif not self._shown:
             empty.update(Text.assemble("No service matches ", ('"' + self.query_text + '"', "bold"), "."))
+        was_empty = self.has_class("-empty")
         self.set_class(not self._shown, "-empty")
-        if self._shown and self.focused is None:
-            # The table cannot keep the focus while it is hidden (nothing found, or nothing matched).
-            self.table.focus()
+        if self._shown:
+            # The table cannot keep the focus while it is hidden (nothing found, or nothing matched);
+            # Textual moves it on to the filter. Take it back when rows return, unless someone is typing.
+            filter_ = self.query_one("#discovery-filter", Input)
+            idle_filter = self.focused is filter_ and was_empty and not filter_.value
+            if self.focused is None or idle_filter:
+                self.table.focus()
 
     def _show_status(self) -> None:
         runtime = self.hp.runtime
