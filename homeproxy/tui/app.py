@@ -2,8 +2,9 @@
 
 Screens are Textual modes (each keeps its own state): 1 Dashboard, 2 Sites,
 3 Traffic, 4 Settings, 5 Discovery, ? Help; every action is also in the
-command palette. The app does no I/O in `__init__` and never pokes the engine:
-it edits the config through `ConfigStore`, reads `Stats` and the
+command palette. The app does no I/O in `__init__` and does not poke the
+engine (the one exception: Sites' purge of a site's cache, an operation and
+not a config change): it edits the config through `ConfigStore`, reads `Stats` and the
 `ServiceDirectory`, and drains its bus subscription (through the bridge) into
 a bounded `RequestBuffer` that the screens show, and into discovery batches
 (toasts for names announced or in conflict; the visible screen gets the batch).

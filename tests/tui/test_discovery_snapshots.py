@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import TabbedContent
+from textual.widgets import Input, TabbedContent
 
 from homeproxy.config import Config
 from homeproxy.discovery.events import ServiceFound
@@ -148,6 +148,7 @@ async def show_discovery(pilot: Pilot[None]) -> DiscoveryScreen:
     screen = app.screen
     assert isinstance(screen, DiscoveryScreen)
     await wait_for(lambda: screen.table.row_count == len(RECORDED), description="every recorded service")
+    screen.query_one("#discovery-filter", Input).cursor_blink = False
     await pilot.pause()
     return screen
 
@@ -173,6 +174,8 @@ async def show_add_https(pilot: Pilot[None]) -> None:
     await wait_for(
         lambda: pilot.app.screen.query_one("#editor-status").has_class("-ready"), description="the form's verdict"
     )
+    for widget in pilot.app.screen.query(Input):
+        widget.cursor_blink = False  # else the focused field's cursor is on or off depending on timing
     await pilot.pause()
 
 

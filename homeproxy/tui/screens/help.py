@@ -33,13 +33,14 @@ SCREEN_HELP = {
         "and the total request rate and 5xx count; under it, a chart of the total rate over the last two minutes. "
         "The table has one row per site: its hosts, its upstreams (a red dot when the last request found one "
         "unreachable), the features it has on (the legend at the bottom), requests per second, median and 95th "
-        "percentile latency, the share of 5xx answers and of cache hits, and the last 30 seconds as a sparkline. "
+        "percentile latency, the share of 5xx answers and of cache hits, and the last seconds as a sparkline "
+        "(up to 30, as many as the width allows; narrow terminals drop the hosts and upstreams columns). "
         "A red banner shows a listener that could not be opened or a config file edit that was rejected."
     ),
     "sites": (
         "Every site in the config file: add one (it starts with the defaults from Settings), edit its hosts, "
         "upstreams and features, turn it on or off, or remove it. Each change is validated, applied to the "
-        "running proxy and saved to the config file with its comments kept."
+        "running proxy and saved to the config file with its comments kept. Purge empties a site's cache."
     ),
     "traffic": (
         "The live request log: each request as it finishes, with its site, method, path, status and timing. "
