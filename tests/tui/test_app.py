@@ -108,6 +108,11 @@ def test_table_layout_fits_any_width_dropping_the_optional_columns_in_order() ->
         plan = table_layout(width, natural)
         assert sum(plan.widths) + PADDING * len(plan.widths) <= width, width
         assert plan.spark % 5 == 0 and 10 <= plan.spark <= SPARK_SECONDS
+    # Long hosts and upstreams are cut (with "…") before a column is given up.
+    demo = table_layout(117, {"name": 13, "hosts": 27, "upstreams": 24})
+    assert demo.columns == everything
+    widths = dict(zip(demo.columns, demo.widths, strict=True))
+    assert 16 <= widths["hosts"] < 27 and 16 <= widths["upstreams"] < 24 and demo.spark >= 10
     long_names = table_layout(80, {"name": 60, "hosts": 40, "upstreams": 40})
     assert long_names.columns[0] == "name" and sum(long_names.widths) + PADDING * len(long_names.widths) <= 80
 

@@ -56,8 +56,10 @@ COLUMNS = (
 )
 #: The widest each number gets ("999.9", "123.4ms", "100.0"), so the columns never jump.
 FIXED_WIDTHS = {"features": 7, "rps": 5, "p50": 7, "p95": 7, "errors": 5, "hits": 4}
-#: What goes, in this order, when the table would not fit.
+#: What goes, in this order, when the table would not fit (after hosts and upstreams were cut to `TEXT_CAPS`).
 OPTIONAL = ("upstreams", "hosts", "p50")
+#: Widths that the hosts and upstreams columns are cut to, in turn, before a column is dropped.
+TEXT_CAPS = (28, 24, 20, 16)
 #: Cells left and right of each column's text (DataTable's cell padding).
 PADDING = 2
 
@@ -73,15 +75,29 @@ class TableLayout:
 
 def table_layout(width: int, natural: Mapping[str, int]) -> TableLayout:
     """The columns that fit in `width` cells, given the content widths of the text columns
-    (`natural`: "name", "hosts", "upstreams"); the numbers have their `FIXED_WIDTHS`."""
+    (`natural`: "name", "hosts", "upstreams"); the numbers have their `FIXED_WIDTHS`.
+
+    Hosts and upstreams are first cut (with "…") to `TEXT_CAPS`, then the `OPTIONAL`
+    columns go one by one, then the site names give way."""
     keys = [key for key, _label in COLUMNS if key != "spark"]
     dropping = list(OPTIONAL)
+    caps = [None, *TEXT_CAPS]
     while True:
+        cap = caps[0]
         widths = {key: FIXED_WIDTHS.get(key) or natural.get(key, 0) for key in keys}
+        if cap is not None:
+            for key in ("hosts", "upstreams"):
+                if key in widths:
+                    widths[key] = min(widths[key], cap)
         room = width - sum(w + PADDING for w in widths.values()) - PADDING
-        if room >= SPARK_MIN or not dropping:
+        if room >= SPARK_MIN:
             break
-        keys.remove(dropping.pop(0))
+        if len(caps) > 1:
+            caps.pop(0)
+        elif dropping:
+            keys.remove(dropping.pop(0))
+        else:
+            break
     if room < SPARK_MIN:  # still too narrow: the site names give way (ellipsis), down to a few cells
         widths["name"] = max(4, widths["name"] - (SPARK_MIN - room))
         room = SPARK_MIN
