@@ -158,7 +158,8 @@ class DiscoveredService:
     """One service instance seen on the LAN, resolved as far as the network allowed."""
 
     name: str
-    """The full mDNS name as received (`"Plex._plexmediasvr._tcp.local."`); the directory's key."""
+    """The full mDNS name (`"Plex._plexmediasvr._tcp.local."`), its instance part cleaned like
+    `instance`; the directory's key."""
     instance: str
     """The instance part of the name, cleaned for display (`"Plex"`)."""
     type: str
