@@ -18,7 +18,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from homeproxy import __version__, paths
@@ -142,24 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 < value <= 600:
-        raise argparse.ArgumentTypeError(f"expected more than 0 and at most 600 seconds, got {text}")
-    return value
+def _bounded(what: str, high: float) -> Callable[[str], float]:
+    """An argparse type: a number above 0 and at most `high` (`what` names it in errors)."""
+
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of {what}, got {text!r}") from None
+        if not 0 < value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what} above 0 and at most {high:g}, got {text}")
+        return value
+
+    return convert
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of requests per second, got {text!r}") from None
-    if not 0 < value <= 1000:
-        raise argparse.ArgumentTypeError(f"expected a rate above 0 and at most 1000, got {text}")
-    return value
+_seconds = _bounded("seconds", 600)
+_rate = _bounded("requests per second", 1000)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

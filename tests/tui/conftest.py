@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from homeproxy.discovery.service import DiscoveredService
 from homeproxy.runtime import Runtime
 
 
@@ -85,3 +86,28 @@ def snapshot_runtime_at(path: Path, log_dir: Path, now: float = SNAPSHOT_NOW) ->
         yield rt
     finally:
         rt.stop()
+
+
+def make_service(
+    instance: str,
+    type_: str = "_http._tcp.local.",
+    addresses: tuple[str, ...] = ("192.0.2.5",),
+    port: int = 80,
+    *,
+    path: str = "",
+    host: str = "device.local.",
+    properties: tuple[tuple[str, str | None], ...] = (),
+    seen: float = 0.0,
+) -> DiscoveredService:
+    """A service as discovery would have resolved it (canned, for tests that don't need the network)."""
+    return DiscoveredService(
+        name=f"{instance}.{type_}",
+        instance=instance,
+        type=type_,
+        host=host,
+        addresses=addresses,
+        port=port,
+        properties=properties,
+        path=path,
+        seen=seen,
+    )

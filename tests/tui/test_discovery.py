@@ -27,31 +27,12 @@ from homeproxy.tui.screens.help import HelpScreen
 from homeproxy.tui.screens.settings import SettingsScreen
 from homeproxy.tui.screens.site_editor import SiteEditorModal
 from homeproxy.tui.widgets.service_table import ServiceTable
+from tests.tui.conftest import make_service as service
 from tests.tui.conftest import write_config
 from tests.tui.test_help import plain
 from tests.waiting import wait_for
 
 HOSTILE = "[red]x[/] [@click=app.quit]q"
-
-
-def service(
-    instance: str,
-    type_: str = "_http._tcp.local.",
-    *,
-    addresses: tuple[str, ...] = ("192.0.2.5",),
-    port: int = 80,
-    path: str = "",
-    host: str = "device.local.",
-) -> DiscoveredService:
-    return DiscoveredService(
-        name=f"{instance}.{type_}",
-        instance=instance,
-        type=type_,
-        host=host,
-        addresses=addresses,
-        port=port,
-        path=path,
-    )
 
 
 def found(runtime: Runtime, *services: DiscoveredService) -> None:

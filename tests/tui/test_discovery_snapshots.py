@@ -27,7 +27,7 @@ from homeproxy.tui.app import HomeproxyApp
 from homeproxy.tui.screens.discovery import DiscoveryScreen
 from homeproxy.tui.screens.settings import SettingsScreen
 from homeproxy.tui.screens.site_editor import SiteEditorModal
-from tests.tui.conftest import SNAPSHOT_NOW, snapshot_config, snapshot_runtime_at
+from tests.tui.conftest import SNAPSHOT_NOW, make_service, snapshot_config, snapshot_runtime_at
 from tests.waiting import wait_for
 
 # An unusual loopback address and port (not another snapshot module's).
@@ -48,27 +48,8 @@ verify_upstream = false
 """
 
 
-def _service(
-    instance: str,
-    type_: str,
-    addresses: tuple[str, ...],
-    port: int,
-    *,
-    path: str = "",
-    host: str = "",
-    properties: tuple[tuple[str, str | None], ...] = (),
-) -> DiscoveredService:
-    return DiscoveredService(
-        name=f"{instance}.{type_}",
-        instance=instance,
-        type=type_,
-        host=host,
-        addresses=addresses,
-        port=port,
-        properties=properties,
-        path=path,
-        seen=SNAPSHOT_NOW,
-    )
+def _service(instance: str, type_: str, addresses: tuple[str, ...], port: int, **kw: Any) -> DiscoveredService:
+    return make_service(instance, type_, addresses, port, seen=SNAPSHOT_NOW, **{"host": "", **kw})
 
 
 RECORDED = (
