@@ -256,6 +256,11 @@ class Site:
     publish: bool | None = None
     """Announce this site's `.local` host names over mDNS (unset: `discovery.publish_hostnames`)."""
 
+    @property
+    def all_upstreams(self) -> tuple[str, ...]:
+        """Every upstream of the site, its routes' included."""
+        return (*self.upstreams, *(u for r in self.routes for u in r.upstreams))
+
 
 @dataclass(frozen=True, slots=True)
 class SiteDefaults:

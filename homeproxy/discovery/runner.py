@@ -54,7 +54,7 @@ def mdns_refs(config: Config) -> tuple[MdnsRef, ...]:
     for site in config.sites:
         if not site.enabled:
             continue
-        for upstream in (*site.upstreams, *(u for r in site.routes for u in r.upstreams)):
+        for upstream in site.all_upstreams:
             if is_mdns_ref(upstream):
                 try:
                     ref = parse_mdns_ref(upstream)

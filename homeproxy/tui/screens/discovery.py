@@ -132,14 +132,9 @@ def names_text(names: Mapping[str, NameView], settings: DiscoverySettings) -> Te
     return text
 
 
-def site_upstreams(site: Site) -> tuple[str, ...]:
-    """Every upstream of a site, its routes' included."""
-    return (*site.upstreams, *(u for r in site.routes for u in r.upstreams))
-
-
 def mapped_sites(directory: ServiceDirectory, services: Sequence[DiscoveredService], config: Config) -> dict[str, str]:
     """Service key -> the names of the sites whose upstreams point at it (only those that have one)."""
-    upstreams = [(s.name, site_upstreams(s)) for s in config.sites]
+    upstreams = [(s.name, s.all_upstreams) for s in config.sites]
     out: dict[str, str] = {}
     for service in services:
         names = [name for name, ups in upstreams if directory.maps(service, ups)]
