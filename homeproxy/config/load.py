@@ -35,10 +35,9 @@ from homeproxy.config.model import (
     Site,
     SiteDefaults,
 )
+from homeproxy.config.toml_scan import KeyPath, scan_toml
 from homeproxy.discovery.service import is_mdns_ref, normalize_type, parse_mdns_ref
 from homeproxy.passwords import is_hash
-
-KeyPath = tuple[str | int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,20 +603,27 @@ def decode_config(data: bytes, file: str = "<config>") -> str:
 
 
 def parse_config(text: str, file: str = "<config>") -> Config:
-    """Parse TOML text and build the model, or raise `ConfigInvalid` with every error."""
+    """Parse TOML text and build the model, or raise `ConfigInvalid` with every error.
+
+    A key or table defined twice is found by homeproxy's own scanner, so the
+    message names the key and both lines whatever the TOML library's wording;
+    the standard library's parser confirms the text is invalid before we say so.
+    """
+    scan = scan_toml(text)
+    if scan.repeats and not _is_valid_toml(text):
+        raise ConfigInvalid([ConfigError(file, r.line, format_key(r.path), r.message) for r in scan.repeats])
     try:
         doc = tomlkit.parse(text)
     except tomlkit.exceptions.TOMLKitError as e:
         raise ConfigInvalid([_malformed(text, file, e)]) from None
-    return build_config(doc.unwrap(), file, locate_keys(text))
+    return build_config(doc.unwrap(), file, scan.lines)
 
 
 def _malformed(text: str, file: str, err: Exception) -> ConfigError:
     """The clearest report of a TOML syntax error.
 
-    tomlkit's `KeyAlreadyPresent` carries no line, and its other messages can be
-    cryptic; the standard library's parser always knows the line. Use its line,
-    and whichever message says more.
+    tomlkit's messages can be cryptic and some carry no line; the standard
+    library's parser always knows the line. Use its line and message.
     """
     line: int | None = getattr(err, "line", None)
     msg = re.sub(r" at line \d+ col \d+$", "", str(err))
@@ -627,102 +633,13 @@ def _malformed(text: str, file: str, err: Exception) -> ConfigError:
         m = re.search(r"^(.*) \((?:at line (\d+), column (\d+)|at end of document)\)$", str(e))
         if m:
             line = int(m.group(2)) if m.group(2) else len(text.splitlines()) or 1
-            if not isinstance(err, tomlkit.exceptions.KeyAlreadyPresent):
-                msg = m.group(1) + (f" (column {m.group(3)})" if m.group(3) else " (at the end of the file)")
+            msg = m.group(1) + (f" (column {m.group(3)})" if m.group(3) else " (at the end of the file)")
     return ConfigError(file, line, "", f"malformed TOML: {msg}")
 
 
-# --- where each key is: a light line scanner over the TOML text ----------------------
-
-_HEADER = re.compile(r"^\[\[?\s*([^\]]+?)\s*\]\]?")
-_KEY = re.compile(r"""^((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
-
-
-def _split_key(key: str) -> tuple[str, ...]:
-    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", key)
-    return tuple(p.strip("\"'") for p in parts)
-
-
-def locate_keys(text: str) -> dict[KeyPath, int]:
-    """Map key paths to their 1-based line numbers.
-
-    Only what starts a line counts (table headers and `key =`); lines inside
-    multi-line arrays, inline tables and multi-line strings are skipped, so a
-    key inside an inline table is reported at its parent key's line.
-    """
-    lines: dict[KeyPath, int] = {}
-    aot_counts: dict[KeyPath, int] = {}
-    table: KeyPath = ()
-    depth = 0
-    in_mstring: str | None = None
-    for n, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if in_mstring:
-            end = line.find(in_mstring)
-            if end < 0:
-                continue
-            # The rest of the closing line may still close brackets: `"""], more = 1`.
-            line, in_mstring = line[end + 3 :], None
-            depth, in_mstring = _scan_value(line, depth)
-            continue
-        if depth == 0 and line and not line.startswith("#"):
-            if m := _HEADER.match(line):
-                names = _split_key(m.group(1))
-                if line.startswith("[["):
-                    # An array of tables: [[sites.routes]] indexes within the latest [[sites]].
-                    parent = _resolve(names[:-1], aot_counts)
-                    key = parent + (names[-1],)
-                    idx = aot_counts.get(key, -1) + 1
-                    aot_counts[key] = idx
-                    # A new [[sites]] restarts the numbering of its nested arrays.
-                    for k in [k for k in aot_counts if len(k) > len(key) and k[: len(key)] == key]:
-                        del aot_counts[k]
-                    table = key + (idx,)
-                    lines.setdefault(key, n)
-                else:
-                    table = _resolve(names, aot_counts)
-                lines[table] = n
-                continue
-            if m := _KEY.match(line):
-                lines[table + _split_key(m.group(1))] = n
-                line = line[m.end() :]
-        depth, in_mstring = _scan_value(line, depth)
-    return lines
-
-
-def _resolve(names: tuple[str, ...], aot_counts: Mapping[KeyPath, int]) -> KeyPath:
-    """Insert the current array-of-tables index after each AoT name in a header."""
-    out: KeyPath = ()
-    for name in names:
-        out = out + (name,)
-        if out in aot_counts:
-            out = out + (aot_counts[out],)
-    return out
-
-
-def _scan_value(s: str, depth: int) -> tuple[int, str | None]:
-    """Track bracket depth over the rest of a line, skipping strings and comments."""
-    i = 0
-    while i < len(s):
-        ch = s[i]
-        if ch == "#":
-            break
-        if s.startswith('"""', i) or s.startswith("'''", i):
-            q = s[i : i + 3]
-            end = s.find(q, i + 3)
-            if end < 0:
-                return depth, q
-            i = end + 3
-            continue
-        if ch in "\"'":
-            end = i + 1
-            while end < len(s) and s[end] != ch:
-                end += 2 if (ch == '"' and s[end] == "\\") else 1
-            i = end + 1
-            continue
-        if ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth = max(0, depth - 1)
-        i += 1
-    return depth, None
+def _is_valid_toml(text: str) -> bool:
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False
+    return True

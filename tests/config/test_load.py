@@ -7,14 +7,16 @@ a file with several problems must report all of them at once.
 from __future__ import annotations
 
 import textwrap
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from homeproxy.config import Config, ConfigError, ConfigInvalid, LoggingSettings, Route, ServerSettings, Site
-from homeproxy.config.load import build_config, format_key, locate_keys, parse_config
+from homeproxy.config.load import build_config, format_key, parse_config
 from homeproxy.config.store import default_config_text
+from homeproxy.config.toml_scan import locate_keys, scan_toml
 
 FILE = "/srv/homeproxy/config.toml"
 ASSET = Path(__file__).resolve().parents[2] / "assets" / "default-config.toml"
@@ -154,7 +156,6 @@ def test_a_single_string_where_a_list_is_expected_is_forgiven() -> None:
         ('[server]\nlisten = ["127.0.0.1"\nhttp_port = 8080\n', 3),
         ('[logging]\nlevel = "info\n', 2),
         ("a = 1\n\n\n[sites\n", 4),
-        ("[server]\nhttp_port = 1\n[server]\n", 3),
         ("# comment\nserver = \n", 2),
     ],
 )
@@ -168,16 +169,70 @@ def test_malformed_toml_names_the_file_and_the_line(text: str, line: int) -> Non
 
 
 @pytest.mark.parametrize(
-    ("text", "line"),
+    ("text", "line", "key", "first"),
     [
-        ("[server]\nhttp_port = 1\nhttp_port = 2\n", 3),
-        (SITE + 'name = "again"\n', 5),
+        pytest.param("[server]\nhttp_port = 1\nhttp_port = 2\n", 3, "server.http_port", 2, id="server"),
+        pytest.param(SITE + 'name = "again"\n', 5, "sites[0].name", 2, id="site"),
+        pytest.param(SITE + SITE + 'hosts = ["b"]\n', 9, "sites[1].hosts", 7, id="second-site"),
+        pytest.param(
+            SITE + 'headers = { request = { "X-A" = "1" }, request = { "X-B" = "2" } }\n',
+            5,
+            "sites[0].headers.request",
+            5,
+            id="inline-table",
+        ),
+        pytest.param('sites = [\n  { name = "a", name = "b" },\n]\n', 2, "sites[0].name", 2, id="inline-in-array"),
+        pytest.param("server.http_port = 1\nserver.http_port = 2\n", 2, "server.http_port", 1, id="dotted"),
+        pytest.param('[server]\n"http_port" = 1\nhttp_port = 2\n', 3, "server.http_port", 2, id="quoted"),
+        pytest.param(
+            '[server]\nlisten = """\nhttp_port = 9\n"""\nhttp_port = 1\nhttp_port = 2\n',
+            6,
+            "server.http_port",
+            5,
+            id="after-a-multiline-string",
+        ),
     ],
 )
-def test_a_repeated_key_in_a_table_is_a_config_error(text: str, line: int) -> None:
+def test_a_repeated_key_names_the_key_and_both_lines(text: str, line: int, key: str, first: int) -> None:
     err = only_error(text)
-    assert (err.file, err.line) == (FILE, line)
-    assert "already" in err.message
+    assert (err.file, err.line, err.key) == (FILE, line, key)
+    assert err.message == f"set twice (first on line {first}); keep one"
+    assert str(err) == f"{FILE}:{line}: {key}: set twice (first on line {first}); keep one"
+
+
+def test_a_table_defined_twice_names_the_table_and_both_lines() -> None:
+    err = only_error("[server]\nhttp_port = 1\n\n[logging]\nlevel = 'info'\n\n[ server ]\nlisten = '::'\n")
+    assert (err.line, err.key) == (7, "server")
+    assert err.message == "table [ server ] defined twice (first on line 1); merge the two into one"
+
+
+def test_every_repeat_is_reported_at_once() -> None:
+    errs = errors("[server]\nhttp_port = 1\nhttp_port = 2\n[logging]\nlevel = 'info'\nlevel = 'debug'\n")
+    assert [(e.line, e.key) for e in errs] == [(3, "server.http_port"), (6, "logging.level")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Valid TOML that looks repetitive: the scanner must not call any of it a repeat.
+        SITE + SITE.replace("plex", "plex2"),
+        "[a.b]\nx = 1\n[a]\ny = 1\n",
+        "[a]\nb.c = 1\nb.d = 2\n",
+        'x = [{ k = 1 }, { k = 2 }]\ny = { "k.j" = 1, k = { j = 2 } }\n',
+        SITE + "  [[sites.routes]]\n  path = '/a'\n  [[sites.routes]]\n  path = '/b'\n" + SITE,
+        "s = '''\n[server]\n[server]\n'''\nt = \"\"\"a = 1\na = 2\\\"\"\"\"\"\n# [server]\nu = 'x' # a = 1\n",
+    ],
+)
+def test_valid_toml_has_no_repeats(text: str) -> None:
+    tomllib.loads(text)  # the premise: the text is valid
+    assert scan_toml(text).repeats == []
+
+
+def test_the_default_config_has_no_repeats() -> None:
+    text = ASSET.read_text(encoding="utf-8")
+    scan = scan_toml(text)
+    assert scan.repeats == []
+    assert ("server", "http_port") in scan.lines
 
 
 # --- unknown keys ----------------------------------------------------------------------
@@ -678,10 +733,10 @@ def test_line_of_keys_after_multi_line_arrays() -> None:
     assert where(errors(text)) == [(11, "server.http_port"), (14, "logging.level")]
 
 
-def test_a_key_inside_an_inline_table_is_reported_at_its_parent_key() -> None:
+def test_a_key_inside_an_inline_table_is_reported_at_its_own_line() -> None:
     text = 'sites = [\n  { name = "a", hosts = ["a.lan"], upstreams = ["http://a"], colour = 1 },\n]\n'
     err = only_error(text)
-    assert (err.line, err.key) == (1, "sites[0].colour")
+    assert (err.line, err.key) == (2, "sites[0].colour")
 
 
 def test_locate_keys_maps_paths_to_lines() -> None:

@@ -53,13 +53,20 @@ publish-workstation=no
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="network namespaces are Linux only")
 
 
+#: What turns this test on, for the skip message: the packages `.ci/run` installs, as root.
+ENABLE = (
+    "to run it, as root: apt-get install -y --no-install-recommends avahi-daemon avahi-utils dbus iproute2 "
+    "(what .ci/run does), then .venv/bin/python -m pytest tests/discovery/test_avahi_peer.py"
+)
+
+
 def _prerequisites() -> str | None:
     """Why this machine cannot run the test, or None."""
     if os.geteuid() != 0:
         return "needs root to create a network namespace"
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
-        return f"missing {', '.join(missing)} (apt-get install --no-install-recommends avahi-daemon avahi-utils dbus)"
+        return f"missing {', '.join(missing)}"
     with contextlib.suppress(OSError, ValueError):
         pid = int(AVAHI_PID_FILE.read_text().strip())
         os.kill(pid, 0)
@@ -156,7 +163,7 @@ class Namespace:
 def netns(tmp_path: Path) -> Iterator[Namespace]:
     reason = _prerequisites()
     if reason:
-        pytest.skip(f"avahi peer test skipped: {reason}")
+        pytest.skip(f"avahi peer test skipped: {reason}; {ENABLE}")
     ns = Namespace(tmp_path)
     try:
         reason = ns.create()
