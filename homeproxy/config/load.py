@@ -21,6 +21,8 @@ import tomlkit
 import tomlkit.exceptions
 
 from homeproxy.config.model import (
+    ACME_DIRECTORIES,
+    ISSUERS,
     AuthSettings,
     CacheSettings,
     CompressionSettings,
@@ -34,6 +36,7 @@ from homeproxy.config.model import (
     SharedCacheSettings,
     Site,
     SiteDefaults,
+    TlsSettings,
 )
 from homeproxy.config.toml_scan import KeyPath, scan_toml
 from homeproxy.discovery.service import is_mdns_ref, normalize_type, parse_mdns_ref
@@ -239,6 +242,31 @@ SERVER_KEYS: Schema = {
 }
 
 
+def _file_path(v: Any) -> str:
+    s = _str(v).strip()
+    if "\x00" in s:
+        raise ValueError("expected a file path")
+    return s
+
+
+def _email(v: Any) -> str:
+    s = _str(v).strip()
+    if s and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", s):
+        raise ValueError(f'expected an e-mail address such as "you@example.com", got {_show(v)}')
+    return s
+
+
+def _acme_directory(v: Any) -> str:
+    s = _str(v).strip()
+    if s in ACME_DIRECTORIES:
+        return s
+    parts = urlsplit(s)
+    if parts.scheme != "https" or not parts.netloc:
+        names = ", ".join(f'"{n}"' for n in ACME_DIRECTORIES)
+        raise ValueError(f"expected {names} or an https:// directory URL, got {_show(v)}")
+    return s
+
+
 def _access_log(v: Any) -> tuple[bool, str]:
     """`true` | `false` | `"off"` | a file path -> (enabled, path)."""
     if isinstance(v, bool):
@@ -280,6 +308,18 @@ SITE_KEYS: Schema = {
     "compression": lambda v: v,
     "verify_upstream": _bool,
     "publish": _bool,
+    "tls": _bool,
+    "issuer": lambda v: _choice(v, ISSUERS),
+    "cert": _file_path,
+    "key": _file_path,
+    "redirect_to_https": _bool,
+}
+TLS_KEYS: Schema = {
+    "issuer": lambda v: _choice(v, ISSUERS),
+    "serve_root": _bool,
+    "acme_email": _email,
+    "acme_directory": _acme_directory,
+    "acme_ca_bundle": _file_path,
 }
 SHARED_CACHE_KEYS: Schema = {"max_bytes": _size, "header": lambda v: _header_name(v, allow_empty=True)}
 DEFAULTS_KEYS: Schema = {
@@ -299,7 +339,7 @@ DISCOVERY_KEYS: Schema = {
     "domain": _domain,
     "max_services": _count,
 }
-TOP_KEYS = ("server", "logging", "cache", "defaults", "discovery", "sites")
+TOP_KEYS = ("server", "logging", "cache", "defaults", "discovery", "tls", "sites")
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
@@ -506,6 +546,15 @@ class _Checker:
         av["mode"] = mode
         return AuthSettings(**av)
 
+    def site_tls(self, values: dict[str, Any], path: KeyPath) -> None:
+        """A site's own certificate: both files or neither, and only with TLS on."""
+        cert, key = values.get("cert", ""), values.get("key", "")
+        if bool(cert) != bool(key):
+            missing, given = ("key", "cert") if cert else ("cert", "key")
+            self.error(path + (given,), f"{given} needs {missing} too: the certificate and its private key")
+        elif cert and not values.get("tls", False):
+            self.error(path + ("cert",), "a certificate is used only with tls = true; add tls = true to the site")
+
     def unknown(self, path: KeyPath, key: str, valid: Mapping[str, Any] | tuple[str, ...]) -> None:
         close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
         hint = f'; did you mean "{close[0]}"?' if close else f"; valid keys: {', '.join(valid)}"
@@ -535,6 +584,7 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
     if disc_values.get("max_services") == 0:
         c.error(("discovery", "max_services"), "expected at least 1")
     discovery = DiscoverySettings(**disc_values)
+    tls = TlsSettings(**c.table(data.get("tls", {}), ("tls",), TLS_KEYS))
 
     raw_sites = data.get("sites", [])
     sites: list[Site] = []
@@ -582,12 +632,19 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
             c.error(path + ("hosts",), "a site needs at least one host name")
         if "upstreams" in values and not values["upstreams"]:
             c.error(path + ("upstreams",), "a site needs at least one upstream URL")
+        c.site_tls(values, path)
         if {"name", "hosts", "upstreams"} <= values.keys():
             sites.append(Site(routes=tuple(routes), **values))
     if c.errors:
         raise ConfigInvalid(sorted(c.errors, key=lambda e: e.line or 0))
     return Config(
-        server=server, logging=logging, cache=shared_cache, defaults=defaults, discovery=discovery, sites=tuple(sites)
+        server=server,
+        logging=logging,
+        cache=shared_cache,
+        defaults=defaults,
+        discovery=discovery,
+        tls=tls,
+        sites=tuple(sites),
     )
 
 

@@ -27,7 +27,8 @@ class ServerSettings:
     """Plain-HTTP port; 80 on a real server (needs CAP_NET_BIND_SERVICE). 0 picks a free port."""
 
     https_port: int = 8443
-    """HTTPS port, reserved for TLS (validated now, bound once TLS lands)."""
+    """HTTPS port for every site with `tls = true` (one listener; the certificate is chosen by SNI);
+    443 on a real server. Opened only while at least one enabled site has TLS on."""
 
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs of proxies in front of homeproxy whose X-Forwarded-* headers are believed."""
@@ -55,6 +56,43 @@ class LoggingSettings:
 
     level: str = "info"
     """Process log level: debug, info, warning or error."""
+
+
+#: ACME directories known by name (`[tls] acme_directory`); anything else is a URL.
+ACME_DIRECTORIES = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+ISSUERS = ("internal", "acme")
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """The `[tls]` table: where certificates for sites with `tls = true` come from."""
+
+    issuer: str = "internal"
+    """"internal" (homeproxy's own local CA: devices trust its root once) or "acme"
+    (Let's Encrypt or another RFC 8555 CA, HTTP-01 on the HTTP port). A site may override it,
+    and a site with its own `cert` and `key` uses those."""
+
+    serve_root: bool = True
+    """Serve the local CA's root certificate (only the public root) on the plain-HTTP listener at
+    `/.well-known/homeproxy/root.crt` (and `root.mobileconfig` for iOS), on any host, so phones can
+    install it by scanning the QR code on the Certificates screen."""
+
+    acme_email: str = ""
+    """The e-mail address for the ACME account (the CA's expiry notices); may be empty."""
+
+    acme_directory: str = "letsencrypt"
+    """The ACME directory: "letsencrypt", "letsencrypt-staging", or a URL (a LAN step-ca)."""
+
+    acme_ca_bundle: str = ""
+    """A PEM file of CA certificates to trust for the ACME server itself (a LAN CA); "" uses the system's."""
+
+    @property
+    def acme_url(self) -> str:
+        """`acme_directory` as a URL."""
+        return ACME_DIRECTORIES.get(self.acme_directory, self.acme_directory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +294,28 @@ class Site:
     publish: bool | None = None
     """Announce this site's `.local` host names over mDNS (unset: `discovery.publish_hostnames`)."""
 
+    tls: bool = False
+    """Serve this site over HTTPS on `server.https_port` with a certificate for all its hosts."""
+
+    issuer: str = ""
+    """Where its certificate comes from: "internal" or "acme"; "" means `[tls] issuer`.
+    Ignored when `cert` and `key` are set."""
+
+    cert: str = ""
+    """Your own certificate: a PEM file with the chain (leaf first). Needs `key`; reloaded when it changes."""
+
+    key: str = ""
+    """The private key of `cert` (PEM). Keep it readable only by homeproxy (mode 0600)."""
+
+    redirect_to_https: bool = True
+    """With `tls` on: answer plain-HTTP requests with a 308 to the same URL on HTTPS
+    (ACME challenges and the root certificate download are exempt)."""
+
+    @property
+    def uses_own_cert(self) -> bool:
+        """The site brings its own certificate files."""
+        return bool(self.cert and self.key)
+
     @property
     def all_upstreams(self) -> tuple[str, ...]:
         """Every upstream of the site, its routes' included."""
@@ -344,12 +404,26 @@ class Config:
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     """The `[discovery]` table."""
 
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    """The `[tls]` table."""
+
     sites: tuple[Site, ...] = ()
     """The `[[sites]]` array."""
 
     def publishes(self, site: Site) -> bool:
         """Does `site` announce its `.local` names (its own `publish`, else the discovery default)?"""
         return self.discovery.publish_hostnames if site.publish is None else site.publish
+
+    def issuer_of(self, site: Site) -> str:
+        """Where `site`'s certificate comes from: "files", "internal" or "acme"."""
+        if site.uses_own_cert:
+            return "files"
+        return site.issuer or self.tls.issuer
+
+    @property
+    def tls_sites(self) -> tuple[Site, ...]:
+        """The enabled sites with TLS on."""
+        return tuple(s for s in self.sites if s.enabled and s.tls)
 
     def site(self, name: str) -> Site | None:
         """The site called `name`, or None."""

@@ -246,7 +246,7 @@ def test_the_default_config_has_no_repeats() -> None:
             "[server]\nhttp_port = 1\n\n[colour]\nx = 1\n",
             4,
             "colour",
-            "valid keys: server, logging, cache, defaults, discovery, sites",
+            "valid keys: server, logging, cache, defaults, discovery, tls, sites",
         ),
         ('[server]\nlisten = ["::"]\nhttp_prot = 80\n', 3, "server.http_prot", 'did you mean "http_port"?'),
         ("[logging]\nlevle = 'info'\n", 2, "logging.levle", 'did you mean "level"?'),
