@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from homeproxy import paths
 from homeproxy.config import Config, ConfigStore
 from homeproxy.discovery.directory import ServiceDirectory
-from homeproxy.engine import AccessLog, Consumer, Engine, EventBus, Stats
+from homeproxy.engine import AccessLog, Consumer, Engine, EventBus, RequestCompleted, Stats
 
 if TYPE_CHECKING:
     from homeproxy.discovery.runner import Discovery
@@ -49,7 +49,7 @@ class Runtime:
         self.data_dir = data_dir or paths.data_dir()
         self.access_log = AccessLog(self.log_dir / "access.log")
         self.engine: Engine | None = None
-        self._consumers: list[Consumer] = []
+        self._consumers: list[Consumer[RequestCompleted]] = []
         self.directory = ServiceDirectory()
         """Services seen on the LAN; the engine resolves `mdns://` upstreams here."""
         self.discovery_enabled = discovery

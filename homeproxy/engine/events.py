@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +124,20 @@ class EventBus:
                 sub.put(event)
 
 
-class Consumer:
-    """A daemon thread that hands a subscription's events to `handler` in batches."""
+E = TypeVar("E")
+
+
+class Consumer(Generic[E]):
+    """A daemon thread that hands a subscription's events to `handler` in batches.
+
+    `E` is what the handler takes; `kinds` must name only classes of that type
+    (the bus delivers nothing else to this subscription)."""
 
     def __init__(
         self,
         bus: EventBus,
         name: str,
-        handler: Callable[[Sequence[Event]], None],
+        handler: Callable[[Sequence[E]], None],
         *,
         interval: float = 0.1,
         maxlen: int = 10_000,
@@ -158,7 +165,7 @@ class Consumer:
             batch = self.subscription.drain()
             if batch:
                 try:
-                    self.handler(batch)
+                    self.handler(cast("list[E]", batch))
                 except Exception:
                     log.exception("event subscriber %s failed and was detached", self.subscription.name)
                     self.bus.unsubscribe(self.subscription)
