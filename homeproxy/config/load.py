@@ -298,6 +298,7 @@ SITE_KEYS: Schema = {
     "preserve_host": _bool,
     "connect_timeout": _duration,
     "read_timeout": _duration,
+    "upstream_keepalive": _duration,
     "allow": _list_of(_cidr, "networks"),
     "deny": _list_of(_cidr, "networks"),
     # The tables below are checked key by key in _Checker.site_features.

@@ -14,6 +14,8 @@ from homeproxy.discovery.service import DEFAULT_SERVICE_TYPES
 #: Default per-site upstream timeouts, in seconds.
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 60.0
+#: Default per-site idle time after which a pooled upstream connection is closed, in seconds.
+DEFAULT_UPSTREAM_KEEPALIVE = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +267,10 @@ class Site:
 
     read_timeout: float = DEFAULT_READ_TIMEOUT
     """Seconds to wait for upstream data, between reads (then 504)."""
+
+    upstream_keepalive: float = DEFAULT_UPSTREAM_KEEPALIVE
+    """Seconds a pooled upstream connection may sit idle before homeproxy closes it; keep it
+    below the upstream's own keep-alive timeout so the upstream never closes one under a request."""
 
     allow: tuple[str, ...] = ()
     """If set, only clients in these networks (CIDRs, IPv4 or IPv6) are served; others get 403."""

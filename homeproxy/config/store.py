@@ -376,7 +376,9 @@ def _duration_text(secs: float) -> str | float:
     return f"{text}s" if "e" not in text else secs
 
 
-_DURATION_KEYS = frozenset({"connect_timeout", "read_timeout", "default_ttl", "stale_on_error", "session_ttl"})
+_DURATION_KEYS = frozenset(
+    {"connect_timeout", "read_timeout", "upstream_keepalive", "default_ttl", "stale_on_error", "session_ttl"}
+)
 
 
 def _settings_value(obj: Any) -> Any:

@@ -1,13 +1,19 @@
 """The terminal handler: forward a request to an upstream and stream the answer back.
 
 - Bodies stream both ways chunk by chunk with back-pressure; nothing is held
-  whole in memory (a 1 GiB upload or download costs a few buffers).
+  whole in memory (a 1 GiB upload or download costs a few buffers), except
+  request bodies of up to 64 KiB, read whole first so they can be sent again.
 - Hop-by-hop headers (RFC 9110 section 7.6.1), and every header named in
   `Connection`, are removed in both directions.
 - X-Forwarded-For/-Proto/-Host and X-Real-IP are set; a client's own
   X-Forwarded-* values are believed only from a configured trusted proxy.
-- One pooled keep-alive `ClientSession` serves every site; per-site connect
-  and read timeouts; an unreachable upstream is a 502 page, a timeout a 504.
+- Pooled keep-alive connections, one pool per `upstream_keepalive` value (sites
+  with the same value share it); per-site connect and read timeouts; an
+  unreachable upstream is a 502 page, a timeout a 504.
+- A pooled connection that the upstream closed as the request went out (its idle
+  keep-alive timer ran out) is not shown to the client: the request is sent once
+  more on a fresh connection when nothing of it was written yet, or when its
+  method is idempotent and its body is still in hand (RFC 9112 section 9.3.1).
 - WebSocket upgrades are relayed message by message in both directions.
 """
 
@@ -16,21 +22,33 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+import socket
+import sys
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import Connection
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.payload import Payload
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from homeproxy.config.model import Route, Site
+from homeproxy.config.model import DEFAULT_UPSTREAM_KEEPALIVE, Route, Site
 from homeproxy.discovery.service import parse_mdns_ref
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import CLIENT_CLOSED, NO_BODY_STATUS, Reply, client_gone
 
 log = logging.getLogger(__name__)
+
+#: The start of the event error when an https upstream's certificate is refused (ours, so tests and
+#: users see the same words whatever the TLS library says).
+UPSTREAM_CERT_REFUSED = "upstream's TLS certificate was not accepted"
 
 #: RFC 9110 section 7.6.1, plus the non-standard Proxy-Connection.
 HOP_BY_HOP = frozenset(
@@ -54,37 +72,144 @@ _WS_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
 )
 _CHUNK = 256 * 1024
-#: Responses of known length up to this size are sent in one write with their headers.
+#: Responses of known length up to this size are sent in one write with their headers;
+#: request bodies of known length up to it are read whole first (so a request can be replayed).
 _SMALL_BODY = 64 * 1024
+#: RFC 9110 section 9.2.2: sending one of these twice has the effect of sending it once.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class UpstreamLost(aiohttp.ClientConnectionError):
+    """The upstream connection failed before the response began (reset, EOF, broken pipe).
+
+    Raised in place of aiohttp's own exception (kept as `cause`), which also keeps aiohttp's
+    blanket retry of idempotent requests out of the way: the Forwarder decides about replays."""
+
+    def __init__(self, cause: aiohttp.ClientConnectionError, *, reused: bool, unsent: bool = False) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.reused = reused
+        """The connection came from the pool (it had served a request before)."""
+        self.unsent = unsent
+        """Nothing of the request was written (the connection was found closed first)."""
+
+
+#: Connections that have served a response: the next request on one is on a reused connection.
+_SERVED: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+
+if sys.platform == "linux":
+    _TCP_ESTABLISHED = 1  # tcpi_state, the first byte of Linux's struct tcp_info
+
+    def _peer_closed(transport: asyncio.BaseTransport) -> bool:
+        """The kernel has seen the upstream close the connection (FIN or RST), which the loop
+        may not have noticed yet: one getsockopt, no read."""
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != _TCP_ESTABLISHED)
+        except OSError:
+            return False
+
+else:
+
+    def _peer_closed(transport: asyncio.BaseTransport) -> bool:
+        return False
+
+
+class _Request(aiohttp.ClientRequest):
+    """aiohttp's request, which looks before it sends a non-idempotent request on a reused connection.
+
+    aiohttp's pool only knows what the loop has read so far: the upstream's FIN may already be
+    in the kernel. A POST cannot be replayed once written, so it is worth one getsockopt."""
+
+    async def send(self, conn: Connection) -> aiohttp.ClientResponse:
+        if not self.body and self.method not in IDEMPOTENT_METHODS:
+            # Without a body the head is written at once. (A `_Body` looks when it starts writing.)
+            proto = conn.protocol
+            transport = proto.transport if proto is not None else None
+            if transport is not None and proto in _SERVED and _peer_closed(transport):
+                raise UpstreamLost(aiohttp.ServerDisconnectedError(), reused=True, unsent=True)
+        return await super().send(conn)
+
+
+class _Response(aiohttp.ClientResponse):
+    """aiohttp's response, telling a failure on a reused connection from one on a fresh connection."""
+
+    async def start(self, connection: Connection) -> aiohttp.ClientResponse:
+        proto = connection.protocol
+        reused = proto is not None and proto in _SERVED
+        try:
+            await super().start(connection)
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as e:
+            raise UpstreamLost(e, reused=reused) from e
+        if proto is not None and not reused:
+            _SERVED.add(proto)
+        return self
+
+
+def _session(connector: aiohttp.BaseConnector, *, forwarding: bool) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=connector,
+        # SECURITY: a shared proxy must never keep one client's cookies for another.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        request_class=_Request if forwarding else aiohttp.ClientRequest,
+        response_class=_Response if forwarding else aiohttp.ClientResponse,
+    )
 
 
 class UpstreamClient:
-    """The one pooled HTTP client every site forwards through; lives on the engine's loop."""
+    """The pooled HTTP clients every site forwards through; they live on the engine's loop.
+
+    aiohttp keeps a connection for as long as its connector says, so there is one pool per
+    `upstream_keepalive` value in use (made on first use); `fresh` never pools (for replays)."""
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._pools: dict[float, aiohttp.ClientSession] = {}
+        self._fresh: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=10)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            # SECURITY: a shared proxy must never keep one client's cookies for another.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        self._session = _session(
+            aiohttp.TCPConnector(limit=0, keepalive_timeout=DEFAULT_UPSTREAM_KEEPALIVE, ttl_dns_cache=10),
+            forwarding=False,
         )
+        self._fresh = _session(aiohttp.TCPConnector(limit=0, force_close=True, ttl_dns_cache=10), forwarding=True)
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """A plain client for homeproxy's own requests (forward auth), with aiohttp's own retries."""
         if self._session is None:
             raise RuntimeError("UpstreamClient is not open")
         return self._session
 
+    def pool(self, keepalive: float) -> aiohttp.ClientSession:
+        """The client whose pooled connections are closed once idle for `keepalive` seconds."""
+        session = self._pools.get(keepalive)
+        if session is None:
+            if self._session is None:
+                raise RuntimeError("UpstreamClient is not open")
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=keepalive, ttl_dns_cache=10)
+            session = self._pools[keepalive] = _session(connector, forwarding=True)
+        return session
+
+    @property
+    def fresh(self) -> aiohttp.ClientSession:
+        """A client that opens a new connection for every request (and closes it after)."""
+        if self._fresh is None:
+            raise RuntimeError("UpstreamClient is not open")
+        return self._fresh
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions = [*self._pools.values(), self._session, self._fresh]
+        self._pools.clear()
+        self._session = self._fresh = None
+        for session in sessions:
+            if session is not None:
+                await session.close()
 
 
 def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
@@ -176,39 +301,79 @@ class Forwarder:
         if self.site.websockets and is_websocket_upgrade(request):
             return await self._websocket(ex)
         if request.headers.get("Expect", "").lower() == "100-continue":
-            # We read the body as we send it upstream; let the client start now.
+            # We read the body before (small) or as (large) we send it upstream; let the client start now.
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body: _Body | None = None
+        if request.body_exists:
+            length = request.content_length
+            if length is not None and length <= _SMALL_BODY:
+                # Small: read whole before the upstream is contacted, so it is in hand for a replay.
+                try:
+                    data = await request.content.readexactly(length)
+                except (EOFError, ConnectionError, aiohttp.ClientError, HttpProcessingError) as e:
+                    return _failed(ex, e)
+                ex.bytes_in += length
+                body = _Body(ex, data)
+            else:
+                body = _Body(ex, None)
+        session = self.client.pool(self.site.upstream_keepalive)
+        last = len(self.upstreams) - 1
         # Try each upstream once while they refuse connections (nothing has been sent yet).
         for attempt in range(len(self.upstreams)):
             base = self._pick(ex)
             if base is None:
-                if attempt == len(self.upstreams) - 1:
+                if attempt == last:
                     return error_reply(502, request)
                 continue
             ex.error = ""
             url = self._target(base, request)
+            headers = self._request_headers(ex, base)
             try:
-                upstream = await self.client.session.request(
-                    request.method,
-                    url,
-                    headers=self._request_headers(ex, base),
-                    data=_body(ex) if request.body_exists else None,
-                    allow_redirects=False,
-                    timeout=self.timeout,
-                    ssl=self.ssl,
-                )
+                try:
+                    upstream = await self._send(session, request.method, url, headers, body)
+                except UpstreamLost as e:
+                    if not e.reused:
+                        raise
+                    # Most likely the upstream closed the idle connection as the request went out
+                    # (RFC 9112 section 9.3.1): send it again, once, on a new connection if that is safe.
+                    refused = _not_replayed(request.method, body, e)
+                    if refused:
+                        if client_gone(request):
+                            ex.error = "client went away"
+                            return Reply(CLIENT_CLOSED)
+                        ex.error = f"upstream closed the pooled connection; {refused} ({type(e.cause).__name__})"
+                        return error_reply(502, request)
+                    log.debug("%s %s: upstream closed the pooled connection; sent again", request.method, url)
+                    if body is not None:
+                        body = await body.replay()
+                    session = self.client.fresh
+                    upstream = await self._send(session, request.method, url, headers, body)
+            except aiohttp.ClientConnectorCertificateError:
+                # Not a refused connection: no silent failover to the next upstream.
+                ex.error = f"{UPSTREAM_CERT_REFUSED}; set verify_upstream = false for self-signed LAN gear"
+                return error_reply(502, request)
             except aiohttp.ClientConnectorError as e:
-                if isinstance(e, aiohttp.ClientConnectorCertificateError) or attempt == len(self.upstreams) - 1:
+                if attempt == last:
                     ex.error = f"upstream unreachable: {e.os_error.strerror or e}"
                     return error_reply(502, request)
                 continue
             except TimeoutError:
                 ex.error = "upstream timed out before answering"
                 return error_reply(504, request)
+            except UpstreamLost as e:
+                return _failed(ex, e.cause)
             except (aiohttp.ClientError, ConnectionError) as e:
                 return _failed(ex, e)
             return await self._reply(ex, upstream)
         raise AssertionError("unreachable: a site has at least one upstream")
+
+    async def _send(
+        self, session: aiohttp.ClientSession, method: str, url: URL, headers: CIMultiDict[str], body: _Body | None
+    ) -> aiohttp.ClientResponse:
+        """One attempt."""
+        return await session.request(
+            method, url, headers=headers, data=body, allow_redirects=False, timeout=self.timeout, ssl=self.ssl
+        )
 
     def _target(self, base: URL, request: web.BaseRequest) -> URL:
         target = request.rel_url.raw_path_qs if not request.raw_path.startswith("/") else request.raw_path
@@ -282,7 +447,15 @@ class Forwarder:
         try:
             # aiohttp's handshake has no timeout of its own: bound it by the site's.
             async with asyncio.timeout(self.site.connect_timeout + self.site.read_timeout):
-                upstream = await self._ws_connect(url, headers, protocols)
+                try:
+                    upstream = await self._ws_connect(
+                        self.client.pool(self.site.upstream_keepalive), url, headers, protocols
+                    )
+                except UpstreamLost as e:
+                    if not e.reused:
+                        raise
+                    # The handshake is a GET without a body: safe to send again on a new connection.
+                    upstream = await self._ws_connect(self.client.fresh, url, headers, protocols)
         except aiohttp.WSServerHandshakeError as e:
             ex.error = f"upstream refused the WebSocket: {e.status}"
             return error_reply(502, request) if e.status < 400 else Reply(e.status)
@@ -305,9 +478,9 @@ class Forwarder:
         return Reply(101, sent=client)
 
     async def _ws_connect(
-        self, url: URL, headers: CIMultiDict[str], protocols: tuple[str, ...]
+        self, session: aiohttp.ClientSession, url: URL, headers: CIMultiDict[str], protocols: tuple[str, ...]
     ) -> aiohttp.ClientWebSocketResponse:
-        return await self.client.session.ws_connect(
+        return await session.ws_connect(
             url,
             headers=headers,
             protocols=protocols,
@@ -354,8 +527,93 @@ async def _pump(src: Any, dst: Any, ex: Exchange, *, inbound: bool) -> None:
     await dst.close(code=code if 1000 <= code < 5000 and code not in (1005, 1006) else 1000)
 
 
-async def _body(ex: Exchange) -> AsyncIterator[bytes]:
-    """The client's request body, counted as it streams upstream."""
-    async for chunk in ex.request.content.iter_chunked(_CHUNK):
-        ex.bytes_in += len(chunk)
-        yield chunk
+def _not_replayed(method: str, body: _Body | None, lost: UpstreamLost) -> str:
+    """Why a request lost with its reused connection cannot be sent again ("" if it can)."""
+    if lost.unsent or (body is not None and not body.sent):
+        return ""  # nothing of it left homeproxy: safe whatever the method
+    if method not in IDEMPOTENT_METHODS:
+        return f"{method} not replayed"
+    if body is not None and body.data is None:
+        return f"{method} not replayed (its body was streamed)"
+    return ""
+
+
+class _Body(Payload):
+    """The client's request body as aiohttp writes it upstream, counted in `ex.bytes_in`.
+
+    Either in hand (`data`, read whole first) or streamed from the client chunk by chunk with
+    back-pressure (nothing is held whole). aiohttp holds the request head back until the first
+    body write, so while `sent` is False nothing of the request has left homeproxy."""
+
+    _autoclose = True
+
+    def __init__(self, ex: Exchange, data: bytes | None, held: bytes = b"") -> None:
+        super().__init__(data)
+        self._ex = ex
+        self._look = data is None or ex.request.method not in IDEMPOTENT_METHODS
+        """Whether to look at the connection before the first write: when the request could not be
+        replayed once written (a streamed body, a POST), it is worth one getsockopt."""
+        self.data = data
+        """The whole body, or None when it is streamed."""
+        self.sent = False
+        """Some of the request may have reached the upstream (the connection was open for the first write)."""
+        self._held = held
+        """A chunk read from the client but not yet written (sent first by a replay)."""
+        self._task: asyncio.Task[Any] | None = None
+        if data is not None:
+            self._size = len(data)
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        data = self.data
+        if data is not None:
+            self._open(writer)
+            await writer.write(data if content_length is None else data[:content_length])
+            return
+        self._task = asyncio.current_task()
+        ex = self._ex
+        read = ex.request.content.read
+        chunk = self._held
+        if not chunk:
+            chunk = self._held = await read(_CHUNK)
+            ex.bytes_in += len(chunk)
+        self._open(writer)
+        self._consumed = True
+        remaining = content_length
+        while chunk:
+            if remaining is not None:
+                chunk = chunk[:remaining]
+                remaining -= len(chunk)
+            await writer.write(chunk)
+            self._held = b""
+            if remaining == 0:
+                break
+            chunk = await read(_CHUNK)
+            ex.bytes_in += len(chunk)
+
+    def _open(self, writer: AbstractStreamWriter) -> None:
+        """Before the first write (which carries the request head): raise if the connection is closed."""
+        transport = writer.transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or (self._look and transport.get_protocol() in _SERVED and _peer_closed(transport))
+        ):
+            raise aiohttp.ClientConnectionResetError("the upstream closed the connection")
+        self.sent = True
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        if self.data is None:
+            raise TypeError("a streamed request body cannot be decoded")
+        return self.data.decode(encoding, errors)
+
+    async def replay(self) -> _Body:
+        """The body for sending the request again (only when it is in hand or was not sent)."""
+        task = self._task
+        if task is not None and not task.done():
+            # The lost attempt's writer, cancelled while it waited for the client's first chunk:
+            # let it end, so that two readers never wait on the client's stream at once.
+            await asyncio.wait((task,))
+        return _Body(self._ex, self.data, self._held)

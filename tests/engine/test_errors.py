@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from homeproxy.engine.upstream import UPSTREAM_CERT_REFUSED
 from tests.engine.conftest import (
     Backend,
     Handler,
@@ -264,7 +265,8 @@ async def test_untrusted_https_upstream_is_a_502_at_once(
         assert second.seen.name == "plain"
         bad, _ = await events.wait(2)
         assert bad.upstream == f"https://127.0.0.1:{tls.port}"
-        assert "certificate" in bad.error.lower()
+        assert bad.error.startswith(UPSTREAM_CERT_REFUSED)
+        assert "verify_upstream = false" in bad.error
     finally:
         await runner.cleanup()
 
