@@ -6,6 +6,7 @@
     homeproxy passwd [USER]       hash a password for a site's auth users
     homeproxy demo                sample sites and live traffic on loopback, in the TUI
     homeproxy discover            list the services mDNS finds on the LAN
+    homeproxy ca export|info|trust  the local CA's root certificate (homeproxy/cli_ca.py)
 
 `--config PATH` works before or after the subcommand.
 """
@@ -21,9 +22,9 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from homeproxy import __version__, paths
+from homeproxy import __version__, cli_ca, paths
 from homeproxy.config import ConfigChanged, ConfigEvent, ConfigInvalid, ConfigRejected, ConfigStore
-from homeproxy.config.load import decode_config, parse_config
+from homeproxy.config.load import ConfigError, decode_config, parse_config
 
 log = logging.getLogger("homeproxy")
 
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else the LAN interfaces)",
     )
     discover.set_defaults(command="discover")
+    cli_ca.add_parser(sub, _add_config_option)
     return parser
 
 
@@ -174,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from homeproxy.demo import run_demo
 
         return run_demo(args.rate)
+    if args.command == "ca":
+        return cli_ca.run(args, config_path)
     if args.command == "discover":
         return cmd_discover(config_path, args.timeout, args.json, args.types or [], args.interfaces or [])
     return cmd_tui(config_path)
@@ -186,14 +190,17 @@ def cmd_check(path: Path) -> int:
     except OSError as e:
         print(f"{path}: cannot read: {e.strerror or e}", file=sys.stderr)
         return 1
+    warnings: list[ConfigError] = []
     try:
-        config = parse_config(decode_config(data, str(path)), str(path))
+        config = parse_config(decode_config(data, str(path)), str(path), warnings)
     except ConfigInvalid as e:
         for err in e.errors:
             print(err, file=sys.stderr)
         n = len(e.errors)
         print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
         return 1
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     print(f"{path}: ok, {len(config.sites)} site{'s' if len(config.sites) != 1 else ''}")
     return 0
 

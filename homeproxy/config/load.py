@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import logging
 import math
 import re
+import threading
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -460,6 +462,7 @@ class _Checker:
         self.file = file
         self.lines = lines
         self.errors: list[ConfigError] = []
+        self.warnings: list[ConfigError] = []
 
     def line_of(self, path: KeyPath) -> int | None:
         while path:
@@ -547,14 +550,83 @@ class _Checker:
         av["mode"] = mode
         return AuthSettings(**av)
 
-    def site_tls(self, values: dict[str, Any], path: KeyPath) -> None:
-        """A site's own certificate: both files or neither, and only with TLS on."""
+    def site_tls(self, values: dict[str, Any], path: KeyPath, default_issuer: str = "internal") -> None:
+        """A site's TLS: both files or neither, only with TLS on; the pair itself (readable, the key
+        the leaf's, not expired; hosts it does not cover are warnings); for the local CA, hosts it
+        may vouch for."""
         cert, key = values.get("cert", ""), values.get("key", "")
         if bool(cert) != bool(key):
             missing, given = ("key", "cert") if cert else ("cert", "key")
             self.error(path + (given,), f"{given} needs {missing} too: the certificate and its private key")
-        elif cert and not values.get("tls", False):
+            return
+        if cert and not values.get("tls", False):
             self.error(path + ("cert",), "a certificate is used only with tls = true; add tls = true to the site")
+            return
+        if not values.get("tls", False) or not values.get("enabled", True):
+            return
+        hosts: tuple[str, ...] = values.get("hosts", ())
+        issuer = values.get("issuer") or default_issuer
+        if cert:
+            self._site_pair(values, path, cert, key, hosts)
+        elif issuer == "acme":
+            for host in hosts:
+                if host.startswith("*."):
+                    self.error(
+                        path + ("hosts",),
+                        f'"{host}": ACME certificates are fetched with the HTTP challenge, which cannot prove a '
+                        "wildcard; list the names one by one, or get a wildcard with certbot's DNS plugin and "
+                        "set cert and key",
+                    )
+        elif issuer == "internal":
+            from homeproxy.certs.ca import PERMITTED_SUFFIXES, names_outside
+
+            for host in names_outside(hosts):
+                self.error(
+                    path + ("hosts",),
+                    f'"{host}" cannot get a certificate from homeproxy\'s local CA: it only vouches for names '
+                    f"under {', '.join('.' + s for s in PERMITTED_SUFFIXES)} and private addresses, so a "
+                    'stolen key cannot impersonate other sites. Use issuer = "acme" for a public name, or your '
+                    "own cert and key",
+                )
+            for host in hosts:
+                if host.startswith("*.") and "." not in host[2:]:
+                    self.error(
+                        path + ("hosts",),
+                        f'"{host}": TLS clients refuse a wildcard directly under a top-level name; '
+                        'use a longer one such as "*.home.arpa"',
+                    )
+
+    def _site_pair(self, values: dict[str, Any], path: KeyPath, cert: str, key: str, hosts: tuple[str, ...]) -> None:
+        from pathlib import Path
+
+        from homeproxy.certs.pairs import PairError, load_pair, uncovered_hosts
+
+        for k, file in (("cert", cert), ("key", key)):
+            try:
+                absolute = Path(file).expanduser().is_absolute()
+            except RuntimeError:  # "~nobody-here/..."; load_pair names the user
+                absolute = True
+            if not absolute:
+                self.error(
+                    path + (k,),
+                    f'expected an absolute path (or "~/..."), got {_show(file)}: a relative one would depend on '
+                    "the directory homeproxy was started from",
+                )
+                return
+        try:
+            pair = load_pair(cert, key)
+        except PairError as e:
+            self.error(path + (e.key,), f"{e.file}: {e.message}")
+            return
+        for host in uncovered_hosts(pair, hosts):
+            self.warn(
+                path + ("hosts",),
+                f'the certificate in {cert} does not cover "{host}" (it names {", ".join(pair.names) or "nothing"}); '
+                "browsers will refuse that host",
+            )
+
+    def warn(self, path: KeyPath, message: str) -> None:
+        self.warnings.append(ConfigError(self.file, self.line_of(path), format_key(path), message))
 
     def unknown(self, path: KeyPath, key: str, valid: Mapping[str, Any] | tuple[str, ...]) -> None:
         close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
@@ -562,9 +634,46 @@ class _Checker:
         self.error(path, f'unknown key "{key}"{hint}')
 
 
-def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping[KeyPath, int] | None = None) -> Config:
-    """Validate plain TOML data (as parsed) and build the model, or raise `ConfigInvalid`."""
+def build_config(
+    data: Mapping[str, Any],
+    file: str = "<config>",
+    lines: Mapping[KeyPath, int] | None = None,
+    warnings: list[ConfigError] | None = None,
+) -> Config:
+    """Validate plain TOML data (as parsed) and build the model, or raise `ConfigInvalid`.
+
+    Problems that do not stop the config (a host its own certificate does not cover) are
+    appended to `warnings` when given, else logged on the `homeproxy.config` logger.
+    """
     c = _Checker(file, lines or {})
+    try:
+        return _build(c, data)
+    finally:
+        _report_warnings(c.warnings, warnings)
+
+
+#: Warnings already logged (bounded): a config parsed again and again (live validation in the
+#: site editor, every reload) logs each distinct warning once.
+_LOGGED: dict[str, None] = {}
+_LOGGED_LOCK = threading.Lock()
+
+
+def _report_warnings(found: list[ConfigError], out: list[ConfigError] | None) -> None:
+    if out is not None:
+        out.extend(found)  # the caller reports them (`homeproxy check`, the site editor)
+        return
+    for w in found:
+        text = str(w)
+        with _LOGGED_LOCK:
+            if text in _LOGGED:
+                continue
+            _LOGGED[text] = None
+            if len(_LOGGED) > 256:
+                del _LOGGED[next(iter(_LOGGED))]
+        logging.getLogger("homeproxy.config").warning("%s", text)
+
+
+def _build(c: _Checker, data: Mapping[str, Any]) -> Config:
     for key in data:
         if key not in TOP_KEYS:
             c.unknown((key,), key, TOP_KEYS)
@@ -633,7 +742,7 @@ def build_config(data: Mapping[str, Any], file: str = "<config>", lines: Mapping
             c.error(path + ("hosts",), "a site needs at least one host name")
         if "upstreams" in values and not values["upstreams"]:
             c.error(path + ("upstreams",), "a site needs at least one upstream URL")
-        c.site_tls(values, path)
+        c.site_tls(values, path, tls.issuer)
         if {"name", "hosts", "upstreams"} <= values.keys():
             sites.append(Site(routes=tuple(routes), **values))
     if c.errors:
@@ -660,12 +769,13 @@ def decode_config(data: bytes, file: str = "<config>") -> str:
         ) from None
 
 
-def parse_config(text: str, file: str = "<config>") -> Config:
+def parse_config(text: str, file: str = "<config>", warnings: list[ConfigError] | None = None) -> Config:
     """Parse TOML text and build the model, or raise `ConfigInvalid` with every error.
 
     A key or table defined twice is found by homeproxy's own scanner, so the
     message names the key and both lines whatever the TOML library's wording;
     the standard library's parser confirms the text is invalid before we say so.
+    Warnings (the config still loads) go to `warnings` when given, else to the log.
     """
     scan = scan_toml(text)
     if scan.repeats and not _is_valid_toml(text):
@@ -674,7 +784,7 @@ def parse_config(text: str, file: str = "<config>") -> Config:
         doc = tomlkit.parse(text)
     except tomlkit.exceptions.TOMLKitError as e:
         raise ConfigInvalid([_malformed(text, file, e)]) from None
-    return build_config(doc.unwrap(), file, scan.lines)
+    return build_config(doc.unwrap(), file, scan.lines, warnings)
 
 
 def _malformed(text: str, file: str, err: Exception) -> ConfigError:

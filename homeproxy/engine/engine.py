@@ -14,6 +14,8 @@ request on the `EventBus`, and that is all it tells anyone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -28,6 +30,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from homeproxy import paths
+from homeproxy.certs.manager import CertError, CertManager, Prepared
+from homeproxy.certs.status import CertStatus
 from homeproxy.config.model import Config, Route, ServerSettings, Site
 from homeproxy.engine.chain import Handler, Middleware, compose
 from homeproxy.engine.events import EventBus, RequestCompleted
@@ -36,6 +40,7 @@ from homeproxy.engine.features import FeatureContext, build_middlewares
 from homeproxy.engine.pages import error_page, error_reply
 from homeproxy.engine.reply import CLIENT_CLOSED, client_gone, send
 from homeproxy.engine.routing import RoutingTable, compile_table, normalize_host
+from homeproxy.engine.tls_paths import ROOT_URL_PATH, WELL_KNOWN, https_redirect, misdirected, well_known
 from homeproxy.engine.upstream import Forwarder, Resolver, UpstreamClient, forwarded_for
 
 log = logging.getLogger(__name__)
@@ -88,18 +93,18 @@ class BindError(OSError):
     """A listener could not be opened; the message says why and what to do."""
 
 
-def explain_bind_error(host: str, port: int, err: OSError) -> str:
+def explain_bind_error(host: str, port: int, err: OSError, key: str = "http_port") -> str:
     """A sentence a person can act on."""
     where = f"{host}:{port}"
     if err.errno == errno.EACCES:
         return (
             f"cannot listen on {where}: permission denied. Ports below 1024 need root or "
-            f"CAP_NET_BIND_SERVICE (the systemd unit in assets/ grants it); or set http_port to 1024 or above."
+            f"CAP_NET_BIND_SERVICE (the systemd unit in assets/ grants it); or set {key} to 1024 or above."
         )
     if err.errno == errno.EADDRINUSE:
         return (
             f"cannot listen on {where}: the port is already in use by another program "
-            f"(another homeproxy? `ss -ltnp 'sport = :{port}'` shows which); stop it or change http_port."
+            f"(another homeproxy? `ss -ltnp 'sport = :{port}'` shows which); stop it or change {key}."
         )
     if err.errno == errno.EADDRNOTAVAIL:
         return f"cannot listen on {where}: this machine has no such address; check server.listen."
@@ -124,6 +129,9 @@ class Engine:
         self.clock = clock
         self._client = UpstreamClient()
         self.features = FeatureContext(clock=clock, data_dir=data_dir or paths.data_dir())
+        self.certs = CertManager(self.features.data_dir, clock=clock)
+        """Every TLS site's certificate; its `contexts.listener` is the HTTPS listener's SSL context."""
+        self._cert_task: asyncio.Task[None] | None = None
         self._config = config
         self._table = self._compile(config)
         self._trusted = _networks(config.server)
@@ -131,10 +139,12 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._runner: web.ServerRunner | None = None
         self._sites: list[web.TCPSite] = []
-        self._bound: tuple[tuple[str, int], ...] = ()
+        self._tls_sites: list[web.TCPSite] = []
         self._in_flight: set[asyncio.Task[Any]] = set()
         self.listen_errors: tuple[str, ...] = ()
         """Why listeners could not be opened (empty when all are up)."""
+        self.tls_errors: tuple[str, ...] = ()
+        """Certificates that could not be made at start (those sites get no HTTPS until fixed)."""
         self.started_at: float | None = None
 
     # --- public, thread-safe -------------------------------------------------------------
@@ -144,10 +154,31 @@ class Engine:
         """The config in force."""
         return self._config
 
+    root_url_path = ROOT_URL_PATH
+    """Where plain HTTP serves the local CA's root (with `[tls] serve_root`)."""
+
     @property
     def addresses(self) -> tuple[tuple[str, int], ...]:
-        """(host, port) of every open listener, ports as bound (port 0 resolved)."""
+        """(host, port) of every open plain-HTTP listener, ports as bound (port 0 resolved)."""
         return tuple((s._host or "", s.port) for s in self._sites)
+
+    @property
+    def _https_port(self) -> int:
+        """The port a redirect names: the bound one (port 0 resolved), else the configured one."""
+        return self._tls_sites[0].port if self._tls_sites else self._config.server.https_port
+
+    @property
+    def https_addresses(self) -> tuple[tuple[str, int], ...]:
+        """(host, port) of every open HTTPS listener (none while no site has TLS on)."""
+        return tuple((s._host or "", s.port) for s in self._tls_sites)
+
+    def certificates(self) -> tuple[CertStatus, ...]:
+        """Every TLS site's certificate as the TUI shows it. Thread-safe."""
+        return self.certs.statuses()
+
+    def renew(self, site: str) -> None:
+        """Renew `site`'s certificate now, in the background. Thread-safe; returns at once."""
+        self.certs.renew(site)
 
     @property
     def running(self) -> bool:
@@ -161,16 +192,20 @@ class Engine:
         self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="homeproxy-engine", daemon=True)
         self._thread.start()
         ready.wait()
-        self._call(self._start(), timeout)
+        prepared = self._prepare_at_start(self._config)
+        self._call(self._start(prepared), timeout)
         self.started_at = self.clock()
 
     def apply(self, config: Config, timeout: float = 30.0) -> None:
-        """Put `config` in force. Raises `BindError` (and changes nothing) if a new listener cannot open."""
+        """Put `config` in force. Raises `BindError` if a new listener cannot open, `CertError` if a
+        site's certificate cannot be loaded or issued; either way nothing changes."""
+        prepared = self.certs.prepare(config)  # off the loop: may issue (CPU) or read files
         table = self._compile(config)  # compiled here, off the loop
         if self._loop is None:
             self._config, self._table, self._trusted = config, table, _networks(config.server)
+            self.certs.commit(prepared)
             return
-        self._call(self._apply(config, table), timeout)
+        self._call(self._apply(config, table, prepared), timeout)
 
     def purge(self, site: str, url: str | None = None) -> int:
         """Drop `site`'s cached responses, or only those of `url` (a path like `/app.js?v=2` for
@@ -215,7 +250,27 @@ class Engine:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    async def _start(self) -> None:
+    def _prepare_at_start(self, config: Config) -> Prepared:
+        """At start a broken certificate must not stop the other sites: try without the failing ones."""
+        try:
+            self.tls_errors = ()
+            return self.certs.prepare(config)
+        except CertError as e:
+            self.tls_errors = (str(e),)
+            log.error("%s; those sites get no HTTPS until it is fixed", e)
+        good = []
+        for site in config.tls_sites:
+            try:
+                self.certs.prepare(dataclasses.replace(config, sites=(site,)))
+                good.append(site)
+            except CertError:
+                pass
+        kept = tuple(s for s in config.sites if not s.tls or s in good)
+        return self.certs.prepare(dataclasses.replace(config, sites=kept))
+
+    async def _start(self, prepared: Prepared) -> None:
+        self.certs.commit(prepared)
+        self._cert_task = asyncio.get_running_loop().create_task(self.certs.run(), name="homeproxy-certs")
         await self._client.open()
         server = _Server(self._handle, self._bad_request)
         self._runner = web.ServerRunner(
@@ -223,58 +278,64 @@ class Engine:
         )
         await self._runner.setup()
         try:
-            await self._bind(self._config.server, initial=True)
+            await self._bind(self._config, initial=True)
         except BindError as e:
             log.error("%s", e)
 
-    async def _apply(self, config: Config, table: RoutingTable) -> None:
-        wanted = _listen_set(config.server)
-        if wanted != _listen_set(self._config.server) or self.listen_errors:
-            await self._bind(config.server)  # raises BindError with the old listeners intact
+    async def _apply(self, config: Config, table: RoutingTable, prepared: Prepared) -> None:
+        if _listen_set(config) != _listen_set(self._config) or self.listen_errors:
+            await self._bind(config)  # raises BindError with the old listeners intact
+        self.certs.commit(prepared)
+        self.tls_errors = ()
         assert self._runner is not None
         # aiohttp reads the drain bound from the runner at shutdown; keep it current.
         self._runner._shutdown_timeout = config.server.drain_timeout
         # The swap: a request reads self._table once when it arrives.
         self._config, self._table, self._trusted = config, table, _networks(config.server)
 
-    async def _bind(self, server: ServerSettings, *, initial: bool = False) -> None:
-        """Open listeners for `server`; on failure restore the old ones and raise `BindError`.
+    async def _bind(self, config: Config, *, initial: bool = False) -> None:
+        """Open the listeners `config` asks for (HTTP, and HTTPS while a site has TLS on); on
+        failure restore the old ones and raise `BindError`.
 
         At start (`initial`) there is nothing to restore: the listeners that did open stay
         open (the config is in force) and the others are reported in `listen_errors`.
         """
-        assert self._runner is not None
-        old = self._sites
+        old = self._sites + self._tls_sites
+        old_set = [(s._host, s.port, s._ssl_context is not None) for s in old]
         for site in old:  # release the ports first: the new set usually reuses them
             await site.stop()
-        new: list[web.TCPSite] = []
-        errors: list[str] = []
-        for host, port in _listen_set(server):
-            site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024)
-            try:
-                await site.start()
-                new.append(site)
-            except OSError as e:
-                errors.append(explain_bind_error(host, port, e))
+        new, errors = await self._open(_listen_set(config))
         if errors and not initial:
             for site in new:
                 await site.stop()
-            restored = []
-            for site in old:
-                again = web.TCPSite(self._runner, site._host, site.port, reuse_address=True, backlog=1024)
-                try:
-                    await again.start()
-                    restored.append(again)
-                except OSError as e:  # pragma: no cover - the port was taken in between
-                    log.error("%s", explain_bind_error(str(site._host), site.port, e))
-            self._sites = restored
+            restored, _ = await self._open(tuple((str(h), p, tls) for h, p, tls in old_set))
+            self._keep(restored)
             raise BindError("; ".join(errors))
-        self._sites = new
+        self._keep(new)
         self.listen_errors = tuple(errors)
         if errors:
             raise BindError("; ".join(errors))
-        for host, port in self.addresses:
-            log.info("listening on http://%s:%d", host, port)
+        for site in new:
+            scheme = "https" if site._ssl_context is not None else "http"
+            log.info("listening on %s://%s:%d", scheme, site._host, site.port)
+
+    async def _open(self, wanted: tuple[tuple[str, int, bool], ...]) -> tuple[list[web.TCPSite], list[str]]:
+        assert self._runner is not None
+        opened: list[web.TCPSite] = []
+        errors: list[str] = []
+        for host, port, tls in wanted:
+            ctx = self.certs.contexts.listener if tls else None
+            site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024, ssl_context=ctx)
+            try:
+                await site.start()
+                opened.append(site)
+            except OSError as e:
+                errors.append(explain_bind_error(host, port, e, "https_port" if tls else "http_port"))
+        return opened, errors
+
+    def _keep(self, sites: list[web.TCPSite]) -> None:
+        self._sites = [s for s in sites if s._ssl_context is None]
+        self._tls_sites = [s for s in sites if s._ssl_context is not None]
 
     async def _stop(self) -> None:
         if self._runner is not None:
@@ -288,7 +349,12 @@ class Engine:
                     task.cancel()
             await cleanup
             self._runner = None
-        self._sites = []
+        self._sites, self._tls_sites = [], []
+        if self._cert_task is not None:
+            self._cert_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cert_task
+            self._cert_task = None
         await self._client.close()
         # Features that opened loop-bound things (forward auth's client) leave a closer here.
         for close in list(self.features.state.get("on_stop", {}).values()):
@@ -337,9 +403,19 @@ class Engine:
         if task is not None:
             self._in_flight.add(task)
         try:
+            secure = request.secure
+            special = None
+            if not secure and target.startswith(WELL_KNOWN):  # ACME challenges, the root download
+                special = well_known(target, request, self.certs.challenges, self.certs.root)
             compiled = table.lookup(host)
-            if compiled is None:
+            if special is not None:
+                reply = special
+            elif compiled is None:
                 reply = error_reply(404, request)
+            elif compiled.site.tls != secure and (secure or compiled.site.redirect_to_https):
+                ex.site = compiled.site.name
+                # Over TLS: SNI named a TLS site, Host names one that is not served over TLS.
+                reply = misdirected(request) if secure else https_redirect(request, host, self._https_port)
             else:
                 ex.site = compiled.site.name
                 # The raw (still percent-encoded) path: the same one strip_prefix cuts.
@@ -415,8 +491,13 @@ class Engine:
         )
 
 
-def _listen_set(server: ServerSettings) -> tuple[tuple[str, int], ...]:
-    return tuple((host, server.http_port) for host in server.listen)
+def _listen_set(config: Config) -> tuple[tuple[str, int, bool], ...]:
+    """(host, port, tls) of every listener `config` needs: HTTPS only while a site has TLS on."""
+    server = config.server
+    plain = tuple((host, server.http_port, False) for host in server.listen)
+    if not config.tls_sites:
+        return plain
+    return plain + tuple((host, server.https_port, True) for host in server.listen)
 
 
 def _networks(server: ServerSettings) -> tuple[Network, ...]:

@@ -66,7 +66,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 #: Request headers that homeproxy sets itself (the client's copies are not passed on as they are).
-_FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "expect"})
+_FORWARDING = frozenset(
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip", "expect"}
+)
 #: Headers of the WebSocket handshake that aiohttp's client writes itself.
 _WS_HANDSHAKE = frozenset(
     {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
@@ -216,6 +218,13 @@ def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> froz
     """Header names listed in `Connection` (they are hop-by-hop too)."""
     values = headers.getall("Connection", ())
     return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+
+
+def _local_port(request: web.BaseRequest) -> str:
+    """The port the client connected to (443 or https_port on TLS), for X-Forwarded-Port."""
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    return str(sockname[1]) if isinstance(sockname, tuple) and len(sockname) > 1 else ""
 
 
 def forwarded_for(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str:
@@ -402,6 +411,8 @@ class Forwarder:
         fwd_host = src.get("X-Forwarded-Host") if ex.trusted_peer else None
         headers["X-Forwarded-Proto"] = proto or request.scheme
         headers["X-Forwarded-Host"] = fwd_host or src.get("Host") or ""
+        fwd_port = src.get("X-Forwarded-Port") if ex.trusted_peer else None
+        headers["X-Forwarded-Port"] = fwd_port or _local_port(request)
         headers["X-Real-IP"] = ex.client
         return headers
 

@@ -42,6 +42,7 @@ def make_headers(site: Site, ctx: FeatureContext) -> Middleware:
     request_set = tuple(rules.request_set)
     response_remove = tuple(rules.response_remove)
     response_set = tuple(rules.response_set)
+    sets_hsts = any(name.lower() == HSTS[0].lower() for name, _ in response_set)
 
     async def headers(ex: Exchange, nxt: Handler) -> Reply:
         if request_remove or request_set:
@@ -65,6 +66,8 @@ def make_headers(site: Site, ctx: FeatureContext) -> Middleware:
             h.popall(name, None)
         for name, value in response_set:
             h[name] = value
+        if sets_hsts and not ex.request.secure:  # RFC 6797 section 7.2: never over plain HTTP
+            h.popall(HSTS[0], None)
         return reply
 
     return headers

@@ -1,0 +1,393 @@
+"""`CertManager`: every TLS site's certificate, the SNI contexts, renewal and hot reload.
+
+It follows the config transaction: `prepare(config)` (blocking, off the engine's loop) gets a
+certificate for every enabled TLS site or raises `CertError`, in which case the engine refuses
+the config and keeps what it had; `commit()` (on the loop) swaps them in. Where they come from:
+
+- "internal": a leaf from the local CA, issued before the apply completes, stored in
+  `data_dir/certs` (keys 0600) so a restart reuses it;
+- "files": the site's own `cert`/`key`, re-read when either file changes (a broken new pair
+  leaves the old one serving, and the status says why);
+- "acme": a stored ACME certificate, else a stand-in (the local CA's when it may sign the names,
+  else self-signed) while `run()` gets the real one in the background.
+
+`run()` is the loop task: every few seconds it re-reads changed files and, when a third of a
+certificate's life is left, renews it (in a thread), with backoff after a failure. A working
+certificate is never dropped for a failed renewal. Nothing here logs or returns a private key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from homeproxy.certs.challenges import ChallengeStore
+from homeproxy.certs.contexts import SniContexts, host_of, site_context
+from homeproxy.certs.files import private_dir, write_atomic
+from homeproxy.certs.pairs import PairError, load_pair
+from homeproxy.certs.status import CertStatus, IssuedCert
+from homeproxy.config.model import Config, Site, TlsSettings
+
+if TYPE_CHECKING:
+    from homeproxy.certs.ca import LocalCA
+
+log = logging.getLogger("homeproxy.certs")
+
+CHECK_INTERVAL = 5.0
+"""Seconds between passes of `run()` (file changes are seen within this)."""
+MAX_BACKOFF = 6 * 3600.0
+
+
+class CertError(Exception):
+    """A site's certificate could not be loaded or issued; the message names the site and the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class RootDownload:
+    """The local CA's public root, as served on plain HTTP (never anything else of the CA)."""
+
+    pem: bytes
+    der: bytes
+    mobileconfig: bytes
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    site: str
+    hosts: tuple[str, ...]
+    issuer: str
+    cert: IssuedCert | None
+    context: ssl.SSLContext | None
+    state: str
+    files: tuple[str, str] = ("", "")
+    signature: tuple[float, ...] = ()
+    last_error: str = ""
+    failures: int = 0
+    retry_at: float = 0.0
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What `prepare()` made, for `commit()`."""
+
+    entries: dict[str, _Entry]
+    tls: TlsSettings
+    root: RootDownload | None
+
+
+def _leaf_fingerprint(cert: IssuedCert) -> str:
+    der = x509.load_pem_x509_certificate(cert.chain_pem).public_bytes(serialization.Encoding.DER)
+    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
+
+
+def _signature(paths: tuple[str, str]) -> tuple[float, ...]:
+    out: list[float] = []
+    for p in paths:
+        st = Path(p).expanduser().stat()
+        out += [st.st_mtime_ns, st.st_size, st.st_ino]
+    return tuple(out)
+
+
+class CertManager:
+    """Every TLS site's certificate; `contexts.listener` is the context the HTTPS listener uses."""
+
+    def __init__(
+        self, data_dir: Path, *, clock: Callable[[], float] = time.time, challenges: ChallengeStore | None = None
+    ) -> None:
+        self.ca_dir = data_dir / "ca"
+        self.store_dir = data_dir / "certs"
+        self.acme_dir = data_dir / "acme"
+        self.clock = clock
+        self.challenges = challenges or ChallengeStore()
+        self.contexts = SniContexts()
+        self.root: RootDownload | None = None
+        self._entries: dict[str, _Entry] = {}
+        self._tls = TlsSettings()
+        self._ca: LocalCA | None = None
+        self._ca_lock = threading.Lock()
+        self._forced: set[str] = set()
+        self._steps: dict[str, str] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self.interval = CHECK_INTERVAL
+        """Seconds between passes of `run()`."""
+
+    # --- the transaction ---------------------------------------------------------------------
+
+    def prepare(self, config: Config) -> Prepared:
+        """Certificates for every enabled TLS site of `config`, or `CertError` (nothing changed). Blocking."""
+        old, errors, out = self._entries, [], {}
+        for site in config.tls_sites:
+            try:
+                out[site.name] = self._prepare_site(config, site, old.get(site.name))
+            except CertError as e:
+                errors.append(str(e))
+        if errors:
+            raise CertError("; ".join(errors))
+        return Prepared(out, config.tls, self._root_download(config.tls))
+
+    def commit(self, prepared: Prepared) -> None:
+        """Serve what `prepare()` made (new handshakes only; open connections keep theirs)."""
+        self._entries, self._tls, self.root = prepared.entries, prepared.tls, prepared.root
+        self._sync()
+        self._poke()
+
+    def _prepare_site(self, config: Config, site: Site, prev: _Entry | None) -> _Entry:
+        issuer = config.issuer_of(site)
+        hosts = tuple(dict.fromkeys(host_of(h) for h in site.hosts))
+        files = (site.cert, site.key) if issuer == "files" else ("", "")
+        if (
+            prev is not None
+            and prev.context is not None
+            and (prev.issuer, prev.hosts, prev.files)
+            == (
+                issuer,
+                hosts,
+                files,
+            )
+        ):
+            return prev  # unchanged: renewal and file changes are run()'s business
+        if issuer == "files":
+            return self._load_files(site.name, hosts, files)
+        stored = self._stored(site.name, issuer, hosts)
+        if stored is not None and (issuer == "acme" or self._now() < stored.renew_at()):
+            return self._entry(site.name, hosts, issuer, stored, "ok")
+        if issuer == "internal":
+            return self._entry(site.name, hosts, issuer, self._issue_internal(site.name, hosts), "ok")
+        return self._entry(site.name, hosts, issuer, self._stand_in(hosts), "temporary")
+
+    def _load_files(self, name: str, hosts: tuple[str, ...], files: tuple[str, str]) -> _Entry:
+        try:
+            signature = _signature(files)
+            pair = load_pair(*files, now=self._now())
+        except PairError as e:
+            raise CertError(f'site "{name}": {e.file}: {e.message}') from None
+        except OSError as e:
+            raise CertError(f'site "{name}": {e.filename}: cannot read: {e.strerror}') from None
+        return replace(self._entry(name, hosts, "files", pair, "ok"), files=files, signature=signature)
+
+    def _entry(self, name: str, hosts: tuple[str, ...], issuer: str, cert: IssuedCert, state: str) -> _Entry:
+        ctx = site_context(cert, self.store_dir)
+        return _Entry(name, hosts, issuer, cert, ctx, state, fingerprint=_leaf_fingerprint(cert))
+
+    # --- where certificates come from ----------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def local_ca(self) -> LocalCA:
+        """The local CA, made on first use. Blocking."""
+        from homeproxy.certs.ca import LocalCA
+
+        with self._ca_lock:
+            if self._ca is None:
+                self._ca = LocalCA.open(self.ca_dir, clock=self.clock)
+            return self._ca
+
+    def _issue_internal(self, name: str, hosts: tuple[str, ...]) -> IssuedCert:
+        from homeproxy.certs.ca import CAError
+
+        try:
+            cert = self.local_ca().issue(hosts)
+        except CAError as e:
+            raise CertError(f'site "{name}": {e}') from None
+        self._store(name, "internal", cert)
+        log.info('issued a certificate for site "%s" (%s) from the local CA', name, ", ".join(hosts))
+        return cert
+
+    def _stand_in(self, hosts: tuple[str, ...]) -> IssuedCert:
+        from homeproxy.certs.ca import CAError
+        from homeproxy.certs.standin import self_signed
+
+        try:
+            ca = self.local_ca()
+            if not ca.names_outside(hosts):
+                return ca.issue(hosts)
+        except CAError:
+            pass
+        return self_signed(hosts, self._now())
+
+    def _paths(self, name: str, issuer: str) -> tuple[Path, Path]:
+        slug = re.sub(r"[^a-z0-9-]+", "-", name.lower())[:40]
+        stem = f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}-{issuer}"
+        return self.store_dir / f"{stem}.crt", self.store_dir / f"{stem}.key"
+
+    def _store(self, name: str, issuer: str, cert: IssuedCert) -> None:
+        crt, key = self._paths(name, issuer)
+        private_dir(self.store_dir)
+        write_atomic(key, cert.key_pem)
+        write_atomic(crt, cert.chain_pem, 0o644)
+
+    def _stored(self, name: str, issuer: str, hosts: tuple[str, ...]) -> IssuedCert | None:
+        """A stored certificate for exactly these hosts, unexpired, (internal) from today's CA."""
+        crt, key = self._paths(name, issuer)
+        if not crt.exists() or not key.exists():
+            return None
+        try:
+            cert = load_pair(crt, key, now=self._now())
+        except PairError:
+            return None
+        if set(cert.names) != set(hosts):
+            return None
+        if issuer == "internal" and not self._from_local_ca(cert):
+            return None
+        return cert
+
+    def _from_local_ca(self, cert: IssuedCert) -> bool:
+        chain = x509.load_pem_x509_certificates(cert.chain_pem)
+        if len(chain) < 2:
+            return False
+        try:
+            root = self.local_ca().root
+            chain[1].verify_directly_issued_by(root)
+            chain[0].verify_directly_issued_by(chain[1])
+        except Exception:  # a CA made again since, or a broken file: issue a new leaf
+            return False
+        return True
+
+    def _root_download(self, tls: TlsSettings) -> RootDownload | None:
+        if not tls.serve_root or not (self.ca_dir / "root.crt").exists():
+            return None
+        from homeproxy.certs.ca import CAError, LocalCA, mobileconfig
+
+        try:
+            ca = LocalCA.open(self.ca_dir, create=False)
+        except (CAError, OSError):
+            return None
+        der = ca.root_der()
+        return RootDownload(ca.root_pem(), der, mobileconfig(der), ca.fingerprint())
+
+    # --- what the TUI and the CLI read ---------------------------------------------------------
+
+    def statuses(self) -> tuple[CertStatus, ...]:
+        out = []
+        for e in self._entries.values():
+            step = self._steps.get(e.site, "")
+            state = ("renewing" if e.state == "ok" else "issuing") if step else e.state
+            nxt: datetime | None = None
+            if e.issuer != "files" and e.cert is not None:
+                nxt = self._now() if e.state == "temporary" else e.cert.renew_at()
+                if e.retry_at:
+                    nxt = max(nxt, datetime.fromtimestamp(e.retry_at, UTC))
+            out.append(
+                CertStatus(
+                    site=e.site,
+                    names=e.cert.names if e.cert else (),
+                    issuer=e.issuer,
+                    state=state,
+                    not_after=e.cert.not_after if e.cert else None,
+                    next_renewal=nxt,
+                    last_error=e.last_error,
+                    step=step,
+                    fingerprint=e.fingerprint,
+                )
+            )
+        return tuple(out)
+
+    def renew(self, site: str) -> None:
+        """Renew `site`'s certificate now (in the background). From any thread."""
+        self._forced.add(site)
+        self._poke()
+
+    # --- the loop task ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Renewals and file reloads every `interval` seconds, forever (cancel to stop)."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        while True:
+            try:
+                await self.check()
+            except Exception:
+                log.exception("certificate check failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+
+    def _poke(self) -> None:
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(wake.set)
+
+    async def check(self) -> list[str]:
+        """One pass: reload changed files, renew what is due or asked for. Returns the sites changed."""
+        changed = []
+        for name, entry in list(self._entries.items()):
+            forced = name in self._forced
+            self._forced.discard(name)
+            new = await asyncio.to_thread(self._check_entry, entry, forced)
+            if new is not entry and self._entries.get(name) is entry:
+                self._entries = {**self._entries, name: new}
+                changed.append(name)
+        if changed:
+            self._sync()
+        return changed
+
+    def _check_entry(self, e: _Entry, forced: bool) -> _Entry:
+        """Blocking: the entry as it should be now (the same object when nothing is to do)."""
+        if e.issuer == "files":
+            try:
+                signature = _signature(e.files)
+            except OSError as err:
+                return self._failed(e, f"{err.filename}: cannot read: {err.strerror}; the previous pair keeps serving")
+            if signature == e.signature and not forced:
+                return e
+            try:
+                new = self._load_files(e.site, e.hosts, e.files)
+            except CertError as err:
+                return replace(self._failed(e, f"{err}; the previous pair keeps serving"), signature=signature)
+            log.info('site "%s": reloaded %s', e.site, e.files[0])
+            return new
+        due = e.state in ("temporary", "error") or e.cert is None or self._now() >= e.cert.renew_at()
+        if not (forced or due) or (not forced and self.clock() < e.retry_at):
+            return e
+        try:
+            cert = self._issue_internal(e.site, e.hosts) if e.issuer == "internal" else self._issue_acme(e)
+        except CertError as err:
+            return self._failed(e, str(err))
+        return self._entry(e.site, e.hosts, e.issuer, cert, "ok")
+
+    def _issue_acme(self, e: _Entry) -> IssuedCert:
+        from homeproxy.certs.acme import AcmeFailed, AcmeIssuer
+
+        def progress(step: str) -> None:
+            self._steps[e.site] = step
+
+        issuer = AcmeIssuer(self._tls, self.acme_dir, self.challenges, clock=self.clock)
+        try:
+            cert = issuer.issue(e.hosts, progress)
+        except AcmeFailed as err:
+            raise CertError(f"ACME, {err.step}: {err.message}") from None
+        finally:
+            self._steps.pop(e.site, None)
+        self._store(e.site, "acme", cert)
+        log.info('site "%s": certificate from %s for %s', e.site, self._tls.acme_url, ", ".join(e.hosts))
+        return cert
+
+    def _failed(self, e: _Entry, message: str) -> _Entry:
+        failures = e.failures + 1
+        delay = min(60.0 * 2 ** (failures - 1), MAX_BACKOFF) * random.uniform(1.0, 1.1)
+        log.warning('site "%s": %s (next try in %.0f s)', e.site, message, delay)
+        state = "temporary" if e.state == "temporary" else "error"
+        return replace(e, state=state, last_error=message, failures=failures, retry_at=self.clock() + delay)
+
+    def _sync(self) -> None:
+        by_host = {h: e.context for e in self._entries.values() if e.context is not None for h in e.hosts}
+        self.contexts.update(by_host)

@@ -1,0 +1,63 @@
+"""The data that certificate code hands around: an issued certificate, and a site's TLS state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCert:
+    """A certificate chain and its private key, as PEM; never logged, never shown."""
+
+    chain_pem: bytes
+    """The leaf first, then the intermediates."""
+
+    key_pem: bytes
+    """The leaf's private key (PKCS#8 PEM)."""
+
+    names: tuple[str, ...]
+    """The DNS names and IP addresses the leaf covers (its SANs), as written."""
+
+    not_before: datetime
+    """Start of validity (timezone-aware, UTC)."""
+
+    not_after: datetime
+    """End of validity (timezone-aware, UTC)."""
+
+    @property
+    def lifetime_seconds(self) -> float:
+        return (self.not_after - self.not_before).total_seconds()
+
+    def renew_at(self) -> datetime:
+        """When a third of the lifetime is left: the time to renew."""
+        return self.not_after - (self.not_after - self.not_before) / 3
+
+
+@dataclass(frozen=True, slots=True)
+class CertStatus:
+    """One TLS site's certificate as the TUI and `homeproxy certs` show it."""
+
+    site: str
+    names: tuple[str, ...]
+    """The names the certificate in use covers (empty when there is none yet)."""
+
+    issuer: str
+    """"internal", "acme" or "files"."""
+
+    state: str
+    """"ok", "issuing", "renewing", "temporary" (an internal stand-in while ACME works),
+    "error" (the last attempt failed; the old certificate, if any, keeps serving) or "missing"."""
+
+    not_after: datetime | None = None
+    next_renewal: datetime | None = None
+    """When homeproxy will next try to renew (None: nothing scheduled, e.g. imported files)."""
+
+    last_error: str = ""
+    """Our own sentence about the last failure ("" when none)."""
+
+    step: str = ""
+    """While issuing: the current step ("account", "order", "challenge ha.example.org", "finalize")."""
+
+    fingerprint: str = ""
+    """SHA-256 of the leaf in use, "AB:CD:..."."""
