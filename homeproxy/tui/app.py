@@ -1,10 +1,11 @@
 """`HomeproxyApp`: the terminal UI around a running `Runtime`.
 
 Screens are Textual modes (each keeps its own state): 1 Dashboard, 2 Sites,
-3 Traffic, 4 Settings, 5 Discovery, ? Help; every action is also in the
-command palette. The app does no I/O in `__init__` and does not poke the
-engine (the one exception: Sites' purge of a site's cache, an operation and
-not a config change): it edits the config through `ConfigStore`, reads `Stats` and the
+3 Traffic, 4 Settings, 5 Discovery, 6 Certificates, ? Help; every action is
+also in the command palette. The app does no I/O in `__init__` and does not
+poke the engine (the exceptions are operations, not config changes: Sites'
+purge of a site's cache, and Certificates' reads of the certificates and
+renewing one): it edits the config through `ConfigStore`, reads `Stats` and the
 `ServiceDirectory`, and drains its bus subscription (through the bridge) into
 a bounded `RequestBuffer` that the screens show, and into discovery batches
 (toasts for names announced or in conflict; the visible screen gets the batch).
@@ -27,6 +28,7 @@ from homeproxy.discovery.events import DISCOVERY_EVENTS, DiscoveryEvent, NameAnn
 from homeproxy.engine import RequestCompleted, Stats
 from homeproxy.runtime import Runtime
 from homeproxy.tui.bridge import ConfigEventArrived, RequestBuffer, drain
+from homeproxy.tui.screens.certificates import CertificatesScreen
 from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.dashboard import DashboardScreen
 from homeproxy.tui.screens.discovery import DiscoveryScreen
@@ -41,6 +43,7 @@ SCREENS = (
     ("traffic", "3", "Traffic", "The live request log"),
     ("settings", "4", "Settings", "Listeners, logging, defaults, discovery and config backups"),
     ("discovery", "5", "Discovery", "Services found on the LAN over mDNS; add one as a site"),
+    ("certificates", "6", "Certificates", "HTTPS certificates, renewals, and trusting the local CA's root"),
     ("help", "question_mark", "Help", "Keys and what each screen does"),
 )
 
@@ -59,10 +62,11 @@ class HomeproxyApp(App[None]):
         "traffic": TrafficScreen,
         "settings": SettingsScreen,
         "discovery": DiscoveryScreen,
+        "certificates": CertificatesScreen,
         "help": HelpScreen,
     }
     BINDINGS = [
-        # One compact footer group ("1 2 3 4 5 screens"), so each screen's own keys keep the room;
+        # One compact footer group ("1 2 3 4 5 6 screens"), so each screen's own keys keep the room;
         # the header names the screen shown, and Help and the palette name every key.
         *(
             Binding(

@@ -55,6 +55,18 @@ FLAGS = (
 )
 
 
+#: After a TLS site's name in the Dashboard and Sites tables.
+PADLOCK = "🔒"
+
+
+def site_name(site: Site) -> Text:
+    """A site's name for a table: struck through when disabled, a padlock after it when it has HTTPS."""
+    text = Text(site.name, style="" if site.enabled else "dim strike")
+    if site.tls:
+        text.append(" " + PADLOCK, style="" if site.enabled else "dim")
+    return text
+
+
 def feature_flags(site: Site) -> Text:
     """One letter per feature: bright when the site has it on, a dim dot when off."""
     on = (
@@ -64,7 +76,7 @@ def feature_flags(site: Site) -> Text:
         bool(site.allow or site.deny),
         site.rate_limit is not None,
         site.websockets,
-        False,  # TLS lands with its issue
+        site.tls,
     )
     text = Text()
     for (letter, _name), enabled in zip(FLAGS, on, strict=True):

@@ -676,3 +676,134 @@ async def test_keys_in_one_burst_follow_their_tabs(runtime: Runtime) -> None:
             timeout=5,
             description=f"{want}, each in its own field",
         )
+
+
+# --- HTTPS ---------------------------------------------------------------------------------
+
+
+def https_port_0(runtime: Runtime) -> None:
+    """Let the engine pick the HTTPS port (a TLS site opens the HTTPS listener; 8443 may be taken)."""
+    path = runtime.config_path
+    path.write_text(path.read_text().replace("http_port = 0\n", "http_port = 0\nhttps_port = 0\n"))
+    assert runtime.store.reload()
+
+
+def write_pair(directory: Path, names: tuple[str, ...], *, key_of: tuple[str, ...] | None = None) -> tuple[Path, Path]:
+    """A real leaf for `names` from a throwaway CA, as fullchain.pem + privkey.pem (0600); with `key_of`,
+    the key of another leaf (a mismatched pair)."""
+    from homeproxy.certs.ca import LocalCA
+
+    ca = LocalCA.open(directory / "other-ca")
+    leaf = ca.issue(names)
+    cert, key = directory / f"{names[0]}.fullchain.pem", directory / f"{names[0]}.privkey.pem"
+    cert.write_bytes(leaf.chain_pem)
+    key.write_bytes((ca.issue(key_of) if key_of else leaf).key_pem)
+    key.chmod(0o600)
+    return cert, key
+
+
+async def test_tls_switch_shows_the_certificate_choice_and_saves(runtime: Runtime) -> None:
+    https_port_0(runtime)
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "e")
+        options = editor.query_one("#tls-options")
+        assert not editor.form.checks["tls"].value and not options.display
+        editor.form.checks["tls"].focus()
+        await pilot.press("space")
+        await wait_for(lambda: options.display, description="the certificate choice")
+        issuer = editor.query_one("#issuer", Select)
+        assert issuer.value == "default"
+        assert not editor.form.fields["cert"].display  # the files only for "my own files"
+        assert editor.form.checks["redirect_to_https"].value
+        await wait_for(lambda: editor.candidate is not None and editor.candidate.tls, description="a valid TLS site")
+        await save_and_wait(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, SitesScreen)
+        cell = screen.query_one("#sites-table", DataTable).get_cell("files", "name")
+        assert isinstance(cell, Text) and cell.plain == "files 🔒"
+        assert "🔒 on · certificate from the [tls] issuer" in str(screen.query_one("#site-detail").render())
+    site = runtime.store.config.site("files")
+    assert site is not None and site.tls and site.issuer == "" and site.redirect_to_https
+    assert "tls = true" in runtime.config_path.read_text()
+
+
+async def test_own_files_are_checked_as_you_type(runtime: Runtime, tmp_path: Path) -> None:
+    https_port_0(runtime)
+    cert, key = write_pair(tmp_path, ("files.home.arpa",))
+    _, wrong_key = write_pair(tmp_path, ("other.home.arpa",))
+    narrow, narrow_key = write_pair(tmp_path, ("www.files.home.arpa",))
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "e")
+        editor.form.checks["tls"].value = True
+        editor.query_one("#issuer", Select).value = "files"
+        await wait_for(lambda: editor.form.fields["cert"].display, description="the file fields")
+        await type_into(pilot, field(editor, "cert"), str(cert))
+        await type_into(pilot, field(editor, "key"), str(wrong_key))
+        await wait_for(lambda: "does not belong" in error_under(editor, "key"), description="the mismatch")
+        assert str(wrong_key) in error_under(editor, "key") and editor.candidate is None
+        await type_into(pilot, field(editor, "key"), str(key))
+        await wait_for(lambda: editor.candidate is not None, description="a valid pair")
+        assert editor.form.hint_text("cert-hint") == ""
+
+        # A pair that does not cover the site's host is allowed, with a warning that names the host.
+        await type_into(pilot, field(editor, "cert"), str(narrow))
+        await type_into(pilot, field(editor, "key"), str(narrow_key))
+        await wait_for(lambda: "files.home.arpa" in editor.form.hint_text("cert-hint"), description="the warning")
+        assert editor.candidate is not None
+        await type_into(pilot, field(editor, "cert"), str(cert))
+        await type_into(pilot, field(editor, "key"), str(key))
+        await wait_for(lambda: editor.form.hint_text("cert-hint") == "", description="no warning")
+        await save_and_wait(pilot, app)
+    site = runtime.store.config.site("files")
+    assert site is not None and site.uses_own_cert and (site.cert, site.key) == (str(cert), str(key))
+    assert runtime.store.config.issuer_of(site) == "files"
+
+
+async def test_hsts_on_internal_names_is_warned_about(runtime: Runtime) -> None:
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "e")
+        form = editor.form
+        form.checks["headers.security"].value = True
+        await pilot.pause()
+        assert form.hint_text("hsts-hint") == ""  # no TLS: no HSTS is sent
+        form.checks["tls"].value = True
+        await wait_for(lambda: "files.home.arpa" in form.hint_text("hsts-hint"), description="the HSTS warning")
+        assert editor.query_one("#hsts-hint").has_class("-visible")
+        await type_into(pilot, field(editor, "hosts"), "files.example.org, nas, nas.local, 192.168.1.9")
+        await wait_for(lambda: "nas, nas.local)" in form.hint_text("hsts-hint"), description="the internal ones")
+        assert "example.org" not in form.hint_text("hsts-hint") and "192.168" not in form.hint_text("hsts-hint")
+        await type_into(pilot, field(editor, "hosts"), "files.example.org")
+        await wait_for(lambda: form.hint_text("hsts-hint") == "", description="a public name: no warning")
+        editor.query_one("#issuer", Select).value = "acme"
+        await type_into(pilot, field(editor, "hosts"), "*.example.org, ha.home.arpa")
+        await wait_for(lambda: "ha.home.arpa" in form.hint_text("issuer-hint"), description="ACME's limits")
+        assert "*.example.org" in form.hint_text("issuer-hint")
+
+
+async def test_a_tls_site_reads_back_unchanged(runtime: Runtime, tmp_path: Path) -> None:
+    cert, key = write_pair(tmp_path, ("own.home.arpa",))
+    extra = (
+        '\n[[sites]]\nname = "acme"\nhosts = ["acme.example.org"]\nupstreams = ["http://127.0.0.1:9"]\n'
+        'tls = true\nissuer = "acme"\nredirect_to_https = false\n'
+        '\n[[sites]]\nname = "own"\nhosts = ["own.home.arpa"]\nupstreams = ["http://127.0.0.1:9"]\n'
+        f'tls = true\ncert = "{cert}"\nkey = "{key}"\n'
+    )
+    https_port_0(runtime)
+    runtime.config_path.write_text(runtime.config_path.read_text() + extra)
+    assert runtime.store.reload()
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await sites_screen(pilot)
+        for row, name in ((1, "acme"), (2, "own")):
+            screen.query_one("#sites-table", DataTable).move_cursor(row=row)
+            editor = await open_editor(pilot, "e")
+            assert editor.validate() and editor.candidate == runtime.store.config.site(name), name
+            assert not editor.dirty
+            await pilot.press("escape")
+            await wait_for(lambda: isinstance(app.screen, SitesScreen), description="closed")

@@ -27,7 +27,7 @@ from homeproxy import __version__
 from homeproxy.config import Config, Site
 from homeproxy.engine import TOTAL, SiteStats
 from homeproxy.tui.bridge import ConfigEventArrived
-from homeproxy.tui.format import duration, feature_flags, rate, sparkline
+from homeproxy.tui.format import duration, feature_flags, rate, site_name, sparkline
 
 if TYPE_CHECKING:
     from homeproxy.tui.app import HomeproxyApp
@@ -220,7 +220,7 @@ class DashboardScreen(Screen[None]):
 
     def _text_cells(self, site: Site) -> dict[str, Text]:
         """The site's name, hosts and upstreams (the columns whose width depends on the config)."""
-        name = Text(site.name, style="" if site.enabled else "dim strike")
+        name = site_name(site)
         ups = Text()
         for i, url in enumerate(site.upstreams[:2]):
             if i:

@@ -25,7 +25,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Static
 
-from homeproxy.config import Config, ConfigInvalid, ConfigStore, Site, build_config
+from homeproxy.config import Config, ConfigError, ConfigInvalid, ConfigStore, Site, build_config
 from homeproxy.config.model import CacheSettings, CompressionSettings, SiteDefaults
 from homeproxy.tui.bridge import ConfigEventArrived
 from homeproxy.tui.screens.confirm import ConfirmModal
@@ -58,14 +58,18 @@ def copy_name(config: Config, name: str) -> str:
 
 
 def check_site(
-    document: Mapping[str, Any], original: str | None, raw: Mapping[str, Any]
+    document: Mapping[str, Any],
+    original: str | None,
+    raw: Mapping[str, Any],
+    warnings: list[str] | None = None,
 ) -> tuple[Site | None, dict[str, list[str]]]:
     """Validate `raw` (a site as TOML data) as it would be in `document` (the config as plain data).
 
     The site replaces the one named `original` (or is added) and goes last, so that a
     clash with another site (a host, a name) is reported on it. Returns the built site,
     or None and the loader's messages keyed by their key path inside the site ("" for
-    what is not about one key of it).
+    what is not about one key of it). The loader's warnings about this site (a host its
+    own certificate does not cover) are appended to `warnings` when given.
     """
     data = dict(document)
     sites = data.get("sites", [])
@@ -76,10 +80,11 @@ def check_site(
     ]
     index = len(others)
     data["sites"] = [*others, dict(raw)]
+    prefix = f"sites[{index}]"
+    found: list[ConfigError] = []
     try:
-        config = build_config(data)
+        config = build_config(data, warnings=found)
     except ConfigInvalid as e:
-        prefix = f"sites[{index}]"
         errors: dict[str, list[str]] = {}
         for err in e.errors:
             if err.key.startswith((prefix + ".", prefix + "[")):
@@ -87,6 +92,10 @@ def check_site(
             else:
                 errors.setdefault("", []).append(f"{err.key}: {err.message}" if err.key else err.message)
         return None, errors
+    finally:
+        if warnings is not None:
+            ours = (prefix + ".", prefix + "[")
+            warnings.extend(w.message for w in found if w.key == prefix or w.key.startswith(ours))
     return config.sites[index], {}
 
 
@@ -209,7 +218,10 @@ class SiteEditorModal(ModalScreen[Site | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="editor"):
-            yield SiteForm(self.start, id="site-form")
+            config = self.store.config
+            yield SiteForm(
+                self.start, id="site-form", default_issuer=config.tls.issuer, https_port=config.server.https_port
+            )
             if self.note is not None:
                 yield Static(self.note, id="editor-note")
             yield Static(id="editor-status")
@@ -260,7 +272,9 @@ class SiteEditorModal(ModalScreen[Site | None]):
         form = self.form
         raw = form.raw()
         original = self.original.name if self.original is not None else None
-        site, errors = check_site(self._document, original, raw)
+        warnings: list[str] = []
+        site, errors = check_site(self._document, original, raw, warnings)
+        form.show_warnings(warnings)
         for key, messages in form.local_problems().items():
             errors.setdefault(key, []).extend(messages)
         self.errors = errors

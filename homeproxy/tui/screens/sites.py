@@ -28,7 +28,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from homeproxy.config import Config, ConfigStore, Site
 from homeproxy.tui.bridge import ConfigEventArrived
-from homeproxy.tui.format import feature_flags, size
+from homeproxy.tui.format import PADLOCK, feature_flags, site_name, size
 from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.dashboard import LEGEND, LEGEND_SHORT, PADDING
 from homeproxy.tui.screens.site_editor import SiteEditorModal
@@ -81,6 +81,15 @@ def site_summary(site: Site) -> Text:
     if not site.verify_upstream:
         proxy.append("HTTPS certificates not checked")
     line("Proxying", " · ".join(proxy))
+    if site.tls:
+        if site.uses_own_cert:
+            source = f"own files {site.cert}"
+        else:
+            source = {"internal": "the local CA", "acme": "ACME"}.get(site.issuer, "the [tls] issuer")
+        redirect = "plain HTTP redirected (308)" if site.redirect_to_https else "plain HTTP served too"
+        line("HTTPS", f"{PADLOCK} on · certificate from {source} · {redirect}")
+    else:
+        line("HTTPS", Text("off", style=dim))
     if site.publish is not None:
         line("mDNS", "announces its .local names" if site.publish else "does not announce its .local names")
     access: list[str] = []
@@ -284,7 +293,7 @@ class SitesScreen(Screen[None]):
 
     @staticmethod
     def _cells(site: Site) -> tuple[Text, ...]:
-        name = Text(site.name, style="" if site.enabled else "dim strike")
+        name = site_name(site)
         state = Text("● on", style="green") if site.enabled else Text("○ off", style="dim")
         # "http://" is the rule and costs a narrow column the port; https:// and mdns:// say something.
         ups = Text(", ".join(url.removeprefix("http://") for url in site.upstreams))

@@ -9,10 +9,14 @@ errors to themselves until `reveal` (after a save attempt).
 
 A switched-off feature (cache, compression, rate limit, auth) is sent as off,
 without its options, but the inputs keep what was typed while the form is open.
+HTTPS follows the same rule for the certificate files; the hints under it (HSTS
+on internal names, ACME for names it cannot issue) are the form's own, since
+they are advice and not errors.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -54,6 +58,57 @@ PUBLISH_VALUES: dict[str, bool | None] = {"default": None, "on": True, "off": Fa
 
 #: Under "Verify upstream" when it is off and an upstream speaks TLS.
 VERIFY_OFF_HINT = "⚠ not checked: right for self-signed gear on your LAN, not for servers across the internet"
+
+#: Where a TLS site's certificate comes from; "default" is `[tls] issuer` (its label says which).
+ISSUER_CHOICES = (
+    ("homeproxy's local CA", "internal"),
+    ("ACME (Let's Encrypt or another CA)", "acme"),
+    ("my own certificate files", "files"),
+)
+
+#: Names that only mean something at home: no public CA issues for them, and HSTS pins them in every browser.
+INTERNAL_SUFFIXES = (".local", ".home.arpa", ".lan", ".internal", ".home", ".localdomain", ".test")
+
+
+def internal_names(hosts: Sequence[str]) -> list[str]:
+    """The hosts that are internal names: a home-network suffix (`.local`, `.home.arpa`, `.lan`,
+    `.internal`, ...) or no dot at all (`nas`). IP addresses are not names (browsers ignore HSTS for them)."""
+    found = []
+    for host in hosts:
+        name = host.lower().rstrip(".").removeprefix("*.")
+        try:
+            ipaddress.ip_address(name.strip("[]"))
+            continue
+        except ValueError:
+            pass
+        if "." not in name or name.endswith(INTERNAL_SUFFIXES):
+            found.append(host)
+    return found
+
+
+def hsts_hint(hosts: Sequence[str]) -> str:
+    """The warning for HSTS (security headers on a TLS site) on internal names, or ""."""
+    names = internal_names(hosts)
+    if not names:
+        return ""
+    return (
+        f"⚠ HSTS on internal names ({', '.join(names)}): once a browser has seen it, it refuses plain HTTP "
+        "and any certificate problem on them for a year, with no way past the error. Turn security headers "
+        "on only when every device trusts homeproxy's root."
+    )
+
+
+def acme_hint(hosts: Sequence[str]) -> str:
+    """What ACME cannot do for these hosts (internal names, wildcards over HTTP-01), or ""."""
+    problems = []
+    names = internal_names(hosts)
+    if names:
+        problems.append(f"no public CA issues for internal names ({', '.join(names)}): use the local CA")
+    wild = [h for h in hosts if h.startswith("*.") and h not in names]
+    if wild:
+        problems.append(f"HTTP-01 cannot prove a wildcard ({', '.join(wild)}): list the names, or bring your own files")
+    return "⚠ " + "; ".join(problems) if problems else ""
+
 
 AUTH_MODES = (
     ("off", "off"),
@@ -266,10 +321,18 @@ class SiteForm(VerticalScroll, can_focus=False):
             # A burst of keystrokes is checked once: only the latest state of the form matters.
             return isinstance(message, SiteForm.Changed) and message.form is self.form
 
-    def __init__(self, site: Site, *, id: str | None = None) -> None:
+    def __init__(
+        self, site: Site, *, id: str | None = None, default_issuer: str = "internal", https_port: int = 8443
+    ) -> None:
         super().__init__(id=id)
         self.site = site
         """The site the form started from."""
+        self.default_issuer = default_issuer
+        """`[tls] issuer`: what "default" means in the certificate choice."""
+        self.https_port = https_port
+        self.issuer_choice = "files" if site.uses_own_cert else (site.issuer or "default")
+        """The certificate Select's value: "default", "internal", "acme" or "files"."""
+        self._hints: dict[str, str] = {}
         self.fields: dict[str, Field] = {}
         self.inputs: dict[str, Input] = {}
         self.checks: dict[str, Checkbox] = {}
@@ -380,16 +443,19 @@ class SiteForm(VerticalScroll, can_focus=False):
                     "60s",
                     "Wait this long for upstream data, between reads (then 504)",
                 )
+                yield from self._tls_fields()
                 yield Static("Routes", classes="section")
                 yield self._field("routes", "Path routes", self.routes, classes="-bare")
                 yield Static("Headers", classes="section")
                 yield self._check(
                     "headers.security",
                     "Security headers",
-                    "add nosniff, frame and referrer",
+                    "nosniff, frame, referrer, HSTS",
                     headers.security,
-                    "Add X-Content-Type-Options, X-Frame-Options and Referrer-Policy if absent",
+                    "Add X-Content-Type-Options, X-Frame-Options and Referrer-Policy if absent, and "
+                    "Strict-Transport-Security (HSTS) on HTTPS responses",
                 )
+                yield Static(id="hsts-hint", classes="field-hint", markup=False)
                 yield self._field("headers.request.set", "Request: set", self.request_headers)
                 yield self._input(
                     "headers.request.remove",
@@ -587,6 +653,59 @@ class SiteForm(VerticalScroll, can_focus=False):
                         "Codings homeproxy may use, in order of preference",
                     )
 
+    def _tls_fields(self) -> ComposeResult:
+        s = self.site
+        yield Static("HTTPS", classes="section")
+        yield self._check(
+            "tls",
+            "TLS",
+            f"serve over HTTPS on port {self.https_port}",
+            s.tls,
+            "Serve this site over HTTPS with a certificate for all its hosts (the one HTTPS port; "
+            "each site's certificate is chosen by the name the browser asks for)",
+        )
+        with Vertical(classes="options", id="tls-options"):
+            default = ISSUER_CHOICES[[v for _, v in ISSUER_CHOICES].index(self.default_issuer)][0]
+            choices = ((Text(f"as [tls] says: {default}"), "default"), *((Text(t), v) for t, v in ISSUER_CHOICES))
+            issuer: Select[str] = Select(
+                choices,
+                value=self.issuer_choice,
+                allow_blank=False,
+                id="issuer",
+                compact=True,
+                tooltip=Text(
+                    "Where the certificate comes from: homeproxy's local CA (devices trust its root once), "
+                    "ACME (Let's Encrypt: public names, port 80 forwarded here), or your own PEM files"
+                ),
+            )
+            yield self._field("issuer", "Certificate", issuer)
+            yield Static(id="issuer-hint", classes="field-hint", markup=False)
+            yield self._input(
+                "cert",
+                "Cert file",
+                s.cert,
+                "/etc/letsencrypt/live/ha/fullchain.pem",
+                "PEM with the chain, leaf first (absolute path); reloaded when it changes",
+                classes="tls-files",
+            )
+            yield self._input(
+                "key",
+                "Key file",
+                s.key,
+                "/etc/letsencrypt/live/ha/privkey.pem",
+                "The certificate's private key, PEM (absolute path; keep it readable only by homeproxy)",
+                classes="tls-files",
+            )
+            yield Static(id="cert-hint", classes="field-hint", markup=False)
+            yield self._check(
+                "redirect_to_https",
+                "Plain HTTP",
+                "redirect to HTTPS (308)",
+                s.redirect_to_https,
+                "Answer http:// requests with a redirect to the same URL on HTTPS "
+                "(ACME challenges and the root certificate download are exempt)",
+            )
+
     def on_mount(self) -> None:
         self.initial = self.raw()
         self._sync_options()
@@ -632,6 +751,13 @@ class SiteForm(VerticalScroll, can_focus=False):
         }
         if (publish := PUBLISH_VALUES[self.publish_choice]) is not None:
             raw["publish"] = publish
+        raw["tls"] = on("tls")
+        raw["redirect_to_https"] = on("redirect_to_https")
+        if self.issuer_choice in ("internal", "acme"):
+            raw["issuer"] = self.issuer_choice
+        elif self.issuer_choice == "files" and on("tls"):
+            # The files mean nothing without TLS (the loader says so): an off switch sends none.
+            raw["cert"], raw["key"] = text("cert"), text("key")
         if on("rate_limit"):
             limit: dict[str, Any] = {"rate": text("rate_limit.rate")}
             if burst := text("rate_limit.burst"):
@@ -701,6 +827,13 @@ class SiteForm(VerticalScroll, can_focus=False):
         self._sync_options()
         self.post_message(self.Changed(self))
 
+    @on(Select.Changed, "#issuer")
+    def _issuer_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self.issuer_choice = str(event.value)
+        self._sync_options()
+        self.post_message(self.Changed(self))
+
     @on(Select.Changed, "#publish")
     def _publish_changed(self, event: Select.Changed) -> None:
         event.stop()
@@ -723,6 +856,30 @@ class SiteForm(VerticalScroll, can_focus=False):
         self.query_one("#compression-options").display = self.is_on("compression")
         for field in self.query(".auth-field"):
             field.display = field.has_class(f"auth-{self.auth_mode}")
+        tls = self.is_on("tls")
+        self.query_one("#tls-options").display = tls
+        for field in self.query(".tls-files"):
+            field.display = self.issuer_choice == "files"
+        hosts = split_list(self.typed("hosts"))
+        issuer = self.default_issuer if self.issuer_choice == "default" else self.issuer_choice
+        self._hint("#issuer-hint", acme_hint(hosts) if tls and issuer == "acme" else "")
+        self._hint("#hsts-hint", hsts_hint(hosts) if tls and self.is_on("headers.security") else "")
+
+    def _hint(self, selector: str, text: str) -> None:
+        """Show `text` under a field (hidden when "")."""
+        if self._hints.get(selector) != text:  # every keystroke re-checks: touch only what changed
+            self._hints[selector] = text
+            hint = self.query_one(selector, Static)
+            hint.update(Text(text))
+            hint.set_class(bool(text), "-visible")
+
+    def hint_text(self, name: str) -> str:
+        """What the hint `#<name>` says now ("" when hidden)."""
+        return self._hints.get(f"#{name}", "")
+
+    def show_warnings(self, warnings: Sequence[str]) -> None:
+        """The loader's warnings (a host the certificate files do not cover) under the key file."""
+        self._hint("#cert-hint", "\n".join("⚠ " + w for w in warnings) if self.is_on("tls") else "")
 
     def note_touched(self, raw: Mapping[str, Any]) -> None:
         """Remember the keys whose value now differs from the start."""
