@@ -27,6 +27,7 @@ async def test_shows_sites_and_counts_real_requests(runtime: Runtime) -> None:
     async with app.run_test(size=(120, 30)) as pilot:
         assert _cell(app, "files", "hosts") == "files.home.arpa"
         assert f"http://127.0.0.1:{port}" in _text(app, "#engine-status")
+        assert "https://" not in _text(app, "#engine-status")  # no TLS site, no HTTPS listener
         async with aiohttp.ClientSession() as http:
             for _ in range(3):
                 async with http.get(f"http://127.0.0.1:{port}/x", headers={"Host": "files.home.arpa"}) as r:
@@ -137,3 +138,19 @@ async def test_dashboard_fits_80_columns_and_follows_resizes(runtime: Runtime) -
         await pilot.resize_terminal(120, 30)
         await wait_for(lambda: "upstreams" in columns(), description="the columns back at 120")
         assert _cell(app, "files", "hosts") == "files.home.arpa"
+
+
+async def test_status_line_names_the_https_listener_once_a_site_has_tls(runtime: Runtime) -> None:
+    assert runtime.engine is not None and runtime.engine.https_addresses == ()
+    path = runtime.config_path
+    path.write_text(path.read_text().replace("http_port = 0\n", "http_port = 0\nhttps_port = 0\n") + "tls = true\n")
+    assert runtime.store.reload()
+    await wait_for(lambda: bool(runtime.engine and runtime.engine.https_addresses), description="the HTTPS listener")
+    port = runtime.engine.https_addresses[0][1]
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_for(
+            lambda: f"https://127.0.0.1:{port}" in _text(app, "#engine-status"), description="the https address"
+        )
+        assert f"http://127.0.0.1:{runtime.engine.addresses[0][1]}" in _text(app, "#engine-status")
+        await pilot.pause()

@@ -282,7 +282,9 @@ class DashboardScreen(Screen[None]):
         if engine is None or not engine.running:
             status.update(Text("○ engine stopped", style="bold"))
         else:
-            addrs = "  ".join(f"http://{h}:{p}" for h, p in engine.addresses) or "no listener"
+            urls = [f"http://{h}:{p}" for h, p in engine.addresses]
+            urls += [f"https://{h}:{p}" for h, p in engine.https_addresses]
+            addrs = "  ".join(urls) or "no listener"
             up = runtime.clock() - engine.started_at if engine.started_at is not None else 0.0
             # Most useful first: what does not fit the line is left out from the end.
             parts = [Text.assemble(("up ", "dim"), _uptime(up))]
@@ -302,6 +304,7 @@ class DashboardScreen(Screen[None]):
                 line.append_text(part)
             status.update(line)
             problems.extend(engine.listen_errors)
+            problems.extend(engine.tls_errors)
         problems.extend(str(e) for e in runtime.store.last_errors)
         banner = self.query_one("#banner", Static)
         banner.update(Text("\n".join(problems)))
