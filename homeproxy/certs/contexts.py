@@ -30,6 +30,12 @@ def _base() -> ssl.SSLContext:
     ctx.set_ciphers(CIPHERS)
     ctx.set_alpn_protocols(ALPN)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
+    # Stateful resumption: OpenSSL keeps sessions in the listener's in-memory cache (bounded, each
+    # gone after its timeout) and a client's ticket (TLS 1.3) or session ID (TLS 1.2) only names
+    # one. No ticket-encryption key exists, so there is none to rotate or to leak; Python's ssl
+    # has no API to rotate stateless ticket keys.
+    ctx.options |= ssl.OP_NO_TICKET
+    ctx.num_tickets = 1  # one cached session per TLS 1.3 connection, not OpenSSL's two
     return ctx
 
 

@@ -247,6 +247,44 @@ async def test_a_leaf_near_expiry_is_renewed_without_dropping_an_open_connection
     assert e.certificates()[0].state == "ok"
 
 
+def resumed_sessions(port: int, name: str, version: ssl.TLSVersion, connections: int) -> list[ssl.SSLSession]:
+    """`connections` verified HTTPS requests in a row, each offering the previous one's session;
+    returns the sessions of those that resumed."""
+    import socket
+
+    ctx = root_context()
+    ctx.minimum_version = ctx.maximum_version = version
+    session: ssl.SSLSession | None = None
+    resumed = []
+    for _ in range(connections):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname=name, session=session) as tls,
+        ):
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+            assert tls.recv(12).startswith(b"HTTP/1.1 200")  # TLS 1.3 tickets arrive after the handshake
+            if tls.session_reused:
+                resumed.append(tls.session)
+            session = tls.session
+    return resumed
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"])
+async def test_sessions_resume_from_the_servers_cache_with_no_ticket_key(
+    engine: Start, echo: Backend, version: ssl.TLSVersion
+) -> None:
+    e = await engine(tls_config(site("a", ["a.home.arpa"], [echo.url], tls=True)))
+    port = https_port(e)
+    resumed = await asyncio.to_thread(resumed_sessions, port, "a.home.arpa", version, 3)
+    assert len(resumed) == 2  # the 2nd and the 3rd connection skip the full handshake
+    if version == ssl.TLSVersion.TLSv1_2:
+        # No stateless ticket (the master secret sealed under a long-lived key): a session ID.
+        assert not any(s.has_ticket for s in resumed) and all(s.id for s in resumed)
+    stats = e.certs.contexts.listener.session_stats()
+    assert stats["hits"] == 2
+    assert stats["number"] >= 1  # the sessions are in the listener's cache: a ticket only names one
+
+
 async def test_an_apply_that_adds_a_tls_site_serves_it_when_apply_returns(engine: Start, echo: Backend) -> None:
     e = await engine(make_config(site("plain", ["p.home.arpa"], [echo.url]), https_port=0))
     assert e.https_addresses == ()
