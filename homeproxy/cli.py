@@ -7,6 +7,7 @@
     homeproxy demo                sample sites and live traffic on loopback, in the TUI
     homeproxy discover            list the services mDNS finds on the LAN
     homeproxy ca export|info|trust  the local CA's root certificate (homeproxy/cli_ca.py)
+    homeproxy certs [renew SITE]    TLS certificates, renewing one (homeproxy/cli_certs.py)
 
 `--config PATH` works before or after the subcommand.
 """
@@ -22,7 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from homeproxy import __version__, cli_ca, paths
+from homeproxy import __version__, cli_ca, cli_certs, paths
 from homeproxy.config import ConfigChanged, ConfigEvent, ConfigInvalid, ConfigRejected, ConfigStore
 from homeproxy.config.load import ConfigError, decode_config, parse_config
 
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     discover.set_defaults(command="discover")
     cli_ca.add_parser(sub, _add_config_option)
+    cli_certs.add_parser(sub, _add_config_option)
     return parser
 
 
@@ -178,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_demo(args.rate)
     if args.command == "ca":
         return cli_ca.run(args, config_path)
+    if args.command == "certs":
+        return cli_certs.run(args, config_path)
     if args.command == "discover":
         return cmd_discover(config_path, args.timeout, args.json, args.types or [], args.interfaces or [])
     return cmd_tui(config_path)

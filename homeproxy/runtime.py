@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from homeproxy import paths
 from homeproxy.config import Config, ConfigStore
+from homeproxy.control import ControlServer, socket_path
 from homeproxy.discovery.directory import ServiceDirectory
 from homeproxy.engine import AccessLog, Consumer, Engine, EventBus, RequestCompleted, Stats
 
@@ -56,6 +57,8 @@ class Runtime:
         """False keeps zeroconf off entirely (tests that do not test discovery)."""
         self.discovery: Discovery | None = None
         """mDNS browsing and announcing, when `[discovery]` asks for either (or a site uses mdns://)."""
+        self.control = ControlServer(lambda: self.engine, socket_path(self.data_dir))
+        """The socket `homeproxy certs` talks to."""
 
     def start(self, *, watch: bool = True) -> Config:
         """Load (or create) the config, start the engine and the subscribers.
@@ -83,6 +86,10 @@ class Runtime:
                 self.discovery.start(config, port=self._http_port())
             except Exception as e:  # mDNS is a convenience: the proxy serves without it
                 log.warning("mDNS discovery could not start: %s", e)
+        try:
+            self.control.start()
+        except OSError as e:  # a convenience too: the proxy serves without it
+            log.warning("no control socket at %s: %s", self.control.path, e)
         if watch:
             self.store.watch()
         return config
@@ -111,6 +118,7 @@ class Runtime:
     def stop(self) -> None:
         """Stop watching, drain and stop the engine, flush the subscribers."""
         self.store.stop_watching()
+        self.control.stop()
         if self.discovery is not None:
             self.discovery.stop()  # goodbyes first, while the names still point at a live proxy
         if self.engine is not None:

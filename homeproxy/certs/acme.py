@@ -149,7 +149,7 @@ class AcmeIssuer:
     ) -> None:
         name = authzr.body.identifier.value
         if authzr.body.status == messages.STATUS_VALID:
-            log.info("ACME: %s is already authorized for this account", name)
+            self._enter(f"challenge {name}: already authorized for this account")
             return
         self._enter(f"challenge {name}")
         challb = next((c for c in authzr.body.challenges if isinstance(c.chall, acme_challenges.HTTP01)), None)

@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import logging
 import random
-import re
 import ssl
 import threading
 import time
@@ -40,7 +39,8 @@ from homeproxy.certs.challenges import ChallengeStore
 from homeproxy.certs.contexts import SniContexts, host_of, site_context
 from homeproxy.certs.files import private_dir, write_atomic
 from homeproxy.certs.pairs import PairError, load_pair
-from homeproxy.certs.status import CertStatus, IssuedCert
+from homeproxy.certs.status import CertStatus, IssuedCert, Renewal
+from homeproxy.certs.stored import stored_paths
 from homeproxy.config.model import Config, Site, TlsSettings
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ class CertManager:
         self._ca_lock = threading.Lock()
         self._forced: set[str] = set()
         self._steps: dict[str, str] = {}
+        self._followers: dict[str, list[Renewal]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self.interval = CHECK_INTERVAL
@@ -225,9 +226,7 @@ class CertManager:
         return self_signed(hosts, self._now())
 
     def _paths(self, name: str, issuer: str) -> tuple[Path, Path]:
-        slug = re.sub(r"[^a-z0-9-]+", "-", name.lower())[:40]
-        stem = f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}-{issuer}"
-        return self.store_dir / f"{stem}.crt", self.store_dir / f"{stem}.key"
+        return stored_paths(self.store_dir, name, issuer)
 
     def _store(self, name: str, issuer: str, cert: IssuedCert) -> None:
         crt, key = self._paths(name, issuer)
@@ -301,8 +300,13 @@ class CertManager:
             )
         return tuple(out)
 
-    def renew(self, site: str) -> None:
-        """Renew `site`'s certificate now (in the background). From any thread."""
+    def renew(self, site: str, follow: Renewal | None = None) -> None:
+        """Renew `site`'s certificate now (in the background). From any thread. `follow` gets the
+        steps and the outcome. KeyError when no TLS site has that name."""
+        if site not in self._entries:
+            raise KeyError(site)
+        if follow is not None:
+            self._followers.setdefault(site, []).append(follow)
         self._forced.add(site)
         self._poke()
 
@@ -328,7 +332,7 @@ class CertManager:
 
     async def check(self) -> list[str]:
         """One pass: reload changed files, renew what is due or asked for. Returns the sites changed."""
-        changed = []
+        changed, done = [], []
         for name, entry in list(self._entries.items()):
             forced = name in self._forced
             self._forced.discard(name)
@@ -336,8 +340,15 @@ class CertManager:
             if new is not entry and self._entries.get(name) is entry:
                 self._entries = {**self._entries, name: new}
                 changed.append(name)
+            if forced:
+                done.append(name)
         if changed:
             self._sync()
+        for name in done:  # after _sync: what a follower hears of is already served
+            status = {s.site: s for s in self.statuses()}.get(name)
+            for follow in self._followers.pop(name, []):
+                if status is not None:
+                    follow.done(status)
         return changed
 
     def _check_entry(self, e: _Entry, forced: bool) -> _Entry:
@@ -358,6 +369,8 @@ class CertManager:
         due = e.state in ("temporary", "error") or e.cert is None or self._now() >= e.cert.renew_at()
         if not (forced or due) or (not forced and self.clock() < e.retry_at):
             return e
+        if e.issuer == "internal":
+            self._step(e.site, "issuing from the local CA")
         try:
             cert = self._issue_internal(e.site, e.hosts) if e.issuer == "internal" else self._issue_acme(e)
         except CertError as err:
@@ -369,6 +382,7 @@ class CertManager:
 
         def progress(step: str) -> None:
             self._steps[e.site] = step
+            self._step(e.site, step)
 
         issuer = AcmeIssuer(self._tls, self.acme_dir, self.challenges, clock=self.clock)
         try:
@@ -380,6 +394,10 @@ class CertManager:
         self._store(e.site, "acme", cert)
         log.info('site "%s": certificate from %s for %s', e.site, self._tls.acme_url, ", ".join(e.hosts))
         return cert
+
+    def _step(self, site: str, text: str) -> None:
+        for follow in self._followers.get(site, ()):
+            follow.step(text)
 
     def _failed(self, e: _Entry, message: str) -> _Entry:
         failures = e.failures + 1

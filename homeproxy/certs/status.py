@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import queue
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -61,3 +64,35 @@ class CertStatus:
 
     fingerprint: str = ""
     """SHA-256 of the leaf in use, "AB:CD:..."."""
+
+
+class Renewal:
+    """One asked-for renewal, followed from another thread: its steps, then its outcome.
+
+    The certificate loop `put`s ("step", text) while it works and ("done", CertStatus) once the
+    attempt is over (success or failure: `CertStatus.last_error` tells). Read with `events()`.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[str, str | CertStatus]] = queue.SimpleQueue()
+
+    def step(self, text: str) -> None:
+        self._queue.put(("step", text))
+
+    def done(self, status: CertStatus) -> None:
+        self._queue.put(("done", status))
+
+    def events(self, timeout: float) -> Iterator[tuple[str, str | CertStatus]]:
+        """Steps as they come, ending with ("done", status); TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            try:
+                kind, value = self._queue.get(timeout=left)
+            except queue.Empty:
+                raise TimeoutError from None
+            yield kind, value
+            if kind == "done":
+                return

@@ -31,7 +31,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from homeproxy import paths
 from homeproxy.certs.manager import CertError, CertManager, Prepared
-from homeproxy.certs.status import CertStatus
+from homeproxy.certs.status import CertStatus, Renewal
 from homeproxy.config.model import Config, Route, ServerSettings, Site
 from homeproxy.engine.chain import Handler, Middleware, compose
 from homeproxy.engine.events import EventBus, RequestCompleted
@@ -176,9 +176,10 @@ class Engine:
         """Every TLS site's certificate as the TUI shows it. Thread-safe."""
         return self.certs.statuses()
 
-    def renew(self, site: str) -> None:
-        """Renew `site`'s certificate now, in the background. Thread-safe; returns at once."""
-        self.certs.renew(site)
+    def renew(self, site: str, follow: Renewal | None = None) -> None:
+        """Renew `site`'s certificate now, in the background. Thread-safe; returns at once.
+        `follow` hears the steps and the outcome; KeyError when no TLS site has that name."""
+        self.certs.renew(site, follow)
 
     @property
     def running(self) -> bool:

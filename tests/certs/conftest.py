@@ -188,8 +188,9 @@ class PebbleLab:
         self.pebbles: list[Pebble] = []
         _wait_port(mgmt, self.dns, self.dns_log)
 
-    def start_pebble(self, **env: str) -> Pebble:
-        """A new pebble (new roots, no accounts) validating against the shared responder."""
+    def start_pebble(self, *, http_port: int | None = None, **env: str) -> Pebble:
+        """A new pebble (new roots, no accounts) validating against the shared responder, or
+        against whatever listens on 127.0.0.1:`http_port` (a real homeproxy engine)."""
         n = len(self.pebbles)
         directory = self.work / f"pebble{n}"
         directory.mkdir()
@@ -201,7 +202,7 @@ class PebbleLab:
                 "managementListenAddress": f"127.0.0.1:{mgmt}",
                 "certificate": str(directory / "api.crt"),
                 "privateKey": str(directory / "api.key"),
-                "httpPort": self.responder.port,
+                "httpPort": http_port or self.responder.port,
                 "tlsPort": free_port(),
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": False,
