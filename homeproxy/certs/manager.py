@@ -90,6 +90,8 @@ class Prepared:
     entries: dict[str, _Entry]
     tls: TlsSettings
     root: RootDownload | None
+    base: dict[str, _Entry]
+    """The entries in force when `prepare()` ran (an unchanged site's entry is the same object)."""
 
 
 def _leaf_fingerprint(cert: IssuedCert) -> str:
@@ -142,11 +144,16 @@ class CertManager:
                 errors.append(str(e))
         if errors:
             raise CertError("; ".join(errors))
-        return Prepared(out, config.tls, self._root_download(config.tls))
+        return Prepared(out, config.tls, self._root_download(config.tls), old)
 
     def commit(self, prepared: Prepared) -> None:
         """Serve what `prepare()` made (new handshakes only; open connections keep theirs)."""
-        self._entries, self._tls, self.root = prepared.entries, prepared.tls, prepared.root
+        entries = dict(prepared.entries)
+        for name, entry in entries.items():
+            now = self._entries.get(name)
+            if entry is prepared.base.get(name) and now is not None and now is not entry:
+                entries[name] = now  # renewed or reloaded between prepare() and commit(): keep that
+        self._entries, self._tls, self.root = entries, prepared.tls, prepared.root
         self._sync()
         self._poke()
 
@@ -296,6 +303,9 @@ class CertManager:
                     last_error=e.last_error,
                     step=step,
                     fingerprint=e.fingerprint,
+                    self_signed=e.cert is not None
+                    and e.cert.chain_pem.count(b"-----BEGIN CERTIFICATE") == 1
+                    and e.issuer != "files",
                 )
             )
         return tuple(out)
@@ -363,7 +373,8 @@ class CertManager:
             try:
                 new = self._load_files(e.site, e.hosts, e.files)
             except CertError as err:
-                return replace(self._failed(e, f"{err}; the previous pair keeps serving"), signature=signature)
+                message = str(err).removeprefix(f'site "{e.site}": ')
+                return replace(self._failed(e, f"{message}; the previous pair keeps serving"), signature=signature)
             log.info('site "%s": reloaded %s', e.site, e.files[0])
             return new
         due = e.state in ("temporary", "error") or e.cert is None or self._now() >= e.cert.renew_at()
@@ -374,7 +385,12 @@ class CertManager:
         try:
             cert = self._issue_internal(e.site, e.hosts) if e.issuer == "internal" else self._issue_acme(e)
         except CertError as err:
-            return self._failed(e, str(err))
+            failed = self._failed(e, str(err))
+            if e.state == "temporary" and e.cert is not None and self._now() >= e.cert.renew_at():
+                # ACME has failed for most of the stand-in's life: a fresh one, so HTTPS stays up.
+                fresh = self._entry(e.site, e.hosts, e.issuer, self._stand_in(e.hosts), "temporary")
+                failed = replace(failed, cert=fresh.cert, context=fresh.context, fingerprint=fresh.fingerprint)
+            return failed
         return self._entry(e.site, e.hosts, e.issuer, cert, "ok")
 
     def _issue_acme(self, e: _Entry) -> IssuedCert:
@@ -402,7 +418,10 @@ class CertManager:
     def _failed(self, e: _Entry, message: str) -> _Entry:
         failures = e.failures + 1
         delay = min(60.0 * 2 ** (failures - 1), MAX_BACKOFF) * random.uniform(1.0, 1.1)
-        log.warning('site "%s": %s (next try in %.0f s)', e.site, message, delay)
+        if e.issuer == "files":  # read again whenever they change, whatever the backoff says
+            log.warning('site "%s": %s (read again when the files change)', e.site, message)
+        else:
+            log.warning('site "%s": %s (next try in %.0f s)', e.site, message, delay)
         state = "temporary" if e.state == "temporary" else "error"
         return replace(e, state=state, last_error=message, failures=failures, retry_at=self.clock() + delay)
 

@@ -65,6 +65,9 @@ class CertStatus:
     fingerprint: str = ""
     """SHA-256 of the leaf in use, "AB:CD:..."."""
 
+    self_signed: bool = False
+    """The certificate in use is a self-signed stand-in (browsers warn until ACME succeeds)."""
+
 
 class Renewal:
     """One asked-for renewal, followed from another thread: its steps, then its outcome.

@@ -565,6 +565,14 @@ class _Checker:
         if not values.get("tls", False) or not values.get("enabled", True):
             return
         hosts: tuple[str, ...] = values.get("hosts", ())
+        for host in hosts:
+            if _is_address(host):
+                self.warn(
+                    path + ("hosts",),
+                    f'"{host}": a client that connects to an address sends no server name (SNI), so '
+                    "homeproxy cannot pick a certificate for it and refuses the HTTPS handshake; reach "
+                    "the site by a name (plain HTTP to the address still works)",
+                )
         issuer = values.get("issuer") or default_issuer
         if cert:
             self._site_pair(values, path, cert, key, hosts)
@@ -809,5 +817,13 @@ def _is_valid_toml(text: str) -> bool:
     try:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError:
+        return False
+    return True
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
         return False
     return True

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import functools
 import ipaddress
 import logging
 import threading
@@ -413,7 +414,8 @@ class Engine:
                 reply = special
             elif compiled is None:
                 reply = error_reply(404, request)
-            elif compiled.site.tls != secure and (secure or compiled.site.redirect_to_https):
+            elif compiled.site.tls != secure and (secure or (compiled.site.redirect_to_https and not _address(host))):
+                # (An address cannot be served over HTTPS, having no SNI: plain HTTP keeps serving it.)
                 ex.site = compiled.site.name
                 # Over TLS: SNI named a TLS site, Host names one that is not served over TLS.
                 reply = misdirected(request) if secure else https_redirect(request, host, self._https_port)
@@ -523,3 +525,13 @@ def _client_ip(peer: str, xff: str, trusted: tuple[Network, ...]) -> str:
             except ValueError:
                 return peer  # garbage in the header: fall back to what we know
     return hops[0] if hops else peer
+
+
+@functools.lru_cache(maxsize=256)
+def _address(host: str) -> bool:
+    """Is this Host an IP address (no SNI, so never HTTPS)?"""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

@@ -392,3 +392,13 @@ def test_tls_must_be_a_table() -> None:
     err = only_error('tls = "on"\n')
     assert (err.line, err.key) == (1, "tls")
     assert "expected a table" in err.message
+
+
+def test_an_address_host_on_a_tls_site_is_a_warning_that_says_why() -> None:
+    text = site('["ha.home.arpa", "192.168.1.20", "10.0.0.20"]', extra="tls = true\n")
+    config, warnings = loads(text)
+    assert config.sites[0].tls
+    assert [(w.line, w.key) for w in warnings] == [(line(text, "hosts = "), "sites[0].hosts")] * 2
+    assert warnings[0].message.startswith('"192.168.1.20": a client that connects to an address sends no server name')
+    assert warnings[1].message.startswith('"10.0.0.20"')
+    assert loads(site('["192.168.1.20"]'))[1] == []  # no TLS, nothing to say

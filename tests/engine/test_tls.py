@@ -179,6 +179,17 @@ async def test_plain_http_redirects_with_path_and_query_but_not_the_exempt_paths
     assert status == 308  # not ours: the site's own business
 
 
+async def test_an_address_host_of_a_tls_site_is_served_on_plain_http_not_redirected(
+    engine: Start, echo: Backend
+) -> None:
+    e = await engine(tls_config(site("a", ["a.home.arpa", "127.0.0.1"], [echo.url], tls=True)))
+    http = f"http://127.0.0.1:{e.addresses[0][1]}"
+    status, _, body = await get(f"{http}/x", host="127.0.0.1")  # no SNI for it: HTTPS could never work
+    assert status == 200 and Seen.of(body).path == "/x"
+    status, _, _ = await get(f"{http}/x", host="a.home.arpa")
+    assert status == 308
+
+
 async def test_the_root_download_serves_only_the_public_root(engine: Start, echo: Backend) -> None:
     e = await engine(tls_config(site("a", ["a.home.arpa"], [echo.url], tls=True)))
     http = f"http://127.0.0.1:{e.addresses[0][1]}"

@@ -258,3 +258,19 @@ def test_expiry_colours() -> None:
     assert state_cell(status("renewing", DAY)).plain == "… renewing"
     assert next_cell(status("error", DAY, timedelta(minutes=5)), NOW).plain == "retry 5m"
     assert next_cell(replace(status("ok", DAY), issuer="files"), NOW).plain == "on change"
+
+
+def test_a_temporary_certificate_says_what_it_is_and_why_acme_has_not_finished() -> None:
+    from homeproxy.tui.screens.certificates import detail_text
+
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    waiting = CertStatus(
+        "nas", ("nas.example.org",), "acme", "temporary", now + timedelta(days=7), now + timedelta(minutes=4),
+        last_error="ACME, challenge nas.example.org: port 80 must reach homeproxy's http_port", self_signed=True,
+    )  # fmt: skip
+    text = detail_text(waiting, now).plain
+    assert "A temporary certificate, self-signed (browsers warn), serves while ACME issues the real one." in text
+    assert "✗ ACME, challenge nas.example.org: port 80 must reach homeproxy's http_port. Next try in 4m" in text
+    local = replace(waiting, self_signed=False, last_error="")
+    text = detail_text(local, now).plain
+    assert "A temporary certificate, from the local CA, serves" in text and "✗" not in text

@@ -84,11 +84,15 @@ def detail_text(status: CertStatus, now: datetime, *, wide: bool = True) -> Text
         retry = f" Next try in {span(nxt - now)}." if nxt is not None and nxt > now else ""
         text.append(keeps + retry)
     elif status.state == "temporary":
+        source = "self-signed (browsers warn)" if status.self_signed else "from the local CA"
         text.append(
-            "A temporary certificate from the local CA serves while ACME issues the real one"
+            f"A temporary certificate, {source}, serves while ACME issues the real one"
             + (f" (now: {status.step})." if status.step else "."),
             style="yellow",
         )
+        if status.last_error:
+            retry = f" Next try in {span(nxt - now)}." if nxt is not None and nxt > now else ""
+            text.append("\n✗ " + status.last_error.rstrip(".") + "." + retry, style="red")
     elif status.state == "missing":
         text.append(status.last_error or "No certificate yet: the site is not served over HTTPS.", style="red")
     else:
