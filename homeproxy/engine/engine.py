@@ -20,6 +20,7 @@ import errno
 import functools
 import ipaddress
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -38,11 +39,12 @@ from homeproxy.engine.chain import Handler, Middleware, compose
 from homeproxy.engine.events import EventBus, RequestCompleted
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.features import FeatureContext, build_middlewares
+from homeproxy.engine.hop import forwarded_for
 from homeproxy.engine.pages import error_page, error_reply
 from homeproxy.engine.reply import CLIENT_CLOSED, client_gone, send
 from homeproxy.engine.routing import RoutingTable, compile_table, normalize_host
 from homeproxy.engine.tls_paths import ROOT_URL_PATH, WELL_KNOWN, https_redirect, misdirected, well_known
-from homeproxy.engine.upstream import Forwarder, Resolver, UpstreamClient, forwarded_for
+from homeproxy.engine.upstream import Forwarder, Resolver, UpstreamClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -238,7 +240,7 @@ class Engine:
     # --- the loop ------------------------------------------------------------------------
 
     def _run_loop(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
         ready.set()
@@ -535,3 +537,15 @@ def _address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """The engine's loop: uvloop where it is installed (Linux, macOS), unless HOMEPROXY_LOOP=asyncio."""
+    if os.environ.get("HOMEPROXY_LOOP", "") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()

@@ -24,6 +24,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from homeproxy.engine.exchange import Exchange
+from homeproxy.engine.h1.errors import UpstreamError
 
 Body = bytes | AsyncIterator[bytes]
 
@@ -86,8 +87,9 @@ async def send(ex: Exchange, reply: Reply) -> web.StreamResponse:
                     chunk = await anext(chunks)
                 except StopAsyncIteration:
                     break
-                except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
-                    ex.error = f"upstream failed mid-response: {type(e).__name__}"
+                except (TimeoutError, aiohttp.ClientError, ConnectionError, UpstreamError) as e:
+                    why = str(e) if isinstance(e, UpstreamError) else type(e).__name__
+                    ex.error = f"upstream failed mid-response: {why}"
                     _abort(request)
                     return response
                 ex.bytes_out += len(chunk)

@@ -309,11 +309,6 @@ async def test_request_target_is_passed_byte_exact(proxy: StartProxy, echo: Back
     assert Seen.of(resp.body).path == target
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an empty query ('/a?') loses its '?' on the way upstream: upstream.py Forwarder._target "
-    "rebuilds the target through yarl.URL, which drops an empty query",
-)
 async def test_empty_query_is_passed_byte_exact(proxy: StartProxy, echo: Backend) -> None:
     p = await proxy(make_config(site("a", ["a.lan"], [echo.url])))
 

@@ -34,9 +34,9 @@ from homeproxy.config.model import Site
 from homeproxy.engine.chain import Handler
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.features import FeatureContext
+from homeproxy.engine.hop import HOP_BY_HOP, connection_tokens
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import Reply
-from homeproxy.engine.upstream import HOP_BY_HOP, connection_tokens
 
 #: The auth service's answers are read whole; larger ones are a 502.
 MAX_ANSWER = 64 * 1024

@@ -1,0 +1,165 @@
+"""The keep-alive pool: idle `H1Connection`s per upstream, and the count of requests in flight.
+
+One `Origin` per (scheme, host, port, verify, keep-alive): sites that forward to the same
+upstream the same way share its connections. A connection is taken from the pool only when
+it has been idle for less than the keep-alive time and the kernel has not seen the upstream
+close it (one getsockopt: the loop may not have read the FIN yet); idle ones past their time
+are closed by a sweep once a second. `in_flight` and `failures` per origin are the seams the
+balancing and health-check work builds on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import sys
+from dataclasses import dataclass, field
+
+from homeproxy.engine.h1.connection import H1Connection
+from homeproxy.engine.h1.errors import UpstreamCertError, UpstreamConnectError
+
+MAX_IDLE = 128
+"""Idle connections kept per origin (more are closed when released)."""
+SWEEP_EVERY = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class OriginKey:
+    scheme: str
+    host: str
+    port: int
+    verify: bool
+    keepalive: float
+
+
+@dataclass(slots=True)
+class Origin:
+    key: OriginKey
+    idle: list[H1Connection] = field(default_factory=list)
+    in_flight: int = 0
+    """Requests being answered by this origin now."""
+    failures: int = 0
+    """Connection failures in a row (0 after a success)."""
+
+
+if sys.platform == "linux":
+    _TCP_ESTABLISHED = 1  # tcpi_state, the first byte of Linux's struct tcp_info
+
+    def peer_closed(transport: asyncio.BaseTransport) -> bool:
+        """The kernel has seen the upstream close the connection (FIN or RST): one getsockopt, no read."""
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != _TCP_ESTABLISHED)
+        except ValueError:  # uvloop: the socket is gone already
+            return True
+        except OSError:
+            return False
+
+else:  # pragma: no cover - Debian is Linux
+
+    def peer_closed(transport: asyncio.BaseTransport) -> bool:
+        return False
+
+
+def _client_context(verify: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if not verify:  # self-signed LAN gear: still encrypted, not authenticated
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class Pool:
+    """Every origin's idle connections; lives on the engine's loop."""
+
+    def __init__(self) -> None:
+        self._origins: dict[OriginKey, Origin] = {}
+        self._contexts = {True: _client_context(True), False: _client_context(False)}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def origin(self, key: OriginKey) -> Origin:
+        origin = self._origins.get(key)
+        if origin is None:
+            origin = self._origins[key] = Origin(key)
+        return origin
+
+    def start(self) -> None:
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="homeproxy-pool-sweep")
+
+    async def acquire(self, origin: Origin, connect_timeout: float | None, *, fresh: bool = False) -> H1Connection:
+        """An idle connection that is still good, else a new one (`fresh`: always a new one)."""
+        loop = asyncio.get_running_loop()
+        idle = origin.idle
+        if not fresh:
+            now = loop.time()
+            while idle:
+                conn = idle.pop()  # the most recently used: the least likely to have been closed
+                transport = conn.transport
+                if (
+                    conn.closed
+                    or transport is None
+                    or transport.is_closing()
+                    or now - conn.idle_since >= origin.key.keepalive
+                    or peer_closed(transport)
+                ):
+                    conn.close()
+                    continue
+                return conn
+        return await self._connect(origin, loop, connect_timeout)
+
+    async def _connect(self, origin: Origin, loop: asyncio.AbstractEventLoop, timeout: float | None) -> H1Connection:
+        key = origin.key
+        tls = self._contexts[key.verify] if key.scheme == "https" else None
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(
+                    lambda: H1Connection(loop), key.host, key.port, ssl=tls, server_hostname=key.host if tls else None
+                )
+        except ssl.SSLCertVerificationError as e:
+            origin.failures += 1
+            raise UpstreamCertError(e.verify_message or "certificate refused") from None
+        except TimeoutError:
+            origin.failures += 1
+            raise UpstreamConnectError("connect timed out") from None
+        except OSError as e:
+            origin.failures += 1
+            raise UpstreamConnectError(e.strerror or str(e), e) from None
+        origin.failures = 0
+        return conn
+
+    def release(self, origin: Origin, conn: H1Connection) -> None:
+        """Back to the pool if it may carry another request, else closed."""
+        if conn.reusable() and len(origin.idle) < MAX_IDLE:
+            conn.idle_since = asyncio.get_running_loop().time()
+            origin.idle.append(conn)
+        else:
+            conn.close()
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            now = loop.time()
+            for origin in self._origins.values():
+                keep = [c for c in origin.idle if not c.closed and now - c.idle_since < origin.key.keepalive]
+                for conn in origin.idle:
+                    if conn not in keep:
+                        conn.close()
+                origin.idle[:] = keep
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for origin in self._origins.values():
+            for conn in origin.idle:
+                conn.close()
+            origin.idle.clear()
+        self._origins.clear()
