@@ -1,9 +1,10 @@
 """`Runtime`: the one factory that wires a running homeproxy together.
 
 config file -> `ConfigStore` -> `Engine.apply()`; engine -> `EventBus` ->
-`Stats`, `AccessLog` (each drained by its own `Consumer` thread) and, when
-the TUI runs, its own subscription. `homeproxy serve`, the TUI and the tests
-all build this same object.
+`Stats`, `AccessLog`, and with `[metrics] listen` set `RequestMetrics` (each
+drained by its own `Consumer` thread) and, when the TUI runs, its own
+subscription. The metrics' admin listener (`MetricsServer`) is bound here too.
+`homeproxy serve`, the TUI and the tests all build this same object.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from homeproxy import paths
 from homeproxy.config import Config, ConfigStore
 from homeproxy.control import ControlServer, socket_path
 from homeproxy.discovery.directory import ServiceDirectory
-from homeproxy.engine import AccessLog, Consumer, Engine, EventBus, RequestCompleted, Stats
+from homeproxy.engine import AccessLog, Consumer, Engine, EventBus, RequestCompleted, Stats, Subscription
+from homeproxy.metrics import MetricsServer, RequestMetrics
 
 if TYPE_CHECKING:
     from homeproxy.discovery.runner import Discovery
@@ -51,6 +53,13 @@ class Runtime:
         self.access_log = AccessLog(self.log_dir / "access.log")
         self.engine: Engine | None = None
         self._consumers: list[Consumer[RequestCompleted]] = []
+        self._access_consumer: Consumer[RequestCompleted] | None = None
+        self.metrics = RequestMetrics()
+        """Prometheus metrics of the requests; counted only while `[metrics] listen` is set."""
+        self.metrics.watch_certificates(lambda: self.engine.certificates() if self.engine is not None else ())
+        self.metrics_server = MetricsServer(self.metrics.registry)
+        """The admin listener serving `/metrics` (`metrics_server.address`, `.error`)."""
+        self._metrics_consumer: Consumer[RequestCompleted] | None = None
         self.directory = ServiceDirectory()
         """Services seen on the LAN; the engine resolves `mdns://` upstreams here."""
         self.discovery_enabled = discovery
@@ -67,17 +76,18 @@ class Runtime:
         Listeners that fail to bind are reported in `engine.listen_errors`.
         """
         config = self.store.load()
+        stats = Consumer(self.bus, "stats", self.stats.record)
+        self._access_consumer = Consumer(self.bus, "access-log", self.access_log.write, interval=0.25)
+        self._consumers = [stats, self._access_consumer]
         self._configure_log(config)
-        self._consumers = [
-            Consumer(self.bus, "stats", self.stats.record),
-            Consumer(self.bus, "access-log", self.access_log.write, interval=0.25),
-        ]
         for c in self._consumers:
             c.start()
+        self._count_metrics(config)  # subscribed before the engine starts: no request goes uncounted
         self.engine = Engine(
             config, self.bus, clock=self.clock, data_dir=self.data_dir, resolver=self.directory.resolve
         )
         self.engine.start()
+        self.metrics_server.apply(config.metrics.listen)
         if self.discovery_enabled:
             from homeproxy.discovery.runner import Discovery
 
@@ -99,6 +109,8 @@ class Runtime:
         if self.engine is not None:
             self.engine.apply(config)
         self._configure_log(config)
+        self._count_metrics(config)
+        self.metrics_server.apply(config.metrics.listen)  # a bind failure is logged, never refuses the config
         if self.discovery is not None:
             self.discovery.apply(config, port=self._http_port())
 
@@ -113,7 +125,39 @@ class Runtime:
         lg = config.logging
         logging.getLogger("homeproxy").setLevel((self.log_level or lg.level).upper())
         path = Path(lg.access_log_path).expanduser() if lg.access_log_path else self.log_dir / "access.log"
-        self.access_log.configure(enabled=lg.access_log, max_bytes=lg.max_bytes, keep_files=lg.keep_files, path=path)
+        self.access_log.configure(
+            enabled=lg.access_log,
+            max_bytes=lg.max_bytes,
+            keep_files=lg.keep_files,
+            path=path,
+            format=lg.access_log_format,
+            skip_sites=frozenset(s.name for s in config.sites if not s.access_log),
+        )
+        self._log_headers(lg.access_log and lg.access_log_format == "combined")
+
+    def _log_headers(self, on: bool) -> None:
+        """The combined format writes Referer and User-Agent, which the engine copies into an event
+        only while a subscription asks for headers (`EventBus.wants_headers`, a copy per request).
+        `Consumer` takes no such flag, so set it on the access log's subscription and let the bus
+        recount: `unsubscribe` of a subscription it does not hold changes nothing but the count."""
+        consumer = self._access_consumer
+        if consumer is not None and consumer.subscription.headers != on:
+            consumer.subscription.headers = on
+            self.bus.unsubscribe(Subscription("recount", 1))
+
+    def _count_metrics(self, config: Config) -> None:
+        """Subscribe the metrics to the bus while `[metrics] listen` is set (else the bus has one
+        subscriber fewer to feed), and give them the config's site names."""
+        self.metrics.configure(config)
+        if config.metrics.listen and self._metrics_consumer is None:
+            self._metrics_consumer = Consumer(self.bus, "metrics", self.metrics.record)
+            self.metrics.watch_subscription(self._metrics_consumer.subscription)
+            self._metrics_consumer.start()
+        elif not config.metrics.listen and self._metrics_consumer is not None:
+            self._metrics_consumer.stop()
+            self.bus.unsubscribe(self._metrics_consumer.subscription)
+            self.metrics.watch_subscription(None)
+            self._metrics_consumer = None
 
     def stop(self) -> None:
         """Stop watching, drain and stop the engine, flush the subscribers."""
@@ -123,6 +167,9 @@ class Runtime:
             self.discovery.stop()  # goodbyes first, while the names still point at a live proxy
         if self.engine is not None:
             self.engine.stop()
+        self.metrics_server.stop()
         for c in self._consumers:
             c.stop()
+        if self._metrics_consumer is not None:
+            self._metrics_consumer.stop()
         self.access_log.close()

@@ -23,6 +23,7 @@ import tomlkit
 import tomlkit.exceptions
 
 from homeproxy.config.model import (
+    ACCESS_LOG_FORMATS,
     ACME_DIRECTORIES,
     ISSUERS,
     AuthSettings,
@@ -32,6 +33,7 @@ from homeproxy.config.model import (
     DiscoverySettings,
     HeaderRules,
     LoggingSettings,
+    MetricsSettings,
     RateLimit,
     Route,
     ServerSettings,
@@ -39,6 +41,7 @@ from homeproxy.config.model import (
     Site,
     SiteDefaults,
     TlsSettings,
+    split_host_port,
 )
 from homeproxy.config.toml_scan import KeyPath, scan_toml
 from homeproxy.discovery.service import is_mdns_ref, normalize_type, parse_mdns_ref
@@ -284,7 +287,19 @@ LOGGING_KEYS: Schema = {
     "max_bytes": _size,
     "keep_files": _count,
     "level": _level,
+    "access_log_format": lambda v: _choice(v, ACCESS_LOG_FORMATS),
 }
+
+
+def _admin_listen(v: Any) -> str:
+    """`""` (off) or `"host:port"`, as `[metrics] listen` takes it."""
+    s = _str(v).strip()
+    if s:
+        split_host_port(s)  # raises ValueError saying what was expected
+    return s
+
+
+METRICS_KEYS: Schema = {"listen": _admin_listen}
 ROUTE_KEYS: Schema = {
     "path": _path_prefix,
     "upstreams": _list_of(_upstream, "http(s) or mdns:// URLs"),
@@ -316,6 +331,7 @@ SITE_KEYS: Schema = {
     "cert": _file_path,
     "key": _file_path,
     "redirect_to_https": _bool,
+    "access_log": _bool,
 }
 TLS_KEYS: Schema = {
     "issuer": lambda v: _choice(v, ISSUERS),
@@ -342,7 +358,7 @@ DISCOVERY_KEYS: Schema = {
     "domain": _domain,
     "max_services": _count,
 }
-TOP_KEYS = ("server", "logging", "cache", "defaults", "discovery", "tls", "sites")
+TOP_KEYS = ("server", "logging", "cache", "defaults", "discovery", "tls", "sites", "metrics")
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
@@ -703,6 +719,8 @@ def _build(c: _Checker, data: Mapping[str, Any]) -> Config:
         c.error(("discovery", "max_services"), "expected at least 1")
     discovery = DiscoverySettings(**disc_values)
     tls = TlsSettings(**c.table(data.get("tls", {}), ("tls",), TLS_KEYS))
+    metrics = MetricsSettings(**c.table(data.get("metrics", {}), ("metrics",), METRICS_KEYS))
+    _check_admin_port(c, metrics, server)
 
     raw_sites = data.get("sites", [])
     sites: list[Site] = []
@@ -762,8 +780,26 @@ def _build(c: _Checker, data: Mapping[str, Any]) -> Config:
         defaults=defaults,
         discovery=discovery,
         tls=tls,
+        metrics=metrics,
         sites=tuple(sites),
     )
+
+
+def _check_admin_port(c: _Checker, metrics: MetricsSettings, server: ServerSettings) -> None:
+    """The admin listener is its own server: it cannot take an address and port the proxy listens on."""
+    address = metrics.address
+    if address is None or address[1] == 0:
+        return
+    wildcard = ("0.0.0.0", "::")
+    host = address[0]
+    if not (host in wildcard or host in server.listen or any(a in wildcard for a in server.listen)):
+        return
+    for key in ("http_port", "https_port"):
+        if address[1] == getattr(server, key):
+            c.error(
+                ("metrics", "listen"),
+                f"port {address[1]} is the proxy's server.{key}; the metrics listener needs a port of its own",
+            )
 
 
 def decode_config(data: bytes, file: str = "<config>") -> str:

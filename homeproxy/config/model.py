@@ -41,10 +41,10 @@ class ServerSettings:
 
 @dataclass(frozen=True, slots=True)
 class LoggingSettings:
-    """The access log (JSON lines in the user log dir) and the process log."""
+    """The access log (JSON lines or the combined format, in the user log dir) and the process log."""
 
     access_log: bool = True
-    """Write one JSON line per request. In the file: `true` (`access.log` in the user log dir),
+    """Write one line per request. In the file: `true` (`access.log` in the user log dir),
     `false` or `"off"`, or a file path (`"/var/log/homeproxy/access.log"`)."""
 
     access_log_path: str = ""
@@ -58,6 +58,41 @@ class LoggingSettings:
 
     level: str = "info"
     """Process log level: debug, info, warning or error."""
+
+    access_log_format: str = "json"
+    """How access log lines look: "json" (one JSON object per line) or "combined" (the
+    Apache/nginx combined log format, for goaccess, fail2ban and other log tools)."""
+
+
+ACCESS_LOG_FORMATS = ("json", "combined")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """The `[metrics]` table: a Prometheus `/metrics` endpoint on its own admin listener."""
+
+    listen: str = ""
+    """`"host:port"` (`"127.0.0.1:9180"`, `"[::1]:9180"`) of the admin listener that serves
+    `/metrics`; "" is off. It has no login: keep it on loopback or a trusted network."""
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """`listen` as (host, port), or None when off."""
+        return split_host_port(self.listen) if self.listen else None
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """`"127.0.0.1:9180"` -> ("127.0.0.1", 9180); `"[::1]:9180"` -> ("::1", 9180).
+
+    Raises ValueError (with what was expected) for anything else."""
+    host, sep, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f'write an IPv6 address in brackets, such as "[::1]:9180", got "{text}"')
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f'expected "host:port" such as "127.0.0.1:9180" or "[::1]:9180", got "{text}"')
+    return host, int(port)
 
 
 #: ACME directories known by name (`[tls] acme_directory`); anything else is a URL.
@@ -317,6 +352,10 @@ class Site:
     """With `tls` on: answer plain-HTTP requests with a 308 to the same URL on HTTPS
     (ACME challenges and the root certificate download are exempt)."""
 
+    access_log: bool = True
+    """Write this site's requests to the access log (with `[logging] access_log` on); false
+    leaves them out (a chatty health check, a media stream). Metrics still count them."""
+
     @property
     def uses_own_cert(self) -> bool:
         """The site brings its own certificate files."""
@@ -412,6 +451,9 @@ class Config:
 
     tls: TlsSettings = field(default_factory=TlsSettings)
     """The `[tls]` table."""
+
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    """The `[metrics]` table."""
 
     sites: tuple[Site, ...] = ()
     """The `[[sites]]` array."""

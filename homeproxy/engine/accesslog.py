@@ -1,9 +1,9 @@
-"""The access log: one JSON object per request, one per line, rotated by size.
+"""The access log: one line per request, JSON or the combined log format, rotated by size.
 
 A bus subscriber (run by a `Consumer` thread, never on the proxy's loop).
 `access.log` rolls to `access.log.1` ... `access.log.N` when it passes
 `max_bytes`; the oldest is removed. The file is `access.log` in the user log
-dir unless the config names another.
+dir unless the config names another. Sites with `access_log = false` are left out.
 """
 
 from __future__ import annotations
@@ -18,21 +18,81 @@ from typing import IO
 
 from homeproxy.engine.events import RequestCompleted
 
+#: English month abbreviations of the combined format's time, whatever the process locale.
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+#: Characters a quoted combined-format field cannot hold as they are: `"`, `\` and control characters
+#: (nginx writes them as \xHH too, so one request cannot forge a second log line or field).
+_ESCAPES = {c: f"\\x{c:02X}" for c in (*range(0x20), 0x22, 0x5C, 0x7F)}
+
+
+def json_line(ev: RequestCompleted) -> str:
+    """One event as a JSON object (headers left out: they are the TUI's, not the log's)."""
+    record = asdict(ev)
+    del record["request_headers"], record["response_headers"]
+    record["time"] = datetime.fromtimestamp(ev.time, UTC).isoformat(timespec="milliseconds")
+    record["duration_ms"] = round(record.pop("duration") * 1000, 3)
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+
+
+def combined_line(ev: RequestCompleted) -> str:
+    """One event in the combined log format:
+    `client - user [time] "METHOD target PROTOCOL" status bytes "referer" "user-agent"`.
+
+    The event carries no user and no protocol version, so both are "-"; Referer and User-Agent
+    come from the request's headers when the event has them, else "-". Time is UTC."""
+    t = datetime.fromtimestamp(ev.time, UTC)
+    when = f"{t.day:02d}/{_MONTHS[t.month - 1]}/{t.year}:{t:%H:%M:%S} +0000"
+    request = f"{ev.method} {ev.path} -" if ev.method else "-"  # a malformed request has no method
+    referer = user_agent = "-"
+    for name, value in ev.request_headers:
+        lower = name.lower()
+        if lower == "referer":
+            referer = value
+        elif lower == "user-agent":
+            user_agent = value
+    return (
+        f'{ev.client or "-"} - - [{when}] "{_quoted(request)}" {ev.status} {ev.bytes_out} '
+        f'"{_quoted(referer)}" "{_quoted(user_agent)}"'
+    )
+
+
+def _quoted(text: str) -> str:
+    return text.translate(_ESCAPES) or "-"
+
+
+FORMATTERS = {"json": json_line, "combined": combined_line}
+
 
 class AccessLog:
-    """Writes `RequestCompleted` batches as JSON lines to `path`."""
+    """Writes `RequestCompleted` batches to `path`, one line each, as JSON or in the combined format."""
 
     def __init__(self, path: Path, *, max_bytes: int = 10 * 1024 * 1024, keep_files: int = 7) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.keep_files = keep_files
         self.enabled = True
+        self.format = "json"
+        """"json" or "combined" (`FORMATTERS`)."""
+        self.skip_sites: frozenset[str] = frozenset()
+        """Sites whose requests are not written (`access_log = false`)."""
         self._file: IO[str] | None = None
         self._reopen = False
 
-    def configure(self, *, enabled: bool, max_bytes: int, keep_files: int, path: Path | None = None) -> None:
+    def configure(
+        self,
+        *,
+        enabled: bool,
+        max_bytes: int,
+        keep_files: int,
+        path: Path | None = None,
+        format: str = "json",
+        skip_sites: frozenset[str] = frozenset(),
+    ) -> None:
         """Take new settings (from a config change); applied at the next batch."""
+        if format not in FORMATTERS:
+            raise ValueError(f"unknown access log format {format!r}")
         self.enabled, self.max_bytes, self.keep_files = enabled, max_bytes, keep_files
+        self.format, self.skip_sites = format, skip_sites
         if path is not None and Path(path) != self.path:
             self.path = Path(path)
             self._reopen = True
@@ -45,14 +105,11 @@ class AccessLog:
         if self._reopen:
             self.close()
             self._reopen = False
+        skip, line = self.skip_sites, FORMATTERS[self.format]
+        lines = [line(ev) for ev in batch if not skip or ev.site not in skip]
+        if not lines:
+            return
         f = self._open()
-        lines = []
-        for ev in batch:
-            record = asdict(ev)
-            del record["request_headers"], record["response_headers"]  # the TUI's, not the log's
-            record["time"] = datetime.fromtimestamp(ev.time, UTC).isoformat(timespec="milliseconds")
-            record["duration_ms"] = round(record.pop("duration") * 1000, 3)
-            lines.append(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
         f.write("\n".join(lines) + "\n")
         f.flush()
         if f.tell() >= self.max_bytes:
