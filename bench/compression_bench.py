@@ -48,7 +48,20 @@ from typing import Any
 
 import brotli  # type: ignore[import-untyped]
 import zstandard
-from procs import cleanup, exit_on, free_port, get, log, spawn, stop, temp_dir, wait_ready
+from procs import (
+    all_cpu_ticks,
+    cleanup,
+    cpu_seconds,
+    exit_on,
+    free_port,
+    get,
+    log,
+    others_cores,
+    spawn,
+    stop,
+    temp_dir,
+    wait_ready,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACE = 10.0  # seconds a process gets between SIGTERM and SIGKILL
@@ -130,35 +143,6 @@ upstreams = ["http://127.0.0.1:{backend}"]
 """
 
 # --- helpers --------------------------------------------------------------------------------
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of `pid` and its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
-def all_cpu_ticks() -> dict[int, int]:
-    """CPU ticks (user + system) of every process now."""
-    out: dict[int, int] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    rest = f.read().rsplit(")", 1)[1].split()
-                out[int(d)] = int(rest[11]) + int(rest[12])
-            except (OSError, IndexError, ValueError):
-                pass
-    return out
-
-
-def others_cores(before: dict[int, int], after: dict[int, int], ours: set[int], secs: float) -> float:
-    """Cores used by processes that are not ours between two samples (other work on the machine)."""
-    ticks = sum(t - before.get(pid, 0) for pid, t in after.items() if pid not in ours)
-    return ticks / CLK_TCK / secs
 
 
 def decode(coding: str | None, data: bytes) -> bytes:

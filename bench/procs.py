@@ -11,7 +11,9 @@ each of:
   exit_on() turns signals such as SIGINT and SIGTERM into SystemExit, so that
   cleanup runs from atexit or a `finally` on Ctrl-C and kill too;
 - the small helpers for the servers under test: log() (progress on stderr),
-  free_port() on 127.0.0.1, get() (one HTTP GET to 127.0.0.1) and wait_ready().
+  free_port() on 127.0.0.1, get() (one HTTP GET to 127.0.0.1) and wait_ready();
+- CPU accounting from /proc: cpu_seconds() of one process, and all_cpu_ticks() /
+  others_cores() for the CPU that other work on the machine used during a run.
 
 The values that differ between the scripts (grace periods, timeouts) are
 parameters without defaults, given at each call site. The scripts run as
@@ -213,3 +215,35 @@ def start_nginx(workdir: str, cpu: int, *, small_body: bytes, conf_dir: str) -> 
     )
     wait_ready(port, "/small", "x", p, "nginx backend", timeout=30, request_timeout=10)
     return port
+
+
+# --- CPU accounting (from /proc) ----------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def all_cpu_ticks() -> dict[int, int]:
+    """CPU ticks (user + system) of every process now."""
+    out: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    rest = f.read().rsplit(")", 1)[1].split()
+                out[int(d)] = int(rest[11]) + int(rest[12])
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def others_cores(before: dict[int, int], after: dict[int, int], ours: set[int], secs: float) -> float:
+    """Cores used by processes that are not ours between two samples (other work on the machine)."""
+    ticks = sum(t - before.get(pid, 0) for pid, t in after.items() if pid not in ours)
+    return ticks / CLK_TCK / secs

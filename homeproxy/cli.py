@@ -25,7 +25,7 @@ from pathlib import Path
 
 from homeproxy import __version__, cli_ca, cli_certs, paths
 from homeproxy.config import ConfigChanged, ConfigEvent, ConfigInvalid, ConfigRejected, ConfigStore
-from homeproxy.config.load import ConfigError, decode_config, parse_config
+from homeproxy.config.load import ConfigError, decode_config, load_file, parse_config
 
 log = logging.getLogger("homeproxy")
 
@@ -256,7 +256,7 @@ def cmd_discover(path: Path, timeout: float, as_json: bool, types: list[str], in
 
     settings = DiscoverySettings()
     try:
-        settings = parse_config(decode_config(path.read_bytes(), str(path)), str(path)).discovery
+        settings = load_file(path).discovery
     except FileNotFoundError:
         pass
     except OSError as e:

@@ -152,11 +152,11 @@ def cmd_export(directory: Path, *, der: bool, out: Path | None) -> int:
 def _config(config_path: Path) -> Config:
     """The config for the port and `serve_root`; the defaults when it is missing or invalid (said on stderr)."""
     from homeproxy.config import ConfigInvalid
-    from homeproxy.config.load import decode_config, parse_config
+    from homeproxy.config.load import load_file
     from homeproxy.config.model import Config
 
     try:
-        return parse_config(decode_config(config_path.read_bytes(), str(config_path)), str(config_path))
+        return load_file(config_path)
     except FileNotFoundError:
         return Config()
     except OSError as e:

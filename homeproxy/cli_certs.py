@@ -16,11 +16,14 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homeproxy import paths
 from homeproxy.certs.status import CertStatus
 from homeproxy.control import request, serve_request, socket_path, status_from_json
+
+if TYPE_CHECKING:
+    from homeproxy.config.model import Config
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], add_config: Callable[..., None]) -> None:
@@ -104,12 +107,13 @@ def cmd_list(config_path: Path, data_dir: Path, sock: Path) -> int:
     return 0
 
 
-def _load(config_path: Path) -> Any:
+def _load(config_path: Path) -> Config | None:
+    """The config, or None after printing why not (every error, with its line and key)."""
     from homeproxy.config import ConfigInvalid
-    from homeproxy.config.load import decode_config, parse_config
+    from homeproxy.config.load import load_file
 
     try:
-        return parse_config(decode_config(config_path.read_bytes(), str(config_path)), str(config_path))
+        return load_file(config_path)
     except OSError as e:
         _err(f"{config_path}: cannot read: {e.strerror or e}")
     except ConfigInvalid as e:

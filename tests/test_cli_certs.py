@@ -19,7 +19,7 @@ from homeproxy import paths
 from homeproxy.cli import main
 from homeproxy.control import ControlServer, request, socket_path
 from homeproxy.runtime import Runtime
-from tests.conftest import free_port
+from tests.conftest import free_port, serving
 
 HOST = "ha.home.arpa"
 
@@ -46,14 +46,8 @@ async def backend() -> AsyncIterator[int]:
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text="hello")
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", hello)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield site.port
-    await runner.cleanup()
+    async with serving(hello) as port:
+        yield port
 
 
 @pytest.fixture

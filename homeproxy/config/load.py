@@ -16,6 +16,7 @@ import threading
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -863,3 +864,8 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def load_file(path: Path, warnings: list[ConfigError] | None = None) -> Config:
+    """Read and parse the config file at `path` (OSError if unreadable, ConfigInvalid if invalid)."""
+    return parse_config(decode_config(path.read_bytes(), str(path)), str(path), warnings)

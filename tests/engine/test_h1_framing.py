@@ -72,6 +72,14 @@ async def start(proxy: StartProxy, raw_backend: StartRawBackend, script: Scripte
     return await proxy(make_config(site("s", ["s.lan"], [up.url])))
 
 
+async def status_and_error(session: aiohttp.ClientSession, p: Proxy) -> tuple[int, str]:
+    """One GET through the proxy: the status the client got and the error its event records."""
+    rec = record(p)
+    status = (await fetch(session, p, host="s.lan")).status
+    [event] = await rec.wait(1)
+    return status, event.error
+
+
 def ok(body: bytes = b"hello", *extra: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), b"".join(extra), body)
 
@@ -118,10 +126,9 @@ async def test_an_unasked_101_is_a_502_and_the_connection_is_dropped(
         )
     )
     p = await start(proxy, raw_backend, script)
-    rec = record(p)
-    assert (await fetch(session, p, host="s.lan")).status == 502
-    [event] = await rec.wait(1)
-    assert event.error == "upstream failed: UpstreamProtocolError: upstream switched protocols (101) unasked"
+    status, error = await status_and_error(session, p)
+    assert status == 502
+    assert error == "upstream failed: UpstreamProtocolError: upstream switched protocols (101) unasked"
     assert (await fetch(session, p, host="s.lan")).body == b"hello"
     assert script.connections == 2
 
@@ -130,10 +137,9 @@ async def test_a_malformed_status_line_is_a_502(
     proxy: StartProxy, raw_backend: StartRawBackend, session: aiohttp.ClientSession
 ) -> None:
     p = await start(proxy, raw_backend, Scripted(lambda n: b"HTTP/1.1 abc OK\r\nContent-Length: 2\r\n\r\nhi"))
-    rec = record(p)
-    assert (await fetch(session, p, host="s.lan")).status == 502
-    [event] = await rec.wait(1)
-    assert event.error.startswith("upstream failed: UpstreamProtocolError: upstream sent a malformed response")
+    status, error = await status_and_error(session, p)
+    assert status == 502
+    assert error.startswith("upstream failed: UpstreamProtocolError: upstream sent a malformed response")
 
 
 async def test_a_chunk_size_that_lies_cuts_the_client_off(
@@ -154,10 +160,9 @@ async def test_bytes_after_a_small_body_are_a_502_never_a_clean_answer(
     proxy: StartProxy, raw_backend: StartRawBackend, session: aiohttp.ClientSession
 ) -> None:
     p = await start(proxy, raw_backend, Scripted(lambda n: ok(b"12345") + b"SURPLUS"))
-    rec = record(p)
-    assert (await fetch(session, p, host="s.lan")).status == 502
-    [event] = await rec.wait(1)
-    assert event.error.endswith("upstream sent more bytes than its response's framing said")
+    status, error = await status_and_error(session, p)
+    assert status == 502
+    assert error.endswith("upstream sent more bytes than its response's framing said")
 
 
 async def test_a_close_delimited_body_is_passed_whole(

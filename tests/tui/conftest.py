@@ -12,6 +12,7 @@ from aiohttp import web
 
 from homeproxy.discovery.service import DiscoveredService
 from homeproxy.runtime import Runtime
+from tests.conftest import serving
 
 
 @pytest.fixture
@@ -21,14 +22,8 @@ async def backend() -> AsyncIterator[int]:
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text=f"hello from backend {request.path}")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", hello)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield site.port
-    await runner.cleanup()
+    async with serving(hello) as port:
+        yield port
 
 
 def write_config(path: Path, backend_port: int, *, listen: str = "127.0.0.1", port: int = 0) -> None:

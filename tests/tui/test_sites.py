@@ -26,6 +26,7 @@ from homeproxy.tui.screens.sites import SitesScreen
 from homeproxy.tui.widgets import site_form_rows
 from homeproxy.tui.widgets.site_form import SiteForm
 from homeproxy.tui.widgets.site_form_rows import ErrorLine, RouteRow, UserList
+from tests.conftest import serving
 from tests.waiting import wait_for
 
 BIG = "homeproxy compresses text " * 200
@@ -42,14 +43,8 @@ async def backend() -> AsyncIterator[int]:
             return web.Response(text=f"cacheable {request.path}", headers={"Cache-Control": "max-age=300"})
         return web.Response(text=f"hello from backend {request.path}")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield site.port
-    await runner.cleanup()
+    async with serving(handle) as port:
+        yield port
 
 
 # --- helpers ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from homeproxy.tui.bridge import RequestsArrived
 from homeproxy.tui.screens.request_detail import RequestDetailModal
 from homeproxy.tui.screens.traffic import TrafficScreen
 from homeproxy.tui.widgets.request_log import RequestLog
+from tests.conftest import serving
 from tests.waiting import wait_for
 
 HOST = "files.home.arpa"
@@ -35,14 +36,8 @@ async def backend() -> AsyncIterator[int]:
         status = int(request.query.get("status", "200"))
         return web.Response(status=status, text=f"hello {request.path}", headers={"X-Backend": "traffic-test"})
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield site.port
-    await runner.cleanup()
+    async with serving(handle) as port:
+        yield port
 
 
 # --- helpers ------------------------------------------------------------------------------

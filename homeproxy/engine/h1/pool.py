@@ -146,10 +146,12 @@ class Pool:
             await asyncio.sleep(SWEEP_EVERY)
             now = loop.time()
             for origin in self._origins.values():
-                keep = [c for c in origin.idle if not c.closed and now - c.idle_since < origin.key.keepalive]
+                keep = []
                 for conn in origin.idle:
-                    if conn not in keep:
+                    if conn.closed or now - conn.idle_since >= origin.key.keepalive:
                         conn.close()
+                    else:
+                        keep.append(conn)
                 origin.idle[:] = keep
 
     async def close(self) -> None:
