@@ -28,9 +28,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
-
 from homeproxy import paths
 from homeproxy.certs.manager import CertError, CertManager, Prepared
 from homeproxy.certs.status import CertStatus, Renewal
@@ -39,9 +36,11 @@ from homeproxy.engine.chain import Handler, Middleware, compose
 from homeproxy.engine.events import EventBus, RequestCompleted
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.features import FeatureContext, build_middlewares
+from homeproxy.engine.h1.server import HttpServer
 from homeproxy.engine.hop import forwarded_for
-from homeproxy.engine.pages import error_page, error_reply
+from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import CLIENT_CLOSED, client_gone, send
+from homeproxy.engine.request import Request
 from homeproxy.engine.routing import RoutingTable, compile_table, normalize_host
 from homeproxy.engine.tls_paths import ROOT_URL_PATH, WELL_KNOWN, https_redirect, misdirected, well_known
 from homeproxy.engine.upstream import Forwarder, Resolver, UpstreamClient
@@ -52,44 +51,15 @@ T = TypeVar("T")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class _Connection(RequestHandler):
-    """aiohttp's per-connection protocol, answering malformed requests homeproxy's way:
-    a plain page that echoes none of the request's bytes, and an event so the access
-    log and the TUI see them too."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Listener:
+    """One open listening socket: where, and whether it speaks TLS."""
 
-    on_error: Callable[[web.BaseRequest, int, BaseException | None], None]
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if request.writer.output_size > 0:  # as aiohttp: too late for another response
-            raise ConnectionError("response already started; cannot send an error page")
-        if status >= 500:
-            log.error("error handling a request from %s", request.remote, exc_info=exc)
-        else:
-            log.debug("malformed request from %s: %s", request.remote, exc)
-        response = error_page(status)
-        response.force_close()
-        self.on_error(request, status, exc)
-        return response
-
-
-class _Server(web.Server):
-    """`web.Server` whose connections are `_Connection`s."""
-
-    def __init__(self, handler: Any, on_error: Callable[[web.BaseRequest, int, BaseException | None], None]) -> None:
-        super().__init__(handler, access_log=None, handler_cancellation=False)
-        self._on_error = on_error
-
-    def __call__(self) -> RequestHandler:
-        # None turns aiohttp's own access logging off (homeproxy logs through its bus), as web.Server does.
-        connection = _Connection(self, loop=self._loop, access_log=None)  # type: ignore[arg-type]
-        connection.on_error = self._on_error
-        return connection
+    host: str
+    port: int
+    """As bound (port 0 resolved)."""
+    tls: bool
+    server: asyncio.AbstractServer
 
 
 class BindError(OSError):
@@ -140,10 +110,8 @@ class Engine:
         self._trusted = _networks(config.server)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._runner: web.ServerRunner | None = None
-        self._sites: list[web.TCPSite] = []
-        self._tls_sites: list[web.TCPSite] = []
-        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._http: HttpServer | None = None
+        self._listeners: list[_Listener] = []
         self.listen_errors: tuple[str, ...] = ()
         """Why listeners could not be opened (empty when all are up)."""
         self.tls_errors: tuple[str, ...] = ()
@@ -163,17 +131,18 @@ class Engine:
     @property
     def addresses(self) -> tuple[tuple[str, int], ...]:
         """(host, port) of every open plain-HTTP listener, ports as bound (port 0 resolved)."""
-        return tuple((s._host or "", s.port) for s in self._sites)
+        return tuple((lst.host, lst.port) for lst in self._listeners if not lst.tls)
 
     @property
     def _https_port(self) -> int:
         """The port a redirect names: the bound one (port 0 resolved), else the configured one."""
-        return self._tls_sites[0].port if self._tls_sites else self._config.server.https_port
+        tls = [lst.port for lst in self._listeners if lst.tls]
+        return tls[0] if tls else self._config.server.https_port
 
     @property
     def https_addresses(self) -> tuple[tuple[str, int], ...]:
         """(host, port) of every open HTTPS listener (none while no site has TLS on)."""
-        return tuple((s._host or "", s.port) for s in self._tls_sites)
+        return tuple((lst.host, lst.port) for lst in self._listeners if lst.tls)
 
     def certificates(self) -> tuple[CertStatus, ...]:
         """Every TLS site's certificate as the TUI shows it. Thread-safe."""
@@ -183,6 +152,11 @@ class Engine:
         """Renew `site`'s certificate now, in the background. Thread-safe; returns at once.
         `follow` hears the steps and the outcome; KeyError when no TLS site has that name."""
         self.certs.renew(site, follow)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being handled now (WebSocket sessions included)."""
+        return self._http.active if self._http is not None else 0
 
     @property
     def running(self) -> bool:
@@ -276,11 +250,8 @@ class Engine:
         self.certs.commit(prepared)
         self._cert_task = asyncio.get_running_loop().create_task(self.certs.run(), name="homeproxy-certs")
         await self._client.open()
-        server = _Server(self._handle, self._bad_request)
-        self._runner = web.ServerRunner(
-            server, handle_signals=False, shutdown_timeout=self._config.server.drain_timeout
-        )
-        await self._runner.setup()
+        self._http = HttpServer(self._handle, self._bad_request)
+        self._http.start()
         try:
             await self._bind(self._config, initial=True)
         except BindError as e:
@@ -291,9 +262,6 @@ class Engine:
             await self._bind(config)  # raises BindError with the old listeners intact
         self.certs.commit(prepared)
         self.tls_errors = ()
-        assert self._runner is not None
-        # aiohttp reads the drain bound from the runner at shutdown; keep it current.
-        self._runner._shutdown_timeout = config.server.drain_timeout
         # The swap: a request reads self._table once when it arrives.
         self._config, self._table, self._trusted = config, table, _networks(config.server)
 
@@ -304,56 +272,49 @@ class Engine:
         At start (`initial`) there is nothing to restore: the listeners that did open stay
         open (the config is in force) and the others are reported in `listen_errors`.
         """
-        old = self._sites + self._tls_sites
-        old_set = [(s._host, s.port, s._ssl_context is not None) for s in old]
-        for site in old:  # release the ports first: the new set usually reuses them
-            await site.stop()
+        old = self._listeners
+        old_set = tuple((lst.host, lst.port, lst.tls) for lst in old)
+        for lst in old:  # release the ports first: the new set usually reuses them
+            lst.server.close()
         new, errors = await self._open(_listen_set(config))
         if errors and not initial:
-            for site in new:
-                await site.stop()
-            restored, _ = await self._open(tuple((str(h), p, tls) for h, p, tls in old_set))
-            self._keep(restored)
+            for lst in new:
+                lst.server.close()
+            self._listeners, _ = await self._open(old_set)
             raise BindError("; ".join(errors))
-        self._keep(new)
+        self._listeners = new
         self.listen_errors = tuple(errors)
         if errors:
             raise BindError("; ".join(errors))
-        for site in new:
-            scheme = "https" if site._ssl_context is not None else "http"
-            log.info("listening on %s://%s:%d", scheme, site._host, site.port)
+        for lst in new:
+            log.info("listening on %s://%s:%d", "https" if lst.tls else "http", lst.host, lst.port)
 
-    async def _open(self, wanted: tuple[tuple[str, int, bool], ...]) -> tuple[list[web.TCPSite], list[str]]:
-        assert self._runner is not None
-        opened: list[web.TCPSite] = []
+    async def _open(self, wanted: tuple[tuple[str, int, bool], ...]) -> tuple[list[_Listener], list[str]]:
+        assert self._http is not None
+        loop = asyncio.get_running_loop()
+        opened: list[_Listener] = []
         errors: list[str] = []
         for host, port, tls in wanted:
             ctx = self.certs.contexts.listener if tls else None
-            site = web.TCPSite(self._runner, host, port, reuse_address=True, backlog=1024, ssl_context=ctx)
             try:
-                await site.start()
-                opened.append(site)
+                server = await loop.create_server(
+                    self._http.protocol(tls), host, port, ssl=ctx, reuse_address=True, backlog=1024
+                )
             except OSError as e:
                 errors.append(explain_bind_error(host, port, e, "https_port" if tls else "http_port"))
+                continue
+            bound = server.sockets[0].getsockname()[1] if server.sockets else port
+            opened.append(_Listener(host, int(bound), tls, server))
         return opened, errors
 
-    def _keep(self, sites: list[web.TCPSite]) -> None:
-        self._sites = [s for s in sites if s._ssl_context is None]
-        self._tls_sites = [s for s in sites if s._ssl_context is not None]
-
     async def _stop(self) -> None:
-        if self._runner is not None:
-            # cleanup() stops the listeners, then waits for in-flight requests. aiohttp waits up
-            # to the drain timeout and then as long again for handlers it cannot cancel; we
-            # cancel what is left ourselves once the drain timeout is up.
-            cleanup = asyncio.ensure_future(self._runner.cleanup())
-            done, _ = await asyncio.wait({cleanup}, timeout=self._config.server.drain_timeout + 0.5)
-            if not done:
-                for task in list(self._in_flight):
-                    task.cancel()
-            await cleanup
-            self._runner = None
-        self._sites, self._tls_sites = [], []
+        for lst in self._listeners:
+            lst.server.close()
+        self._listeners = []
+        if self._http is not None:
+            # Idle connections close now; requests in flight get the drain timeout, then are cut.
+            await self._http.shutdown(self._config.server.drain_timeout)
+            self._http = None
         if self._cert_task is not None:
             self._cert_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -388,24 +349,19 @@ class Engine:
 
         return compile_table(config, make_handler)
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: Request) -> None:
         started = time.monotonic()
         table = self._table
         headers = request.headers
-        # Not request.host: without a Host header it falls back to a DNS lookup.
         target = request.raw_path
         if target.startswith("/"):
             host = normalize_host(headers.get("Host", ""))
         else:  # absolute-form: the target's authority wins over Host (RFC 9112 section 3.2.2)
             host = normalize_host(urlsplit(target).netloc.rpartition("@")[2])
-        peer = request.remote or ""
+        peer = request.remote
         trusted = bool(self._trusted) and _in_networks(peer, self._trusted)
         client = _client_ip(peer, forwarded_for(headers), self._trusted) if trusted else peer
         ex = Exchange(request, client, host, trusted)
-        response: web.StreamResponse | None = None
-        task = asyncio.current_task()
-        if task is not None:
-            self._in_flight.add(task)
         try:
             secure = request.secure
             special = None
@@ -424,33 +380,31 @@ class Engine:
             else:
                 ex.site = compiled.site.name
                 # The raw (still percent-encoded) path: the same one strip_prefix cuts.
-                reply = await compiled.route_for(request.rel_url.raw_path).handler(ex)
-            response = await send(ex, reply)
-            return response
+                reply = await compiled.route_for(request.path).handler(ex)
+            await send(ex, reply)
         except ConnectionError:
             if not client_gone(request):
                 raise
             ex.error = "client went away"
-            response = web.Response(status=CLIENT_CLOSED)
-            return response
+            ex.status = ex.status or CLIENT_CLOSED
         except Exception as e:  # never a stack trace to the client
             log.exception("error handling %s %s", request.method, request.raw_path)
             ex.error = f"internal error: {type(e).__name__}"
-            if response is None or not response.prepared:
-                response = error_page(502, request)
-            return response
+            if not request.conn.response_started:
+                with contextlib.suppress(ConnectionError):
+                    await send(ex, error_reply(502, request))
+            else:
+                request.conn.abort()
         finally:
-            self._in_flight.discard(task)
-            self._publish(ex, response, started)
+            self._publish(ex, started)
 
-    def _bad_request(self, request: web.BaseRequest, status: int, exc: BaseException | None) -> None:
-        """A request aiohttp could not parse: one event saying what was wrong (first line, bounded).
-        Method and path are unknown: aiohttp gives no parsed request for it."""
-        reason = str(getattr(exc, "message", "") or exc or "").strip().splitlines()
+    def _bad_request(self, peer: str, status: int, why: str) -> None:
+        """A request homeproxy could not parse or would not take: one event saying why.
+        Method and path are unknown: nothing of such a request is trusted."""
         self.bus.publish(
             RequestCompleted(
                 time=self.clock(),
-                client=request.remote or "",
+                client=peer,
                 site="",
                 host="",
                 method="",
@@ -460,18 +414,15 @@ class Engine:
                 bytes_out=0,
                 duration=0.0,
                 upstream="",
-                error=f"malformed request: {reason[0][:200] if reason else status}",
+                error=f"malformed request: {why}",
             )
         )
 
-    def _publish(self, ex: Exchange, response: web.StreamResponse | None, started: float) -> None:
+    def _publish(self, ex: Exchange, started: float) -> None:
         duration = time.monotonic() - started
         request = ex.request
-        status = response.status if response is not None else 0
-        out = ex.bytes_out
-        if out is None:
-            body = getattr(response, "body", None)
-            out = len(body) if isinstance(body, bytes) and request.method != "HEAD" else 0
+        wants_headers = self.bus.wants_headers
+        sent = ex.response_headers
         self.bus.publish(
             RequestCompleted(
                 time=self.clock() - duration,
@@ -480,18 +431,16 @@ class Engine:
                 host=ex.host,
                 method=request.method,
                 path=request.raw_path,
-                status=status,
+                status=ex.status,
                 bytes_in=ex.bytes_in,
-                bytes_out=out,
+                bytes_out=ex.bytes_out or 0,
                 duration=duration,
                 upstream=ex.upstream,
                 cache=ex.cache,
                 error=ex.error,
                 # Copied only for a subscriber that shows them (the TUI), not on a headless hot path.
-                request_headers=tuple(request.headers.items()) if self.bus.wants_headers else (),
-                response_headers=(
-                    tuple(response.headers.items()) if response is not None and self.bus.wants_headers else ()
-                ),
+                request_headers=tuple(request.headers.items()) if wants_headers else (),
+                response_headers=tuple(sent.items()) if sent is not None and wants_headers else (),
             )
         )
 

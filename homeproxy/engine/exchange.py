@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from homeproxy.engine.request import Request
 
 
 @dataclass(slots=True)
 class Exchange:
     """The request plus what the proxy learns while handling it."""
 
-    request: web.BaseRequest
+    request: Request
     client: str
     """The client IP used for logging and access rules."""
     host: str
@@ -26,6 +27,10 @@ class Exchange:
     """Body bytes written by a streamed response; None lets the engine take the body's length."""
     cache: str = ""
     error: str = ""
+    status: int = 0
+    """The status sent (0 until `send()`)."""
+    response_headers: CIMultiDict[str] | None = None
+    """The headers sent (not copied: the event copies them only for a subscriber that shows them)."""
     headers: CIMultiDictProxy[str] | CIMultiDict[str] = field(default_factory=CIMultiDict)
     """The request headers the upstream will be sent (before hop-by-hop and X-Forwarded-*
     handling): the client's, unless a middleware edited them through `edit_headers()`."""

@@ -10,13 +10,17 @@ from __future__ import annotations
 from html import escape
 from http import HTTPStatus
 
-from aiohttp import web
 from multidict import CIMultiDict
 
 from homeproxy.engine.reply import Reply
+from homeproxy.engine.request import Request
 
 _TITLES = {
     400: "Bad Request",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
@@ -28,6 +32,10 @@ _TITLES = {
 
 _TEXT = {
     400: "The request could not be understood.",
+    408: "The request took too long to arrive.",
+    414: "The address asked for is too long.",
+    431: "The request's headers are too large.",
+    501: "This kind of request is not supported.",
     401: "This site needs you to sign in.",
     403: "You are not allowed to use this site from here.",
     404: "There is no site at this address.",
@@ -53,7 +61,7 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-def _render(status: int, request: web.BaseRequest | None) -> tuple[bytes, str]:
+def _render(status: int, request: Request | None) -> tuple[bytes, str]:
     title = _TITLES.get(status) or _phrase(status)
     text = _TEXT.get(status, title)
     accept = request.headers.get("Accept", "") if request is not None else ""
@@ -63,14 +71,13 @@ def _render(status: int, request: web.BaseRequest | None) -> tuple[bytes, str]:
     return f"{status} {title}\n{text}\n".encode(), "text/plain; charset=utf-8"
 
 
-def error_reply(status: int, request: web.BaseRequest | None = None) -> Reply:
+def error_reply(status: int, request: Request | None = None) -> Reply:
     """homeproxy's page for `status` as a `Reply`: HTML for browsers, plain text otherwise."""
     body, content_type = _render(status, request)
     headers = CIMultiDict({"Content-Type": content_type, "Cache-Control": "no-store"})
     return Reply(status, headers, body)
 
 
-def error_page(status: int, request: web.BaseRequest | None = None) -> web.Response:
-    """The same page as a ready `web.Response` (for aiohttp's own error path)."""
-    body, content_type = _render(status, request)
-    return web.Response(status=status, body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+def plain_page(status: int) -> bytes:
+    """The plain-text page for `status` (for answers given before a request could be parsed)."""
+    return _render(status, None)[0]

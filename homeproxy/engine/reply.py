@@ -16,15 +16,18 @@ client sees a truncated body rather than a clean, wrong end.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
 
 import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict
 
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.h1.errors import UpstreamError
+from homeproxy.engine.request import Request
 
 Body = bytes | AsyncIterator[bytes]
 
@@ -44,8 +47,8 @@ class Reply:
     reason: str | None = None
     release: Callable[[bool], None] | None = None
     """Called once when the body is done with: True if it was read to its end."""
-    sent: web.StreamResponse | None = None
-    """A response that was written already (a WebSocket session); `send()` returns it as is."""
+    sent: bool = False
+    """The answer was written already (a WebSocket tunnel); `send()` only records it."""
 
     def done(self, complete: bool) -> None:
         """Release what the body holds (the upstream connection), once."""
@@ -54,73 +57,135 @@ class Reply:
             release(complete)
 
 
-def client_gone(request: web.BaseRequest) -> bool:
+def client_gone(request: Request) -> bool:
     """The client's connection is closed or closing."""
     transport = request.transport
     return transport is None or transport.is_closing()
 
 
-async def send(ex: Exchange, reply: Reply) -> web.StreamResponse:
-    """Write `reply` to the client of `ex`, counting body bytes into `ex.bytes_out`."""
-    if reply.sent is not None:
-        return reply.sent
-    request = ex.request
-    no_body = request.method == "HEAD" or reply.status in NO_BODY_STATUS or reply.status < 200
-    if isinstance(reply.body, bytes) and not no_body:
-        # One write for headers and body; aiohttp sets Content-Length from the body.
-        whole = web.Response(status=reply.status, reason=reply.reason, body=reply.body)
-        _copy(reply.headers, whole, skip_length=True)
-        ex.bytes_out = len(reply.body)
-        reply.done(True)
-        return whole
+def _date() -> str:
+    """The Date header's value, formatted once a second."""
+    global _date_at, _date_value
+    now = int(time.time())
+    if now != _date_at:
+        _date_at, _date_value = now, formatdate(now, usegmt=True)
+    return _date_value
 
-    response = web.StreamResponse(status=reply.status, reason=reply.reason)
-    _copy(reply.headers, response, skip_length=False)
+
+_date_at = 0
+_date_value = ""
+
+
+def _head(ex: Exchange, reply: Reply, *, no_body: bool) -> tuple[bytes, bool, int | None]:
+    """The status line and headers, framed for the client: (bytes, chunked, identity length)."""
+    request = ex.request
+    conn = request.conn
+    headers = reply.headers
+    status = reply.status
+    headers.popall("Transfer-Encoding", None)
+    headers.popall("Connection", None)
+    if "Server" not in headers:
+        headers["Server"] = "homeproxy"
+    if "Date" not in headers:
+        headers["Date"] = _date()
+    chunked = False
+    length: int | None = None
+    keep = conn.keeps_alive(request)
+    body = reply.body
+    if no_body:
+        if status < 200 or status == 204:
+            headers.popall("Content-Length", None)
+    elif isinstance(body, bytes):
+        headers["Content-Length"] = str(len(body))
+    else:
+        declared = headers.get("Content-Length")
+        if declared is not None and declared.isdigit():
+            length = int(declared)
+        else:
+            headers.popall("Content-Length", None)
+            if request.version == "1.1":
+                headers["Transfer-Encoding"] = "chunked"
+                chunked = True
+            else:  # HTTP/1.0: the body ends when the connection does
+                keep = False
+    if not keep:
+        headers["Connection"] = "close"
+        conn.must_close = True
+    elif request.version != "1.1":
+        headers["Connection"] = "keep-alive"
+    lines = [f"HTTP/1.1 {status} {reply.reason or _PHRASES.get(status, 'Unknown')}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines.append("\r\n")
+    text = "\r\n".join(lines)
+    try:
+        return text.encode("latin-1"), chunked, length
+    except UnicodeEncodeError:  # a value homeproxy made with characters past Latin-1
+        return text.encode("utf-8", "surrogateescape"), chunked, length
+
+
+async def send(ex: Exchange, reply: Reply) -> None:
+    """Write `reply` to the client of `ex`, recording its status and headers and counting body
+    bytes into `ex.bytes_out`."""
+    ex.status = reply.status
+    if reply.sent:
+        return
+    ex.response_headers = reply.headers
+    request = ex.request
+    conn = request.conn
+    no_body = request.method == "HEAD" or reply.status in NO_BODY_STATUS or reply.status < 200
+    head, chunked, length = _head(ex, reply, no_body=no_body)
+    body = reply.body
+    if isinstance(body, bytes) or no_body:
+        # One write for head and body.
+        whole = b"" if no_body or not isinstance(body, bytes) else body
+        ex.bytes_out = len(whole)
+        try:
+            conn.write(head + whole if whole else head)
+        finally:
+            if not isinstance(body, bytes):
+                with contextlib.suppress(Exception):
+                    await body.aclose()  # type: ignore[attr-defined]
+            reply.done(True)
+        return
+
     ex.bytes_out = 0
     complete = False
     try:
-        await response.prepare(request)
-        if not no_body and not isinstance(reply.body, bytes):
-            chunks = reply.body
-            while True:
-                try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    break
-                except (TimeoutError, aiohttp.ClientError, ConnectionError, UpstreamError) as e:
-                    why = str(e) if isinstance(e, UpstreamError) else type(e).__name__
-                    ex.error = f"upstream failed mid-response: {why}"
-                    _abort(request)
-                    return response
-                ex.bytes_out += len(chunk)
-                await response.write(chunk)
-        await response.write_eof()
+        conn.write(head)
+        while True:
+            try:
+                chunk = await anext(body)
+            except StopAsyncIteration:
+                break
+            except (TimeoutError, aiohttp.ClientError, ConnectionError, UpstreamError) as e:
+                why = str(e) if isinstance(e, UpstreamError) else type(e).__name__
+                ex.error = f"upstream failed mid-response: {why}"
+                conn.abort()
+                return
+            if not chunk:
+                continue
+            ex.bytes_out += len(chunk)
+            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if conn.write_paused:
+                await conn.drain()
+        if length is not None and ex.bytes_out != length:
+            ex.error = f"response body of {ex.bytes_out} bytes where {length} were announced"
+            conn.abort()
+            return
+        if chunked:
+            conn.write(b"0\r\n\r\n")
         complete = True
-    except (ConnectionError, aiohttp.ClientError):
+    except ConnectionError:
         if not client_gone(request):
             raise
         ex.error = "client went away"
     finally:
-        if not isinstance(reply.body, bytes):
-            with contextlib.suppress(Exception):
-                await reply.body.aclose()  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception):
+            await body.aclose()  # type: ignore[attr-defined]
         reply.done(complete)
-    return response
 
 
-def _copy(headers: CIMultiDict[str], response: web.StreamResponse, *, skip_length: bool) -> None:
-    out = response.headers
-    for name, value in headers.items():
-        if skip_length and name.lower() == "content-length":
-            continue
-        out.add(name, value)
-    out.setdefault("Server", "homeproxy")
-
-
-def _abort(request: web.BaseRequest) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
+_PHRASES = {s.value: s.phrase for s in HTTPStatus}
 
 
 __all__ = ["CLIENT_CLOSED", "NO_BODY_STATUS", "Body", "Reply", "client_gone", "send"]

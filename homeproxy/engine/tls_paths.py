@@ -6,13 +6,13 @@ right after it (the redirect), so none of them depends on how HTTP is parsed.
 
 from __future__ import annotations
 
-from aiohttp import web
 from multidict import CIMultiDict
 
 from homeproxy.certs.challenges import ChallengeStore
 from homeproxy.certs.manager import RootDownload
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import Reply
+from homeproxy.engine.request import Request
 
 WELL_KNOWN = "/.well-known/"
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
@@ -28,9 +28,7 @@ _ROOT_FILES = {
 }
 
 
-def well_known(
-    path: str, request: web.BaseRequest, challenges: ChallengeStore, root: RootDownload | None
-) -> Reply | None:
+def well_known(path: str, request: Request, challenges: ChallengeStore, root: RootDownload | None) -> Reply | None:
     """The reply for an ACME challenge or a root download on plain HTTP, else None (route as usual)."""
     if path.startswith(CHALLENGE_PREFIX):
         token = path[len(CHALLENGE_PREFIX) :]
@@ -60,10 +58,10 @@ def well_known(
     return None
 
 
-def https_redirect(request: web.BaseRequest, host: str, https_port: int) -> Reply:
+def https_redirect(request: Request, host: str, https_port: int) -> Reply:
     """308 to the same host, path and query on HTTPS (the method and body are kept by 308)."""
     authority = host if https_port == 443 else f"{_bracketed(host)}:{https_port}"
-    target = request.raw_path if request.raw_path.startswith("/") else request.rel_url.raw_path_qs
+    target = request.path_qs
     location = f"https://{authority}{target}"
     headers = CIMultiDict(
         {"Location": location, "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
@@ -71,7 +69,7 @@ def https_redirect(request: web.BaseRequest, host: str, https_port: int) -> Repl
     return Reply(308, headers, f"This site is served over HTTPS: {location}\n".encode())
 
 
-def misdirected(request: web.BaseRequest) -> Reply:
+def misdirected(request: Request) -> Reply:
     """421: an HTTPS connection made for one site asking for another that is not served over TLS."""
     return error_reply(421, request)
 

@@ -15,7 +15,7 @@
   timer ran out) is not shown to the client: the request is sent once more on a fresh
   connection when nothing of it was written yet, or when its method is idempotent and its
   body is still in hand (RFC 9112 section 9.3.1).
-- WebSocket upgrades go to `upstream_ws.py` (aiohttp on both sides).
+- WebSocket upgrades go to `upstream_ws.py`: after the handshake, a byte tunnel both ways.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ import logging
 from collections.abc import Callable
 
 import aiohttp
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -43,9 +41,10 @@ from homeproxy.engine.h1.errors import (
     UpstreamLost,
 )
 from homeproxy.engine.h1.pool import Origin, OriginKey, Pool
-from homeproxy.engine.hop import HOP_BY_HOP, connection_tokens, forwarded_for, without_hop_by_hop
+from homeproxy.engine.hop import HOP_BY_HOP, connection_tokens, forwarded_for
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import CLIENT_CLOSED, NO_BODY_STATUS, Reply, client_gone
+from homeproxy.engine.request import BodyError, Request
 from homeproxy.engine.upstream_ws import is_websocket_upgrade, relay_websocket
 
 log = logging.getLogger(__name__)
@@ -81,23 +80,17 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 class UpstreamClient:
     """What every site forwards through; lives on the engine's loop: the HTTP/1.1 pool, and an
-    aiohttp client for WebSocket handshakes and homeproxy's own requests (forward auth)."""
+    aiohttp client for homeproxy's own requests (forward auth)."""
 
     def __init__(self) -> None:
         self.pool = Pool()
         self._session: aiohttp.ClientSession | None = None
-        self._ws: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
         common = dict(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)  # SECURITY: no shared cookies
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=DEFAULT_UPSTREAM_KEEPALIVE, ttl_dns_cache=10),
             timeout=aiohttp.ClientTimeout(total=None),
-            **common,  # type: ignore[arg-type]
-        )
-        self._ws = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, force_close=True, ttl_dns_cache=10),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             **common,  # type: ignore[arg-type]
         )
         self.pool.start()
@@ -109,25 +102,11 @@ class UpstreamClient:
             raise RuntimeError("UpstreamClient is not open")
         return self._session
 
-    @property
-    def websockets(self) -> aiohttp.ClientSession:
-        if self._ws is None:
-            raise RuntimeError("UpstreamClient is not open")
-        return self._ws
-
     async def close(self) -> None:
         await self.pool.close()
-        for session in (self._session, self._ws):
-            if session is not None:
-                await session.close()
-        self._session = self._ws = None
-
-
-def _local_port(request: web.BaseRequest) -> str:
-    """The port the client connected to (443 or https_port on TLS), for X-Forwarded-Port."""
-    transport = request.transport
-    sockname = transport.get_extra_info("sockname") if transport is not None else None
-    return str(sockname[1]) if isinstance(sockname, tuple) and len(sockname) > 1 else ""
+        if self._session is not None:
+            await self._session.close()
+        self._session = None
 
 
 Resolver = Callable[[str], str | None]
@@ -179,14 +158,16 @@ class Forwarder:
         self.upstreams: tuple[URL | MdnsUpstream, ...] = tuple(
             MdnsUpstream(u, resolver) if u.startswith("mdns://") else URL(u) for u in urls
         )
+        self._names = tuple(str(u) for u in self.upstreams)
         self._next = itertools.cycle(range(len(self.upstreams)))
         self._origins: dict[URL, tuple[Origin, str]] = {}
 
     def pick(self, ex: Exchange) -> URL | None:
         """The next upstream's base URL; None (with `ex.error` set) for an mDNS service that is not on the network."""
-        entry = self.upstreams[next(self._next)]
+        i = next(self._next)
+        entry = self.upstreams[i]
         if type(entry) is URL:
-            ex.upstream = str(entry)
+            ex.upstream = self._names[i]
             return entry
         ex.upstream = str(entry)
         base = entry.resolve()  # type: ignore[union-attr]
@@ -212,41 +193,59 @@ class Forwarder:
             found = self._origins[base] = (self.client.pool.origin(key), base.raw_path.rstrip("/"))
         return found
 
-    def target(self, request: web.BaseRequest) -> str:
+    def target(self, request: Request) -> str:
         """The request target sent upstream: the raw path and query, minus a stripped prefix."""
-        target = request.raw_path if request.raw_path.startswith("/") else request.rel_url.raw_path_qs
+        target = request.path_qs
         if self.prefix and target.startswith(self.prefix):
             target = target[len(self.prefix) :]
             if not target.startswith("/"):
                 target = "/" + target
         return target
 
-    def request_headers(self, ex: Exchange, authority: str) -> CIMultiDict[str]:
+    def _kept(self, ex: Exchange) -> list[tuple[str, str]]:
+        """The client's headers that go on: all but hop-by-hop ones and those homeproxy sets."""
+        src = ex.headers
+        drop = _DROP | connection_tokens(src) if "Connection" in src else _DROP
+        return [(name, value) for name, value in src.items() if name.lower() not in drop]
+
+    def _forwarding(self, ex: Exchange, authority: str) -> tuple[tuple[str, str], ...]:
+        """Host and the X-Forwarded-* / X-Real-IP headers homeproxy sets."""
         request = ex.request
         src = ex.headers
-        drop = _DROP | connection_tokens(src)
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in src.items():
-            if name.lower() not in drop:
-                headers.add(name, value)
-        headers["Host"] = src.get("Host", authority) if self.site.preserve_host else authority
-        peer = request.remote or ""
-        trusted = ex.trusted_peer
-        xff = forwarded_for(src) if trusted else None
-        headers["X-Forwarded-For"] = f"{xff}, {peer}" if xff else peer
-        headers["X-Forwarded-Proto"] = (src.get("X-Forwarded-Proto") if trusted else None) or request.scheme
-        headers["X-Forwarded-Host"] = (src.get("X-Forwarded-Host") if trusted else None) or src.get("Host") or ""
-        headers["X-Forwarded-Port"] = (src.get("X-Forwarded-Port") if trusted else None) or _local_port(request)
-        headers["X-Real-IP"] = ex.client
+        host = src.get("Host", authority) if self.site.preserve_host else authority
+        peer = request.remote
+        if not ex.trusted_peer:  # the common case: nothing the client says about itself is believed
+            return (
+                ("Host", host),
+                ("X-Forwarded-For", peer),
+                ("X-Forwarded-Proto", request.scheme),
+                ("X-Forwarded-Host", src.get("Host") or ""),
+                ("X-Forwarded-Port", request.local_port),
+                ("X-Real-IP", ex.client),
+            )
+        xff = forwarded_for(src)
+        return (
+            ("Host", host),
+            ("X-Forwarded-For", f"{xff}, {peer}" if xff else peer),
+            ("X-Forwarded-Proto", src.get("X-Forwarded-Proto") or request.scheme),
+            ("X-Forwarded-Host", src.get("X-Forwarded-Host") or src.get("Host") or ""),
+            ("X-Forwarded-Port", src.get("X-Forwarded-Port") or request.local_port),
+            ("X-Real-IP", ex.client),
+        )
+
+    def request_headers(self, ex: Exchange, authority: str) -> CIMultiDict[str]:
+        """The headers sent upstream (without the body's framing)."""
+        headers = CIMultiDict(self._kept(ex))
+        headers.extend(self._forwarding(ex, authority))
         return headers
 
     async def __call__(self, ex: Exchange) -> Reply:
         request = ex.request
         if self.site.websockets and is_websocket_upgrade(request):
-            return await relay_websocket(self, ex, self.client.websockets)
+            return await relay_websocket(self, ex)
         if request.headers.get("Expect", "").lower() == "100-continue":
             # We read the body before (small) or as (large) we send it upstream; let the client start now.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await request.send_continue()
         body = _Body(ex)
         if request.body_exists:
             length = request.content_length
@@ -254,7 +253,7 @@ class Forwarder:
                 # Small: read whole before the upstream is contacted, so it is in hand for a replay.
                 try:
                     body.data = await request.content.readexactly(length)
-                except (EOFError, ConnectionError, aiohttp.ClientError, HttpProcessingError) as e:
+                except (EOFError, ConnectionError, aiohttp.ClientError) as e:
                     return _failed(ex, e)
                 ex.bytes_in += length
             else:
@@ -300,27 +299,25 @@ class Forwarder:
             except TimeoutError:
                 ex.error = "upstream timed out before answering"
                 return error_reply(504, request)
-            except (UpstreamError, ConnectionError, aiohttp.ClientError, HttpProcessingError) as e:
+            except (UpstreamError, ConnectionError, aiohttp.ClientError) as e:
                 return _failed(ex, e)
         raise AssertionError("unreachable: a site has at least one upstream")
 
     def _head(self, ex: Exchange, base: URL, base_path: str, body: _Body) -> bytes:
         """The request line and headers, as bytes, with the body's framing."""
         request = ex.request
-        headers = self.request_headers(ex, base.raw_authority)
-        if body.data is not None:
-            headers["Content-Length"] = str(len(body.data))
-        elif body.streamed:
-            if body.length is not None:
-                headers["Content-Length"] = str(body.length)
-            else:
-                headers["Transfer-Encoding"] = "chunked"
-        elif request.method in _BODY_METHODS:
-            headers["Content-Length"] = "0"
         lines = [f"{request.method} {base_path}{self.target(request)} HTTP/1.1"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        # aiohttp decoded the client's header bytes as UTF-8 with surrogateescape: the same bytes go on.
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+        lines += [f"{name}: {value}" for name, value in self._kept(ex)]
+        lines += [f"{name}: {value}" for name, value in self._forwarding(ex, base.raw_authority)]
+        if body.data is not None:
+            lines.append(f"Content-Length: {len(body.data)}")
+        elif body.streamed:
+            lines.append("Transfer-Encoding: chunked" if body.length is None else f"Content-Length: {body.length}")
+        elif request.method in _BODY_METHODS:
+            lines.append("Content-Length: 0")
+        lines.append("\r\n")
+        # The client's header bytes were decoded as UTF-8 with surrogateescape: the same bytes go on.
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
     async def _exchange(self, ex: Exchange, origin: Origin, head: bytes, body: _Body, *, fresh: bool) -> Reply:
         """One attempt on one connection: send, wait for the head, turn it into a `Reply`."""
@@ -365,7 +362,7 @@ class Forwarder:
             else:
                 conn.abort()
 
-        reply = Reply(upstream.status, without_hop_by_hop(upstream.headers), reason=upstream.reason)
+        reply = Reply(upstream.status, upstream.headers, reason=upstream.reason)  # hop-by-hop ones gone already
         if ex.request.method == "HEAD" or upstream.status in NO_BODY_STATUS:
             release(True)
             return reply
@@ -457,5 +454,8 @@ def _failed(ex: Exchange, e: BaseException) -> Reply:
     if client_gone(ex.request):  # e.g. an upload abandoned half way
         ex.error = "client went away"
         return Reply(CLIENT_CLOSED)
+    if isinstance(e, BodyError):
+        ex.error = str(e)
+        return error_reply(400, ex.request)
     ex.error = f"upstream failed: {type(e).__name__}: {e}"
     return error_reply(502, ex.request)

@@ -1,107 +1,213 @@
-"""WebSocket upgrades, relayed message by message in both directions (aiohttp on both sides).
+"""WebSocket upgrades: the handshake through homeproxy, then a byte tunnel both ways (as nginx does).
 
 The handshake goes to the upstream first, on a connection of its own (never a pooled one, so
-no idle connection the upstream closed can be met); the client is accepted only once the
-upstream has. Each side's close is passed on with its code.
+no idle connection the upstream closed can be met); the client gets the 101 only once the
+upstream has said it. From then on each side's bytes are written to the other as they come,
+frames and close handshakes included, with back-pressure both ways (reading from one side
+pauses while the other's transport is full). The whole session is one event: bytes in and
+out, and its duration.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import aiohttp
-from aiohttp import WSMsgType, web
+import httptools
 from multidict import CIMultiDict
-from yarl import URL
 
 from homeproxy.engine.exchange import Exchange
-from homeproxy.engine.hop import connection_tokens
+from homeproxy.engine.h1.errors import UpstreamProtocolError
+from homeproxy.engine.hop import connection_tokens, without_hop_by_hop
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import Reply
+from homeproxy.engine.request import Request
 
 if TYPE_CHECKING:
     from homeproxy.engine.upstream import Forwarder
 
-#: Headers of the WebSocket handshake that aiohttp's client writes itself.
-_WS_HANDSHAKE = frozenset(
-    {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol"}
-)
+MAX_HANDSHAKE = 64 * 1024
+"""Bytes of handshake answer from the upstream (status line and headers) at most."""
 
 
-def is_websocket_upgrade(request: web.BaseRequest) -> bool:
+def is_websocket_upgrade(request: Request) -> bool:
     h = request.headers
-    return h.get("Upgrade", "").lower() == "websocket" and "upgrade" in connection_tokens(h)
+    return request.upgrade and h.get("Upgrade", "").lower() == "websocket" and "upgrade" in connection_tokens(h)
 
 
-async def relay_websocket(fw: Forwarder, ex: Exchange, session: aiohttp.ClientSession) -> Reply:
-    """Connect upstream first, then accept the client, then pump until either side closes."""
+class _Upstream(asyncio.Protocol):
+    """The upstream's side: parse the handshake answer, then pass bytes to `sink`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._items: list[tuple[str, str]] = []
+        self._seen = 0
+        self.status = 0
+        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.answered: asyncio.Future[bytes] = loop.create_future()
+        """The handshake answer's head is in; its result is what came after it."""
+        self.sink: Callable[[bytes], None] | None = None
+        self.on_close: Callable[[], None] | None = None
+        self.on_writable: Callable[[bool], None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink(data)
+            return
+        if self.answered.done():
+            return  # a refusal's body: not passed on
+        self._seen += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
+            self._answer(data[offset:])
+        except httptools.HttpParserError:
+            self._fail(UpstreamProtocolError("upstream sent a malformed handshake answer"))
+        else:
+            if self._seen > MAX_HANDSHAKE and not self.answered.done():
+                self._fail(UpstreamProtocolError("upstream's handshake answer is too large"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._items.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        items, self._items = self._items, []
+        if 100 <= status < 200 and status != 101:
+            return  # an interim answer: the real one follows
+        self.status = status
+        self.headers = CIMultiDict(items)
+        if status != 101:
+            self._answer(b"")
+
+    def _answer(self, rest: bytes) -> None:
+        if not self.answered.done():
+            self.answered.set_result(rest)
+
+    def _fail(self, error: BaseException) -> None:
+        if not self.answered.done():
+            self.answered.set_exception(error)
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.on_writable is not None:
+            self.on_writable(False)
+
+    def resume_writing(self) -> None:
+        if self.on_writable is not None:
+            self.on_writable(True)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail(UpstreamProtocolError("upstream closed the connection during the handshake"))
+        if self.on_close is not None:
+            on_close, self.on_close = self.on_close, None
+            on_close()
+
+
+async def relay_websocket(fw: Forwarder, ex: Exchange) -> Reply:
+    """Handshake with the upstream, answer the client with its 101, then tunnel until either side closes."""
     request = ex.request
-    src = request.headers
-    protocols = tuple(p.strip() for p in src.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
     base = fw.pick(ex)
     if base is None:
         return error_reply(502, request)
-    url = URL(str(base) + fw.target(request), encoded=True).with_scheme("wss" if base.scheme == "https" else "ws")
+    loop = asyncio.get_running_loop()
+    host, scheme = base.host or "", base.scheme
+    port = base.port or (443 if scheme == "https" else 80)
     headers = fw.request_headers(ex, base.raw_authority)
-    for name in _WS_HANDSHAKE:
-        headers.popall(name, None)
+    headers["Connection"] = "Upgrade"
+    headers["Upgrade"] = request.headers.get("Upgrade", "websocket")
+    lines = [f"{request.method} {base.raw_path.rstrip('/')}{fw.target(request)} HTTP/1.1"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    tls = fw.client.pool.tls_context(fw.site.verify_upstream) if scheme == "https" else None
+    upstream: _Upstream | None = None
     try:
-        # aiohttp's handshake has no timeout of its own: bound it by the site's.
         async with asyncio.timeout(fw.site.connect_timeout + fw.site.read_timeout):
-            upstream = await _connect(session, url, headers, protocols, ssl=fw.site.verify_upstream)
-    except aiohttp.WSServerHandshakeError as e:
-        ex.error = f"upstream refused the WebSocket: {e.status}"
-        return error_reply(502, request) if e.status < 400 else Reply(e.status)
+            _, upstream = await loop.create_connection(
+                lambda: _Upstream(loop), host, port, ssl=tls, server_hostname=host if tls else None
+            )
+            assert upstream.transport is not None
+            upstream.transport.write(head)
+            rest = await upstream.answered
     except TimeoutError:
+        _close(upstream)
         ex.error = "upstream timed out before answering"
         return error_reply(504, request)
-    except aiohttp.ClientError as e:
+    except ssl.SSLCertVerificationError:
+        ex.error = "upstream's TLS certificate was not accepted; set verify_upstream = false for self-signed LAN gear"
+        return error_reply(502, request)
+    except (OSError, UpstreamProtocolError) as e:
+        _close(upstream)
         ex.error = f"upstream unreachable: {e}"
         return error_reply(502, request)
-    client = web.WebSocketResponse(
-        protocols=(upstream.protocol,) if upstream.protocol else (), max_msg_size=0, compress=False
-    )
+    if upstream.status != 101:
+        _close(upstream)
+        ex.error = f"upstream refused the WebSocket: {upstream.status}"
+        return error_reply(502, request) if upstream.status < 400 else Reply(upstream.status)
+    await _tunnel(ex, upstream, rest)
+    return Reply(101, sent=True)
+
+
+async def _tunnel(ex: Exchange, upstream: _Upstream, rest: bytes) -> None:
+    """Write the 101 to the client, then copy bytes both ways until either side closes."""
+    conn = ex.request.conn
+    answer = without_hop_by_hop(upstream.headers)
+    answer["Upgrade"] = upstream.headers.get("Upgrade", "websocket")
+    answer["Connection"] = "Upgrade"
+    ex.response_headers = answer
+    lines = ["HTTP/1.1 101 Switching Protocols", *(f"{k}: {v}" for k, v in answer.items())]
+    conn.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace"))
+    loop = asyncio.get_running_loop()
+    ended = loop.create_future()
     ex.bytes_out = 0
+    up = upstream.transport
+    if up is None:
+        return
+
+    def end() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    def to_upstream(data: bytes) -> None:
+        ex.bytes_in += len(data)
+        if not up.is_closing():
+            up.write(data)
+
+    def to_client(data: bytes) -> None:
+        ex.bytes_out = (ex.bytes_out or 0) + len(data)
+        client = conn.transport
+        if client is not None and not client.is_closing():
+            client.write(data)
+
+    def upstream_writable(ok: bool) -> None:  # the upstream reads slowly: stop reading the client
+        (conn.resume_reading if ok else conn.pause_reading)()
+
+    def client_writable(ok: bool) -> None:  # the client reads slowly: stop reading the upstream
+        (up.resume_reading if ok else up.pause_reading)()
+
+    upstream.sink, upstream.on_close, upstream.on_writable = to_client, end, upstream_writable
+    pending = conn.tunnel(to_upstream, end, client_writable)
+    if rest:
+        to_client(rest)
+    if pending:
+        to_upstream(pending)
     try:
-        await client.prepare(request)
-        await asyncio.gather(_pump(client, upstream, ex, inbound=True), _pump(upstream, client, ex, inbound=False))
+        await ended
     finally:
-        await upstream.close()
-        await client.close()
-    return Reply(101, sent=client)
+        up.close()
+        if conn.transport is not None:
+            conn.transport.close()
 
 
-async def _connect(
-    session: aiohttp.ClientSession, url: URL, headers: CIMultiDict[str], protocols: tuple[str, ...], *, ssl: bool
-) -> aiohttp.ClientWebSocketResponse:
-    return await session.ws_connect(
-        url,
-        headers=headers,
-        protocols=protocols,
-        autoping=True,
-        compress=0,
-        max_msg_size=0,
-        ssl=ssl,
-        timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
-    )
-
-
-async def _pump(src: Any, dst: Any, ex: Exchange, *, inbound: bool) -> None:
-    """Copy messages from one WebSocket to the other until either closes."""
-    async for msg in src:
-        if msg.type == WSMsgType.TEXT:
-            data = msg.data
-            await dst.send_str(data)
-        elif msg.type == WSMsgType.BINARY:
-            data = msg.data
-            await dst.send_bytes(data)
-        else:  # ERROR; CLOSE and the rest end the iteration
-            break
-        if inbound:
-            ex.bytes_in += len(data)
-        else:
-            ex.bytes_out = (ex.bytes_out or 0) + len(data)
-    # One side closed: close the other with the same code.
-    code = src.close_code or 1000
-    await dst.close(code=code if 1000 <= code < 5000 and code not in (1005, 1006) else 1000)
+def _close(upstream: _Upstream | None) -> None:
+    if upstream is not None and upstream.transport is not None:
+        upstream.transport.close()

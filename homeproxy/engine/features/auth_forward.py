@@ -111,7 +111,7 @@ def question_headers(ex: Exchange) -> CIMultiDict[str]:
     trusted = ex.trusted_peer
     proto = (src.get("X-Forwarded-Proto") if trusted else None) or request.scheme
     host = (src.get("X-Forwarded-Host") if trusted else None) or src.get("Host") or ex.host
-    uri = request.raw_path if request.raw_path.startswith("/") else request.rel_url.raw_path_qs
+    uri = request.path_qs
     headers["X-Forwarded-Method"] = request.method
     headers["X-Forwarded-Proto"] = proto
     headers["X-Forwarded-Host"] = host

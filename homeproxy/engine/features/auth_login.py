@@ -229,7 +229,7 @@ class LoginMode:
             headers["Cookie"] = "; ".join(kept)
 
     async def __call__(self, ex: Exchange, nxt: Handler) -> Reply:
-        path = ex.request.rel_url.raw_path
+        path = ex.request.path
         if path == LOGIN_PATH:
             return await self._login(ex)
         if path == LOGOUT_PATH:
@@ -315,7 +315,7 @@ class LoginMode:
     async def _login(self, ex: Exchange) -> Reply:
         request = ex.request
         if request.method in ("GET", "HEAD"):
-            next_path = safe_next(request.rel_url.query.get("next", "/"))
+            next_path = safe_next(request.query.get("next", "/"))
             key = await self._key(ex)
             if key is None:
                 return error_reply(500, request)
@@ -399,7 +399,7 @@ class LoginMode:
             ex.error = "auth: login post too large"
             return error_reply(413, request)
         if request.headers.get("Expect", "").lower() == "100-continue":
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await request.send_continue()
         body = b""
         try:
             async with asyncio.timeout(FORM_TIMEOUT):

@@ -856,8 +856,7 @@ def _request_directives(headers: Headers) -> _Request | None:
 
 
 def _target(ex: Exchange) -> str:
-    raw = ex.request.raw_path
-    return raw if raw.startswith("/") else ex.request.rel_url.raw_path_qs
+    return ex.request.path_qs
 
 
 def _scheme(ex: Exchange) -> str:
@@ -908,7 +907,7 @@ def make_cache(site: Site, ctx: FeatureContext) -> Middleware:
 
     def label(reply: Reply, ex: Exchange, status: str) -> Reply:
         ex.cache = status
-        if header and reply.sent is None:
+        if header and not reply.sent:
             reply.headers[header] = status
         return reply
 
@@ -1023,7 +1022,7 @@ def make_cache(site: Site, ctx: FeatureContext) -> Middleware:
         request_time = clock()
         reply = await nxt(ex)
         response_time = clock()
-        if reply.sent is not None:
+        if reply.sent:
             return label(reply, ex, BYPASS), False
         if entry is not None and revalidate and reply.status == 304:
             if _validates(entry, reply.headers):
@@ -1198,7 +1197,7 @@ def make_cache(site: Site, ctx: FeatureContext) -> Middleware:
     async def other_method(ex: Exchange, nxt: Handler) -> Reply:
         method = ex.request.method
         reply = await nxt(ex)
-        if method not in SAFE_METHODS and 200 <= reply.status < 400 and reply.sent is None:
+        if method not in SAFE_METHODS and 200 <= reply.status < 400 and not reply.sent:
             # RFC 9111 section 4.4: the target and same-host Location/Content-Location go.
             scheme = _scheme(ex)
             target = _target(ex)

@@ -368,7 +368,7 @@ def make_compression(site: Site, ctx: FeatureContext) -> Middleware:
         status = reply.status
         if (
             not algorithms
-            or reply.sent is not None
+            or reply.sent
             or status < 200
             or status in _SKIP_STATUS
             or _encoded(headers)

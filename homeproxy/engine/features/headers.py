@@ -52,7 +52,7 @@ def make_headers(site: Site, ctx: FeatureContext) -> Middleware:
             for name, value in request_set:
                 out[name] = value  # replaces every copy
         reply = await nxt(ex)
-        if reply.sent is not None:  # a relayed WebSocket: its handshake is long gone
+        if reply.sent:  # a relayed WebSocket: its handshake is long gone
             return reply
         h = reply.headers
         if security:

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 from collections.abc import AsyncIterator
 
 import httptools
 from multidict import CIMultiDict
 
 from homeproxy.engine.h1.errors import UpstreamLost, UpstreamProtocolError
+from homeproxy.engine.hop import HOP_BY_HOP
 
 HIGH_WATER = 512 * 1024
 """Bytes of response body buffered before reading from the upstream pauses."""
@@ -128,6 +130,7 @@ class H1Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
+        self.sock: socket.socket | None = None
         self.closed = False
         self.served = 0
         """Responses read to their end on this connection (> 0: the next request reuses it)."""
@@ -153,6 +156,8 @@ class H1Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
+        # Kept for the pool's closed-by-the-peer check (uvloop makes a new object per call).
+        self.sock = transport.get_extra_info("socket")
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -231,13 +236,19 @@ class H1Connection(asyncio.Protocol):
         headers = response.headers
         length: int | None = None
         chunked = False
+        named: frozenset[str] = frozenset()
         for name, value in items:
-            headers.add(name, value)
             lower = name.lower()
-            if lower == "content-length":
-                length = int(value) if value.isdigit() else None
+            if lower not in HOP_BY_HOP:  # hop-by-hop headers end here (RFC 9110 section 7.6.1)
+                headers.add(name, value)
+                if lower == "content-length":
+                    length = int(value) if value.isdigit() else None
             elif lower == "transfer-encoding":
                 chunked = "chunked" in value.lower()
+            elif lower == "connection":
+                named |= {t.strip().lower() for t in value.split(",")} - {"close", "keep-alive", ""}
+        for name in named:  # and so do those the upstream's Connection header names
+            headers.popall(name, None)
         response.content_length = None if chunked else length
         no_body = self._head_only or status in (204, 304)
         response.until_eof = not no_body and not chunked and length is None

@@ -47,9 +47,9 @@ class Origin:
 if sys.platform == "linux":
     _TCP_ESTABLISHED = 1  # tcpi_state, the first byte of Linux's struct tcp_info
 
-    def peer_closed(transport: asyncio.BaseTransport) -> bool:
+    def peer_closed(conn: H1Connection) -> bool:
         """The kernel has seen the upstream close the connection (FIN or RST): one getsockopt, no read."""
-        sock = transport.get_extra_info("socket")
+        sock = conn.sock
         if sock is None:
             return False
         try:
@@ -61,7 +61,7 @@ if sys.platform == "linux":
 
 else:  # pragma: no cover - Debian is Linux
 
-    def peer_closed(transport: asyncio.BaseTransport) -> bool:
+    def peer_closed(conn: H1Connection) -> bool:
         return False
 
 
@@ -81,6 +81,8 @@ class Pool:
         self._origins: dict[OriginKey, Origin] = {}
         self._contexts = {True: _client_context(True), False: _client_context(False)}
         self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The engine's loop (set by `start()`)."""
 
     def origin(self, key: OriginKey) -> Origin:
         origin = self._origins.get(key)
@@ -88,12 +90,17 @@ class Pool:
             origin = self._origins[key] = Origin(key)
         return origin
 
+    def tls_context(self, verify: bool) -> ssl.SSLContext:
+        """The client context for https upstreams (`verify`: check the certificate and name)."""
+        return self._contexts[verify]
+
     def start(self) -> None:
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="homeproxy-pool-sweep")
+        self._loop = asyncio.get_running_loop()
+        self._sweeper = self._loop.create_task(self._sweep(), name="homeproxy-pool-sweep")
 
     async def acquire(self, origin: Origin, connect_timeout: float | None, *, fresh: bool = False) -> H1Connection:
         """An idle connection that is still good, else a new one (`fresh`: always a new one)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         idle = origin.idle
         if not fresh:
             now = loop.time()
@@ -105,7 +112,7 @@ class Pool:
                     or transport is None
                     or transport.is_closing()
                     or now - conn.idle_since >= origin.key.keepalive
-                    or peer_closed(transport)
+                    or peer_closed(conn)
                 ):
                     conn.close()
                     continue
@@ -135,7 +142,7 @@ class Pool:
     def release(self, origin: Origin, conn: H1Connection) -> None:
         """Back to the pool if it may carry another request, else closed."""
         if conn.reusable() and len(origin.idle) < MAX_IDLE:
-            conn.idle_since = asyncio.get_running_loop().time()
+            conn.idle_since = (self._loop or asyncio.get_running_loop()).time()
             origin.idle.append(conn)
         else:
             conn.close()

@@ -28,6 +28,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import (
@@ -792,8 +793,13 @@ class SettingsScreen(Screen[None]):
         self.app.call_from_thread(self._show_diff, backup, text)
 
     def _show_diff(self, backup: Backup, text: Text) -> None:
-        if self.is_attached and self.selected_backup() == backup:
-            self.query_one("#backup-diff", Static).update(text)
+        if not self.is_attached:
+            return
+        try:
+            if self.selected_backup() == backup:
+                self.query_one("#backup-diff", Static).update(text)
+        except NoMatches:  # the screen is closing: its widgets are gone already
+            pass
 
     @on(Button.Pressed, "#restore")
     def _restore_pressed(self) -> None:

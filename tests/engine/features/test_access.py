@@ -181,7 +181,7 @@ async def test_access_is_checked_before_auth(proxy: StartProxy, echo: Backend) -
     assert challenged.status == 401 and "WWW-Authenticate" in challenged.headers
 
 
-async def test_huge_and_too_many_headers_get_a_400_and_the_site_keeps_serving(
+async def test_huge_and_too_many_headers_get_a_431_and_the_site_keeps_serving(
     proxy: StartProxy, echo: Backend, session: aiohttp.ClientSession
 ) -> None:
     p = await proxy(make_config(site("app", ["app.test"], [echo.url], allow=["127.0.0.1/32"])))
@@ -193,7 +193,7 @@ async def test_huge_and_too_many_headers_get_a_400_and_the_site_keeps_serving(
     async with client_at("127.0.0.2") as other:
         denied = await fetch(other, p, "/", host="app.test")
 
-    assert huge.status == 400 and too_many.status == 400
+    assert huge.status == 431 and too_many.status == 431  # RFC 6585: Request Header Fields Too Large
     assert after.status == 200
     _forbidden(denied.status, denied.body)
 
