@@ -113,6 +113,10 @@ class Response:
 
     async def read(self, timeout: float | None) -> bytes:
         """The whole body (for small ones of known length)."""
+        chunks = self._chunks
+        if self.complete and not self._conn.overrun and len(chunks) == 1:  # it came with the head
+            self._buffered = 0
+            return chunks.popleft()
         parts = []
         while (chunk := await self._next(timeout)) is not None:
             parts.append(chunk)
@@ -122,6 +126,11 @@ class Response:
         """The body chunk by chunk as it arrives, with back-pressure on the upstream."""
         while (chunk := await self._next(timeout)) is not None:
             yield chunk
+
+
+def _time_out(head: asyncio.Future[Response]) -> None:
+    if not head.done():
+        head.set_exception(TimeoutError())
 
 
 class H1Connection(asyncio.Protocol):
@@ -300,9 +309,16 @@ class H1Connection(asyncio.Protocol):
 
     async def response(self, timeout: float | None) -> Response:
         """The response's head (status, reason, headers), within `timeout` seconds."""
-        assert self._head is not None
-        async with asyncio.timeout(timeout):
-            return await self._head
+        head = self._head
+        assert head is not None
+        if head.done() or timeout is None:
+            return await head
+        # A timer of its own rather than asyncio.timeout(): this is on every request's path.
+        timer = self.loop.call_later(timeout, _time_out, head)
+        try:
+            return await head
+        finally:
+            timer.cancel()
 
     async def write(self, data: bytes) -> None:
         """Write a piece of a streamed request body, waiting while the transport is full."""

@@ -23,6 +23,9 @@ from homeproxy.engine.h1.errors import UpstreamCertError, UpstreamConnectError
 MAX_IDLE = 128
 """Idle connections kept per origin (more are closed when released)."""
 SWEEP_EVERY = 1.0
+CHECK_AFTER = 0.05
+"""Seconds idle after which a pooled connection is checked with the kernel before it is reused
+(a close the loop has not read yet); connections in steady use skip the system call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,24 +103,34 @@ class Pool:
 
     async def acquire(self, origin: Origin, connect_timeout: float | None, *, fresh: bool = False) -> H1Connection:
         """An idle connection that is still good, else a new one (`fresh`: always a new one)."""
-        loop = self._loop or asyncio.get_running_loop()
+        conn = None if fresh else self.take(origin)
+        if conn is not None:
+            return conn
+        return await self._connect(origin, self._loop or asyncio.get_running_loop(), connect_timeout)
+
+    def take(self, origin: Origin) -> H1Connection | None:
+        """An idle connection that is still good, or None (then `acquire` connects)."""
         idle = origin.idle
-        if not fresh:
-            now = loop.time()
-            while idle:
-                conn = idle.pop()  # the most recently used: the least likely to have been closed
-                transport = conn.transport
-                if (
-                    conn.closed
-                    or transport is None
-                    or transport.is_closing()
-                    or now - conn.idle_since >= origin.key.keepalive
-                    or peer_closed(conn)
-                ):
-                    conn.close()
-                    continue
-                return conn
-        return await self._connect(origin, loop, connect_timeout)
+        if not idle:
+            return None
+        now = (self._loop or asyncio.get_running_loop()).time()
+        while idle:
+            conn = idle.pop()  # the most recently used: the least likely to have been closed
+            transport = conn.transport
+            idle_for = now - conn.idle_since
+            if (
+                conn.closed
+                or transport is None
+                or transport.is_closing()
+                or idle_for >= origin.key.keepalive
+                # One getsockopt, only for a connection idle long enough for the upstream to have
+                # closed it unseen: one in steady use is seen closing by the loop itself.
+                or (idle_for > CHECK_AFTER and peer_closed(conn))
+            ):
+                conn.close()
+                continue
+            return conn
+        return None
 
     async def _connect(self, origin: Origin, loop: asyncio.AbstractEventLoop, timeout: float | None) -> H1Connection:
         key = origin.key
