@@ -21,6 +21,7 @@ from homeproxy.control import ControlServer, socket_path
 from homeproxy.discovery.directory import ServiceDirectory
 from homeproxy.engine import AccessLog, Consumer, Engine, EventBus, RequestCompleted, Stats, Subscription
 from homeproxy.metrics import MetricsServer, RequestMetrics
+from homeproxy.metrics.collector import EngineLoad
 
 if TYPE_CHECKING:
     from homeproxy.discovery.runner import Discovery
@@ -57,6 +58,7 @@ class Runtime:
         self.metrics = RequestMetrics()
         """Prometheus metrics of the requests; counted only while `[metrics] listen` is set."""
         self.metrics.watch_certificates(lambda: self.engine.certificates() if self.engine is not None else ())
+        self.metrics.watch_load(self._load)
         self.metrics_server = MetricsServer(self.metrics.registry)
         """The admin listener serving `/metrics` (`metrics_server.address`, `.error`)."""
         self._metrics_consumer: Consumer[RequestCompleted] | None = None
@@ -144,6 +146,12 @@ class Runtime:
         if consumer is not None and consumer.subscription.headers != on:
             consumer.subscription.headers = on
             self.bus.unsubscribe(Subscription("recount", 1))
+
+    def _load(self) -> EngineLoad | None:
+        engine = self.engine
+        if engine is None or not engine.running:
+            return None
+        return EngineLoad(engine.client_connections, engine.in_flight, engine.upstream_load())
 
     def _count_metrics(self, config: Config) -> None:
         """Subscribe the metrics to the bus while `[metrics] listen` is set (else the bus has one

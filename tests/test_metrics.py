@@ -191,11 +191,44 @@ async def test_requests_latency_bytes_and_cache_after_real_requests(
     assert v("homeproxy_cache_stale_total", site="cached") == 0
     assert v("homeproxy_cache_hits_total", site="app") is None  # no cache, no cache series
     assert v("homeproxy_metrics_events_dropped_total") == 0
-    # Bounded cardinality: the only labels are site and status class (and the histogram's le).
+    # Bounded cardinality: the only labels are site and status class (and the histogram's le), and
+    # the configured upstream's address on the load gauges.
     sites = {dict(labels).get("site") for _, labels in samples if dict(labels).get("site")}
     assert sites == {"app", "idle", "cached", "other"}
-    assert {k for _, labels in samples for k, _ in labels} <= {"site", "status_class", "le"}
+    assert {k for _, labels in samples for k, _ in labels} <= {"site", "status_class", "le", "upstream"}
+    upstreams = {dict(labels)["upstream"] for _, labels in samples if "upstream" in dict(labels)}
+    assert upstreams == {backend}
     assert not [name for name, _ in samples if name.endswith("_created")]
+
+
+async def test_connections_and_requests_in_flight_now(
+    runtime: StartRuntime, session: aiohttp.ClientSession
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(request: web.BaseRequest) -> web.StreamResponse:
+        await release.wait()
+        return web.Response(text="done")
+
+    runner = web.ServerRunner(web.Server(slow), handle_signals=False)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    upstream = f"http://127.0.0.1:{tcp.port}"
+    try:
+        rt = await runtime(site("slow", ["slow.lan"], upstream))
+        waiting = asyncio.ensure_future(get(session, rt, "/wait", "slow.lan"))
+        with_one = await scrape_until(session, rt, "homeproxy_requests_in_flight", {}, 1)
+        assert value(with_one, "homeproxy_upstream_requests_in_flight", upstream=upstream) == 1
+        assert (value(with_one, "homeproxy_client_connections") or 0) >= 1
+
+        release.set()
+        assert await waiting == b"done"
+        after = await scrape_until(session, rt, "homeproxy_requests_in_flight", {}, 0)
+        assert value(after, "homeproxy_upstream_requests_in_flight", upstream=upstream) == 0
+        assert value(after, "homeproxy_upstream_idle_connections", upstream=upstream) == 1  # kept for the next one
+    finally:
+        await runner.cleanup()
 
 
 async def test_tls_certificate_expiry_per_site(

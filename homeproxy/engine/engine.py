@@ -36,6 +36,7 @@ from homeproxy.engine.chain import Handler, Middleware, compose
 from homeproxy.engine.events import EventBus, RequestCompleted
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.features import FeatureContext, build_middlewares
+from homeproxy.engine.h1.pool import OriginLoad
 from homeproxy.engine.h1.server import HttpServer
 from homeproxy.engine.hop import forwarded_for
 from homeproxy.engine.pages import error_reply
@@ -157,6 +158,15 @@ class Engine:
     def in_flight(self) -> int:
         """Requests being handled now (WebSocket sessions included)."""
         return self._http.active if self._http is not None else 0
+
+    @property
+    def client_connections(self) -> int:
+        """Client connections open now (idle keep-alive ones included)."""
+        return len(self._http.connections) if self._http is not None else 0
+
+    def upstream_load(self) -> tuple[OriginLoad, ...]:
+        """Each upstream's requests in flight and idle pooled connections. Thread-safe."""
+        return self._client.pool.snapshot()
 
     @property
     def running(self) -> bool:

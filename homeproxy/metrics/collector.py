@@ -21,6 +21,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from homeproxy.certs.status import CertStatus
 from homeproxy.config.model import Config
 from homeproxy.engine import RequestCompleted, Subscription
+from homeproxy.engine.h1.pool import OriginLoad
 
 OTHER = "other"
 """The `site` label of requests that matched no configured site (unknown hosts, malformed requests)."""
@@ -91,6 +92,12 @@ class RequestMetrics:
         r.register(self._cert_collector)
         self._drops = _DropsCollector()
         r.register(self._drops)
+        self._load = _LoadCollector()
+        r.register(self._load)
+
+    def watch_load(self, source: Callable[[], EngineLoad | None]) -> None:
+        """Read connections and in-flight requests from `source` at each scrape."""
+        self._load.source = source
 
     def watch_certificates(self, source: Callable[[], Iterable[CertStatus]]) -> None:
         """Read TLS certificates from `source` (the engine's `certificates()`) at each scrape."""
@@ -186,6 +193,48 @@ class _CertificateCollector:
             "When the certificate a TLS site serves expires (its not_after), in seconds since the epoch.",
             labels=["site"],
         )
+
+
+class _LoadCollector:
+    """Open client connections, requests in flight, and each upstream's in-flight requests and idle
+    pooled connections, read from the engine at scrape time (the upstream label is a configured
+    upstream's address, so bounded by the config)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], EngineLoad | None] = lambda: None
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(None)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(self.source())
+
+    @staticmethod
+    def _families(load: EngineLoad | None) -> list[Metric]:
+        connections = GaugeMetricFamily("homeproxy_client_connections", "Client connections open now.")
+        in_flight = GaugeMetricFamily("homeproxy_requests_in_flight", "Requests being answered now.")
+        upstream = GaugeMetricFamily(
+            "homeproxy_upstream_requests_in_flight", "Requests an upstream is answering now.", labels=["upstream"]
+        )
+        idle = GaugeMetricFamily(
+            "homeproxy_upstream_idle_connections", "Pooled keep-alive connections to an upstream.", labels=["upstream"]
+        )
+        if load is not None:
+            connections.add_metric([], load.connections)
+            in_flight.add_metric([], load.in_flight)
+            for origin in load.upstreams:
+                upstream.add_metric([origin.upstream], origin.in_flight)
+                idle.add_metric([origin.upstream], origin.idle)
+        return [connections, in_flight, upstream, idle]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """What `_LoadCollector` reads from the engine."""
+
+    connections: int
+    in_flight: int
+    upstreams: tuple[OriginLoad, ...]
 
 
 class _DropsCollector:

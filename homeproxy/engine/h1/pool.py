@@ -68,6 +68,16 @@ else:  # pragma: no cover - Debian is Linux
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class OriginLoad:
+    """One upstream's load now, for the metrics."""
+
+    upstream: str
+    """`scheme://host:port`."""
+    in_flight: int
+    idle: int
+
+
 def _client_context(verify: bool) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     if not verify:  # self-signed LAN gear: still encrypted, not authenticated
@@ -92,6 +102,17 @@ class Pool:
         if origin is None:
             origin = self._origins[key] = Origin(key)
         return origin
+
+    def snapshot(self) -> tuple[OriginLoad, ...]:
+        """Every origin's requests in flight and idle connections, summed per upstream address.
+        Safe from another thread: it only reads counters (a moment's skew is harmless)."""
+        totals: dict[str, list[int]] = {}
+        for origin in list(self._origins.values()):
+            key = origin.key
+            t = totals.setdefault(f"{key.scheme}://{key.host}:{key.port}", [0, 0])
+            t[0] += origin.in_flight
+            t[1] += len(origin.idle)
+        return tuple(OriginLoad(name, i, n) for name, (i, n) in sorted(totals.items()))
 
     def tls_context(self, verify: bool) -> ssl.SSLContext:
         """The client context for https upstreams (`verify`: check the certificate and name)."""
