@@ -53,6 +53,8 @@ LINGER_BYTES = 4 * 1024 * 1024
 read and dropped for up to this long and this much, so the client gets to read the answer
 instead of a reset (aiohttp's and nginx's lingering close)."""
 SWEEP_EVERY = 1.0
+WRITE_HIGH_WATER = 512 * 1024
+"""Bytes waiting for a client before a streamed response stops reading its upstream."""
 
 Handler = Callable[[Request], Awaitable[None]]
 ErrorHook = Callable[[str, int, str], None]
@@ -195,6 +197,9 @@ class ClientConnection(asyncio.Protocol):
         sock = transport.get_extra_info("sockname")
         self.local_port = str(sock[1]) if isinstance(sock, tuple) and len(sock) > 1 else ""
         self.idle_since = self.loop.time()
+        # Room for a few upstream reads before a stream waits on the client (asyncio's 64 KiB
+        # makes a fast download stop and start for every read).
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
         self.server.connections.add(self)
         if self.server.closing:
             self.abort()
