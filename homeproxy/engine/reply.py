@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 
-import aiohttp
 from multidict import CIMultiDict
 
 from homeproxy.engine.exchange import Exchange
@@ -157,7 +156,7 @@ async def send(ex: Exchange, reply: Reply) -> None:
                 chunk = await anext(body)
             except StopAsyncIteration:
                 break
-            except (TimeoutError, aiohttp.ClientError, ConnectionError, UpstreamError) as e:
+            except (TimeoutError, ConnectionError, UpstreamError) as e:
                 why = str(e) if isinstance(e, UpstreamError) else type(e).__name__
                 ex.error = f"upstream failed mid-response: {why}"
                 conn.abort()

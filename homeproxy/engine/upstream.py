@@ -26,11 +26,10 @@ import itertools
 import logging
 from collections.abc import Callable
 
-import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from homeproxy.config.model import DEFAULT_UPSTREAM_KEEPALIVE, Route, Site
+from homeproxy.config.model import Route, Site
 from homeproxy.discovery.service import parse_mdns_ref
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.h1.connection import H1Connection, Response
@@ -79,34 +78,17 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class UpstreamClient:
-    """What every site forwards through; lives on the engine's loop: the HTTP/1.1 pool, and an
-    aiohttp client for homeproxy's own requests (forward auth)."""
+    """What every site forwards through; lives on the engine's loop: the HTTP/1.1 pool.
+    (Forward auth has its own aiohttp client, made only when a site uses it.)"""
 
     def __init__(self) -> None:
         self.pool = Pool()
-        self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
-        common = dict(cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)  # SECURITY: no shared cookies
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=DEFAULT_UPSTREAM_KEEPALIVE, ttl_dns_cache=10),
-            timeout=aiohttp.ClientTimeout(total=None),
-            **common,  # type: ignore[arg-type]
-        )
         self.pool.start()
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """A plain client for homeproxy's own requests (forward auth), with aiohttp's own retries."""
-        if self._session is None:
-            raise RuntimeError("UpstreamClient is not open")
-        return self._session
 
     async def close(self) -> None:
         await self.pool.close()
-        if self._session is not None:
-            await self._session.close()
-        self._session = None
 
 
 Resolver = Callable[[str], str | None]
@@ -253,7 +235,7 @@ class Forwarder:
                 # Small: read whole before the upstream is contacted, so it is in hand for a replay.
                 try:
                     body.data = await request.content.readexactly(length)
-                except (EOFError, ConnectionError, aiohttp.ClientError) as e:
+                except (EOFError, ConnectionError) as e:
                     return _failed(ex, e)
                 ex.bytes_in += length
             else:
@@ -299,7 +281,7 @@ class Forwarder:
             except TimeoutError:
                 ex.error = "upstream timed out before answering"
                 return error_reply(504, request)
-            except (UpstreamError, ConnectionError, aiohttp.ClientError) as e:
+            except (UpstreamError, ConnectionError) as e:
                 return _failed(ex, e)
         raise AssertionError("unreachable: a site has at least one upstream")
 

@@ -16,9 +16,8 @@ import errno
 import logging
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -30,6 +29,10 @@ T = TypeVar("T")
 
 #: Upper bound for binding or closing the listener (a blocked loop must not hang a config apply).
 STEP_TIMEOUT = 10.0
+
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 class MetricsServer:
@@ -96,6 +99,8 @@ class MetricsServer:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(STEP_TIMEOUT)
 
     async def _open(self, host: str, port: int) -> None:
+        from aiohttp import web  # only when a metrics listener is configured (a few MB of memory)
+
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
