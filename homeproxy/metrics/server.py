@@ -123,6 +123,8 @@ class MetricsServer:
         # Collecting is quick and in memory (counters, and the engine's certificate list); this
         # loop serves nothing else, so doing it here delays no proxied request.
         body = encoder(self.registry)
+        from aiohttp import web
+
         return web.Response(body=body, headers={"Content-Type": content_type})
 
 
