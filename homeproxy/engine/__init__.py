@@ -1,8 +1,9 @@
 """The engine facade: the only part of the engine that the TUI and the CLI import."""
 
 from homeproxy.engine.accesslog import AccessLog
-from homeproxy.engine.engine import BindError, Engine
+from homeproxy.engine.engine import Engine
 from homeproxy.engine.events import Consumer, EventBus, RequestCompleted, Subscription
+from homeproxy.engine.listeners import BindError
 from homeproxy.engine.stats import TOTAL, SiteStats, Stats
 
 __all__ = [

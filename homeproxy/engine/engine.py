@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import functools
 import ipaddress
 import logging
@@ -31,14 +30,15 @@ from urllib.parse import urlsplit
 from homeproxy import paths
 from homeproxy.certs.manager import CertError, CertManager, Prepared
 from homeproxy.certs.status import CertStatus, Renewal
-from homeproxy.config.model import Config, Route, ServerSettings, Site
+from homeproxy.config.model import Config, Route, Site
 from homeproxy.engine.chain import Handler, Middleware, compose
 from homeproxy.engine.events import EventBus, RequestCompleted
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.features import FeatureContext, build_middlewares
 from homeproxy.engine.h1.pool import OriginLoad
 from homeproxy.engine.h1.server import HttpServer
-from homeproxy.engine.hop import forwarded_for
+from homeproxy.engine.hop import client_ip, forwarded_for, in_networks, trusted_networks
+from homeproxy.engine.listeners import BindError, Listener, listen_set, open_listeners
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import CLIENT_CLOSED, client_gone, send
 from homeproxy.engine.request import Request
@@ -48,41 +48,6 @@ from homeproxy.engine.upstream import Forwarder, Resolver, UpstreamClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Listener:
-    """One open listening socket: where, and whether it speaks TLS."""
-
-    host: str
-    port: int
-    """As bound (port 0 resolved)."""
-    tls: bool
-    server: asyncio.AbstractServer
-
-
-class BindError(OSError):
-    """A listener could not be opened; the message says why and what to do."""
-
-
-def explain_bind_error(host: str, port: int, err: OSError, key: str = "http_port") -> str:
-    """A sentence a person can act on."""
-    where = f"{host}:{port}"
-    if err.errno == errno.EACCES:
-        return (
-            f"cannot listen on {where}: permission denied. Ports below 1024 need root or "
-            f"CAP_NET_BIND_SERVICE (the systemd unit in assets/ grants it); or set {key} to 1024 or above."
-        )
-    if err.errno == errno.EADDRINUSE:
-        return (
-            f"cannot listen on {where}: the port is already in use by another program "
-            f"(another homeproxy? `ss -ltnp 'sport = :{port}'` shows which); stop it or change {key}."
-        )
-    if err.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen on {where}: this machine has no such address; check server.listen."
-    return f"cannot listen on {where}: {err.strerror or err}"
 
 
 class Engine:
@@ -108,11 +73,11 @@ class Engine:
         self._cert_task: asyncio.Task[None] | None = None
         self._config = config
         self._table = self._compile(config)
-        self._trusted = _networks(config.server)
+        self._trusted = trusted_networks(config.server)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._http: HttpServer | None = None
-        self._listeners: list[_Listener] = []
+        self._listeners: list[Listener] = []
         self.listen_errors: tuple[str, ...] = ()
         """Why listeners could not be opened (empty when all are up)."""
         self.tls_errors: tuple[str, ...] = ()
@@ -190,7 +155,7 @@ class Engine:
         prepared = self.certs.prepare(config)  # off the loop: may issue (CPU) or read files
         table = self._compile(config)  # compiled here, off the loop
         if self._loop is None:
-            self._config, self._table, self._trusted = config, table, _networks(config.server)
+            self._config, self._table, self._trusted = config, table, trusted_networks(config.server)
             self.certs.commit(prepared)
             return
         self._call(self._apply(config, table, prepared), timeout)
@@ -268,12 +233,12 @@ class Engine:
             log.error("%s", e)
 
     async def _apply(self, config: Config, table: RoutingTable, prepared: Prepared) -> None:
-        if _listen_set(config) != _listen_set(self._config) or self.listen_errors:
+        if listen_set(config) != listen_set(self._config) or self.listen_errors:
             await self._bind(config)  # raises BindError with the old listeners intact
         self.certs.commit(prepared)
         self.tls_errors = ()
         # The swap: a request reads self._table once when it arrives.
-        self._config, self._table, self._trusted = config, table, _networks(config.server)
+        self._config, self._table, self._trusted = config, table, trusted_networks(config.server)
 
     async def _bind(self, config: Config, *, initial: bool = False) -> None:
         """Open the listeners `config` asks for (HTTP, and HTTPS while a site has TLS on); on
@@ -286,7 +251,7 @@ class Engine:
         old_set = tuple((lst.host, lst.port, lst.tls) for lst in old)
         for lst in old:  # release the ports first: the new set usually reuses them
             lst.server.close()
-        new, errors = await self._open(_listen_set(config))
+        new, errors = await self._open(listen_set(config))
         if errors and not initial:
             for lst in new:
                 lst.server.close()
@@ -299,23 +264,9 @@ class Engine:
         for lst in new:
             log.info("listening on %s://%s:%d", "https" if lst.tls else "http", lst.host, lst.port)
 
-    async def _open(self, wanted: tuple[tuple[str, int, bool], ...]) -> tuple[list[_Listener], list[str]]:
+    async def _open(self, wanted: tuple[tuple[str, int, bool], ...]) -> tuple[list[Listener], list[str]]:
         assert self._http is not None
-        loop = asyncio.get_running_loop()
-        opened: list[_Listener] = []
-        errors: list[str] = []
-        for host, port, tls in wanted:
-            ctx = self.certs.contexts.listener if tls else None
-            try:
-                server = await loop.create_server(
-                    self._http.protocol(tls), host, port, ssl=ctx, reuse_address=True, backlog=1024
-                )
-            except OSError as e:
-                errors.append(explain_bind_error(host, port, e, "https_port" if tls else "http_port"))
-                continue
-            bound = server.sockets[0].getsockname()[1] if server.sockets else port
-            opened.append(_Listener(host, int(bound), tls, server))
-        return opened, errors
+        return await open_listeners(self._http, wanted, lambda: self.certs.contexts.listener)
 
     async def _stop(self) -> None:
         for lst in self._listeners:
@@ -369,8 +320,8 @@ class Engine:
         else:  # absolute-form: the target's authority wins over Host (RFC 9112 section 3.2.2)
             host = normalize_host(urlsplit(target).netloc.rpartition("@")[2])
         peer = request.remote
-        trusted = bool(self._trusted) and _in_networks(peer, self._trusted)
-        client = _client_ip(peer, forwarded_for(headers), self._trusted) if trusted else peer
+        trusted = bool(self._trusted) and in_networks(peer, self._trusted)
+        client = client_ip(peer, forwarded_for(headers), self._trusted) if trusted else peer
         ex = Exchange(request, client, host, trusted)
         try:
             secure = request.secure
@@ -453,39 +404,6 @@ class Engine:
                 response_headers=tuple(sent.items()) if sent is not None and wants_headers else (),
             )
         )
-
-
-def _listen_set(config: Config) -> tuple[tuple[str, int, bool], ...]:
-    """(host, port, tls) of every listener `config` needs: HTTPS only while a site has TLS on."""
-    server = config.server
-    plain = tuple((host, server.http_port, False) for host in server.listen)
-    if not config.tls_sites:
-        return plain
-    return plain + tuple((host, server.https_port, True) for host in server.listen)
-
-
-def _networks(server: ServerSettings) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(n, strict=False) for n in server.trusted_proxies)
-
-
-def _in_networks(addr: str, networks: tuple[Network, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return any(ip in n for n in networks)
-
-
-def _client_ip(peer: str, xff: str, trusted: tuple[Network, ...]) -> str:
-    """The first address from the right of X-Forwarded-For that is not a trusted proxy."""
-    hops = [h.strip() for h in xff.split(",") if h.strip()]
-    for hop in reversed(hops):
-        if not _in_networks(hop, trusted):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return peer  # garbage in the header: fall back to what we know
-    return hops[0] if hops else peer
 
 
 @functools.lru_cache(maxsize=256)

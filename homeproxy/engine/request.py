@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from multidict import CIMultiDictProxy, MultiDict
 
 if TYPE_CHECKING:
-    from homeproxy.engine.h1.server import ClientConnection
+    from homeproxy.engine.h1.client import ClientConnection
 
 #: Bytes of request body buffered before reading from the client pauses.
 BODY_HIGH_WATER = 256 * 1024

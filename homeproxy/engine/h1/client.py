@@ -1,0 +1,432 @@
+"""`ClientConnection`: one client's connection to homeproxy's HTTP/1.1 server (`server.py`).
+
+An `asyncio.Protocol` that feeds each read to llhttp, turns heads into `Request`s, runs the
+server's handler for one request at a time (pipelined ones wait), writes what `reply.send()`
+gives it, and decides after each answer whether the connection goes on, closes or lingers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from homeproxy.engine.h1.limits import (
+    HEAD_TIMEOUT,
+    KEEPALIVE,
+    LINGER_BYTES,
+    LINGER_TIME,
+    MAX_FIELD,
+    MAX_HEAD,
+    MAX_HEADERS,
+    MAX_QUEUED,
+    MAX_TARGET,
+    TITLES,
+    WRITE_HIGH_WATER,
+    Refused,
+    check_head,
+    reason,
+)
+from homeproxy.engine.pages import plain_page
+from homeproxy.engine.request import EMPTY_BODY, BodyError, Request, RequestBody
+
+if TYPE_CHECKING:
+    from homeproxy.engine.h1.server import HttpServer
+
+log = logging.getLogger(__name__)
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parse, hand each request to the handler in turn, write answers."""
+
+    def __init__(self, server: HttpServer, secure: bool) -> None:
+        self.server = server
+        self.secure = secure
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.remote = ""
+        self.local_port = ""
+        self._parser = httptools.HttpRequestParser(self)
+        self._queue: collections.deque[Request] = collections.deque()
+        self._current: Request | None = None
+        """The request being handled (its response is being written)."""
+        self._ready: Request | None = None
+        """The current request, when its handler waits for the end of the read that brought it."""
+        self._parsing: Request | None = None
+        """The request whose body the parser is reading."""
+        self._url: list[bytes] = []
+        self._url_len = 0
+        self._headers: list[tuple[str, str]] = []
+        self._head_bytes = 0
+        self._in_head = False
+        self._head_began = 0.0
+        self.idle_since = 0.0
+        self._refused: Refused | None = None
+        """A parse error met while another request was being answered: sent after it."""
+        self._upgraded: bytearray | None = None
+        """After an upgrade request: the bytes the client sent past its head."""
+        self._sink: Callable[[bytes], None] | None = None
+        self._on_close: Callable[[], None] | None = None
+        self._on_writable: Callable[[bool], None] | None = None
+        self._reading_paused = 0
+        self.write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self.response_started = False
+        """The current request's status line has been written (too late for another answer)."""
+        self._continued = False
+        self.must_close = False
+        """Close once the current response is written."""
+        self._lingering = 0.0
+        """When the connection began dropping the rest of an answered request's body (0: not)."""
+
+    # --- asyncio.Protocol -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport subclasses
+        peer = transport.get_extra_info("peername")
+        self.remote = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        sock = transport.get_extra_info("sockname")
+        self.local_port = str(sock[1]) if isinstance(sock, tuple) and len(sock) > 1 else ""
+        self.idle_since = self.loop.time()
+        # Room for a few upstream reads before a stream waits on the client (asyncio's 64 KiB
+        # makes a fast download stop and start for every read).
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
+        self.server.connections.add(self)
+        if self.server.closing:
+            self.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._sink is not None:
+            self._sink(data)
+            return
+        if self._upgraded is not None:
+            self._upgraded += data
+            return
+        if self._refused is not None:
+            return
+        self._feed(data)
+        # A request whose head came in this read starts only now, after the whole read was
+        # parsed: one the same read shows to be malformed (a bad chunk) is never handled.
+        ready, self._ready = self._ready, None
+        if ready is not None and ready is self._current:
+            self.server.run(self._run(ready))
+
+    def _feed(self, data: bytes) -> None:
+        if not self._in_head:
+            self._head_bytes = 0
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
+            self._upgraded = bytearray(data[offset:])
+            self._pause(1)  # nothing more is parsed: the handler tunnels or the connection ends
+            return
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            if isinstance(cause, Refused):
+                if cause.status:
+                    self._refuse(cause)
+            else:
+                log.exception("error parsing a request from %s", self.remote, exc_info=cause)
+                self._refuse(Refused(400, "unparsable request"))
+            return
+        except httptools.HttpParserInvalidMethodError:
+            self._refuse(Refused(400, "unknown method"))
+            return
+        except httptools.HttpParserError as e:
+            self._refuse(Refused(400, reason(e)))
+            return
+        if self._lingering:
+            body = self._parsing.content if self._parsing is not None else None
+            if body is not None and (body.discarded or 0) > LINGER_BYTES:
+                self.abort()
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD + MAX_TARGET:
+                self._refuse(Refused(431, "request head too large"))
+
+    def eof_received(self) -> bool | None:
+        parsing = self._parsing
+        if parsing is not None and not parsing.content.eof:
+            parsing.content.fail(BodyError("the client closed the connection before its body's end"))
+        return None  # close the transport: connection_lost does the rest
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.server.connections.discard(self)
+        for request in (self._parsing, self._current, *self._queue):
+            if request is not None:
+                request.content.fail(BodyError("the client's connection closed"))
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_exception(ConnectionResetError("the client's connection closed"))
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self._on_writable is not None:
+            self._on_writable(False)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._on_writable is not None:
+            self._on_writable(True)
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # --- httptools callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_began = self.loop.time()
+        self._url = []
+        self._url_len = 0
+        self._headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url_len += len(url)
+        if self._url_len > MAX_TARGET:
+            raise Refused(414, "request target too long")
+        self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) > MAX_FIELD:
+            raise Refused(431, "header line too long")
+        headers = self._headers
+        if len(headers) >= MAX_HEADERS:
+            raise Refused(431, "too many headers")
+        headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        version = parser.get_http_version()
+        headers = CIMultiDict(self._headers)
+        self._headers = []
+        url = self._url
+        target = (url[0] if len(url) == 1 else b"".join(url)).decode("utf-8", "surrogateescape")
+        chunked, length = check_head(version, target, headers)
+        body = RequestBody(self) if chunked or length else EMPTY_BODY
+        request = Request(
+            self,
+            parser.get_method().decode("ascii"),
+            target,
+            version,
+            CIMultiDictProxy(headers),
+            content=body,
+            content_length=length,
+            keep_alive=parser.should_keep_alive(),
+            upgrade=parser.should_upgrade(),
+        )
+        self._parsing = request
+        if self._current is None:
+            self._begin(request, start=False)
+        else:
+            self._queue.append(request)
+            if len(self._queue) >= MAX_QUEUED:
+                self._pause(2)
+
+    def on_body(self, body: bytes) -> None:
+        parsing = self._parsing
+        if parsing is not None:
+            parsing.content.feed(body)
+
+    def on_message_complete(self) -> None:
+        parsing, self._parsing = self._parsing, None
+        if parsing is not None:
+            parsing.content.feed_eof()
+            if self._lingering and self.transport is not None:
+                self.transport.close()
+                raise Refused(0, "lingering close")  # stop parsing: nothing after it is read
+
+    # --- requests ---------------------------------------------------------------------------------
+
+    def _begin(self, request: Request, *, start: bool) -> None:
+        """`request` is the one answered now; its handler starts now (`start`) or once the read
+        that brought it has been parsed whole (`data_received`)."""
+        self._current = request
+        self.response_started = False
+        self._continued = False
+        self.must_close = False
+        if start:
+            self.server.run(self._run(request))
+        else:
+            self._ready = request
+
+    async def _run(self, request: Request) -> None:
+        try:
+            await self.server.handler(request)
+        except Exception:
+            log.exception("error handling %s %s", request.method, request.raw_path)
+            if not self.response_started and self.transport is not None:
+                self._write_error(500)
+            self.must_close = True
+        finally:
+            self._finished(request)
+
+    def _finished(self, request: Request) -> None:
+        """The handler is done with `request`: go on to the next one, or close."""
+        self._current = None
+        transport = self.transport
+        if transport is None or self._sink is not None:
+            return
+        body = request.content
+        if not body.eof:  # the rest of its body is still on the way: read and drop it, then close
+            self._linger(body)
+            return
+        if self.must_close or not request.keep_alive or request.upgrade or self.server.closing:
+            transport.close()
+            return
+        self.idle_since = self.loop.time()
+        if self._refused is not None:
+            self._send_refusal(self._refused)
+            return
+        if self._queue:
+            self._begin(self._queue.popleft(), start=True)
+            if len(self._queue) < MAX_QUEUED:
+                self._resume(2)
+
+    def _linger(self, body: RequestBody) -> None:
+        self._lingering = self.loop.time()
+        self._queue.clear()
+        body.discard()
+
+    def keeps_alive(self, request: Request) -> bool:
+        """Will the connection stay open after this response (for the Connection header)?"""
+        body = request.content
+        return (
+            request.keep_alive and not self.must_close and not request.upgrade and not self.server.closing and body.eof
+        )
+
+    # --- writing (used by engine/reply.py) -------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client's connection closed")
+        self.response_started = True
+        transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the client's transport holds too much unsent (a slow reader)."""
+        if self.write_paused and self.transport is not None:
+            self._drain = self.loop.create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+
+    def send_continue(self, request: Request) -> None:
+        if request is self._current and not self._continued and not self.response_started and request.version == "1.1":
+            self._continued = True
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close_if_idle(self) -> None:
+        if self._current is None and self.transport is not None:
+            self.transport.close()
+
+    # --- tunnels (WebSockets) ------------------------------------------------------------------------
+
+    def tunnel(
+        self, sink: Callable[[bytes], None], on_close: Callable[[], None], on_writable: Callable[[bool], None]
+    ) -> bytes:
+        """From now on every byte the client sends goes to `sink`, `on_close` is called when it
+        hangs up and `on_writable(False/True)` when its transport fills up and drains.
+        Returns the bytes that came after the upgrade request's head."""
+        rest = bytes(self._upgraded or b"")
+        self._upgraded = None
+        self._sink = sink
+        self._on_close = on_close
+        self._on_writable = on_writable
+        self._resume(1)
+        return rest
+
+    def pause_reading(self) -> None:
+        self._pause(4)
+
+    def resume_reading(self) -> None:
+        self._resume(4)
+
+    # --- flow control and limits -------------------------------------------------------------------------
+
+    def pause_body(self) -> None:
+        self._pause(8)
+
+    def resume_body(self) -> None:
+        self._resume(8)
+
+    def _pause(self, why: int) -> None:
+        if not self._reading_paused and self.transport is not None:
+            with contextlib.suppress(RuntimeError):
+                self.transport.pause_reading()
+        self._reading_paused |= why
+
+    def _resume(self, why: int) -> None:
+        was = self._reading_paused
+        self._reading_paused &= ~why
+        if was and not self._reading_paused and self.transport is not None:
+            with contextlib.suppress(RuntimeError):
+                self.transport.resume_reading()
+
+    def check_timeouts(self, now: float) -> None:
+        """Called about once a second: a head too slow to arrive, or a keep-alive idle too long."""
+        if self._current is not None or self.transport is None or self._sink is not None:
+            return
+        if self._lingering:
+            if now - self._lingering > LINGER_TIME:
+                self.abort()
+            return
+        if self._in_head:
+            if now - self._head_began > HEAD_TIMEOUT:
+                self._refuse(Refused(408, "request head not received in time"))
+        elif not self._queue and self._parsing is None and now - self.idle_since > KEEPALIVE:
+            self.transport.close()
+
+    def _refuse(self, refused: Refused) -> None:
+        if self._lingering:
+            self.abort()
+            return
+        self._in_head = False
+        self._pause(16)
+        if self._current is not None and self._current is self._ready:  # refused before it started
+            self._current = self._ready = None
+        parsing = self._parsing
+        if parsing is not None:  # its body broke off: whoever reads it hears so
+            parsing.content.fail(BodyError(f"the client's body was malformed: {refused.why}"))
+        if self._current is not None:
+            self._refused = refused  # after the answer being written now
+            return
+        self._refused = refused
+        self._send_refusal(refused)
+
+    def _send_refusal(self, refused: Refused) -> None:
+        self.server.on_error(self.remote, refused.status, refused.why)
+        self._write_error(refused.status)
+
+    def _write_error(self, status: int) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        body = plain_page(status)
+        head = (
+            f"HTTP/1.1 {status} {TITLES.get(status, 'Error')}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n"
+            f"Server: homeproxy\r\n\r\n"
+        )
+        transport.write(head.encode() + body)
+        transport.close()

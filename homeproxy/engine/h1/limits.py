@@ -1,0 +1,86 @@
+"""What homeproxy's HTTP/1.1 server takes from a client, and how it says no.
+
+The limits (nginx's and aiohttp's defaults where they have one), `Refused` (raised in a
+parser callback: the request gets `status` and the connection closes), and `check_head()`,
+the checks on a parsed head that llhttp does not make itself.
+"""
+
+from __future__ import annotations
+
+from multidict import CIMultiDict
+
+MAX_TARGET = 8190
+"""Longest request target (aiohttp's and nginx's default line limit): longer is a 414."""
+MAX_FIELD = 8190
+"""Longest single header line: longer is a 431."""
+MAX_HEADERS = 200
+MAX_HEAD = 64 * 1024
+"""Bytes of request line and headers together: more is a 431."""
+HEAD_TIMEOUT = 60.0
+"""Seconds a client has to send a whole request head once it began (nginx's client_header_timeout)."""
+KEEPALIVE = 75.0
+"""Seconds an idle keep-alive connection is kept open (nginx's keepalive_timeout)."""
+MAX_QUEUED = 8
+"""Pipelined requests parsed ahead of the one being answered before reading pauses."""
+LINGER_TIME = 10.0
+LINGER_BYTES = 4 * 1024 * 1024
+"""After an answer given before the request's body was in (a 413, a 401), the rest of the body is
+read and dropped for up to this long and this much, so the client gets to read the answer
+instead of a reset (aiohttp's and nginx's lingering close)."""
+SWEEP_EVERY = 1.0
+WRITE_HIGH_WATER = 512 * 1024
+"""Bytes waiting for a client before a streamed response stops reading its upstream."""
+
+TITLES = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+}
+
+
+class Refused(Exception):
+    """Raised in a parser callback: the request is refused with `status`."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+        self.why = why
+
+
+def check_head(version: str, target: str, headers: CIMultiDict[str]) -> tuple[bool, int | None]:
+    """(chunked, Content-Length) of a request head llhttp accepted, or `Refused`: two Host
+    headers, HTTP/1.1 without one, Transfer-Encoding on HTTP/1.0 or other than `chunked`.
+    An absolute-form target's authority becomes the Host header (RFC 9112 section 3.2.2), for
+    the routing and for every header that quotes Host further on."""
+    hosts = headers.getall("Host", ())
+    if len(hosts) > 1:
+        raise Refused(400, "two Host headers")
+    if target[:1] not in ("/", "*"):
+        # absolute-form: the target's authority is the host (RFC 9112 section 3.2.2), for the
+        # routing and for every header that quotes Host further on.
+        authority = target.partition("//")[2].partition("/")[0].partition("?")[0].rpartition("@")[2]
+        headers["Host"] = authority
+    elif not hosts and version == "1.1":
+        raise Refused(400, "no Host header")
+    te = "Transfer-Encoding" in headers
+    if te:
+        if version != "1.1":
+            raise Refused(400, "Transfer-Encoding on HTTP/1.0")
+        if headers["Transfer-Encoding"].strip().lower() != "chunked":
+            # llhttp has checked that chunked comes last; any other coding is not ours to undo
+            raise Refused(400, "transfer coding other than chunked")
+    length: int | None = None
+    if not te:
+        cl = headers.get("Content-Length")
+        if cl is not None:
+            length = int(cl)  # llhttp has checked it: digits only, one value
+    return te, length
+
+
+def reason(e: Exception) -> str:
+    """Why llhttp refused a request, in homeproxy's words (first line only, bounded)."""
+    name = type(e).__name__.removeprefix("HttpParser").removesuffix("Error")
+    return f"unparsable request ({name or 'syntax'})"
