@@ -20,11 +20,11 @@ from homeproxy.config import Config, ConfigStore
 from homeproxy.control import ControlServer, socket_path
 from homeproxy.discovery.directory import ServiceDirectory
 from homeproxy.engine import AccessLog, Consumer, Engine, EventBus, RequestCompleted, Stats, Subscription
-from homeproxy.metrics import MetricsServer, RequestMetrics
-from homeproxy.metrics.collector import EngineLoad
+from homeproxy.metrics.server import MetricsServer
 
 if TYPE_CHECKING:
     from homeproxy.discovery.runner import Discovery
+    from homeproxy.metrics.collector import EngineLoad, RequestMetrics
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,9 @@ class Runtime:
         self.engine: Engine | None = None
         self._consumers: list[Consumer[RequestCompleted]] = []
         self._access_consumer: Consumer[RequestCompleted] | None = None
-        self.metrics = RequestMetrics()
-        """Prometheus metrics of the requests; counted only while `[metrics] listen` is set."""
-        self.metrics.watch_certificates(lambda: self.engine.certificates() if self.engine is not None else ())
-        self.metrics.watch_load(self._load)
-        self.metrics_server = MetricsServer(self.metrics.registry)
+        self.metrics: RequestMetrics | None = None
+        """Prometheus metrics of the requests: made, and counted, once `[metrics] listen` is set."""
+        self.metrics_server = MetricsServer(lambda: self._request_metrics().registry)
         """The admin listener serving `/metrics` (`metrics_server.address`, `.error`)."""
         self._metrics_consumer: Consumer[RequestCompleted] | None = None
         self.directory = ServiceDirectory()
@@ -148,23 +146,38 @@ class Runtime:
             self.bus.unsubscribe(Subscription("recount", 1))
 
     def _load(self) -> EngineLoad | None:
+        from homeproxy.metrics.collector import EngineLoad
+
         engine = self.engine
         if engine is None or not engine.running:
             return None
         return EngineLoad(engine.client_connections, engine.in_flight, engine.upstream_load())
 
+    def _request_metrics(self) -> RequestMetrics:
+        """The metrics, made the first time they are needed (prometheus-client is imported then)."""
+        if self.metrics is None:
+            from homeproxy.metrics.collector import RequestMetrics
+
+            self.metrics = RequestMetrics()
+            self.metrics.watch_certificates(lambda: self.engine.certificates() if self.engine is not None else ())
+            self.metrics.watch_load(self._load)
+        return self.metrics
+
     def _count_metrics(self, config: Config) -> None:
         """Subscribe the metrics to the bus while `[metrics] listen` is set (else the bus has one
         subscriber fewer to feed), and give them the config's site names."""
-        self.metrics.configure(config)
+        if not config.metrics.listen and self.metrics is None:
+            return
+        metrics = self._request_metrics()
+        metrics.configure(config)
         if config.metrics.listen and self._metrics_consumer is None:
-            self._metrics_consumer = Consumer(self.bus, "metrics", self.metrics.record)
-            self.metrics.watch_subscription(self._metrics_consumer.subscription)
+            self._metrics_consumer = Consumer(self.bus, "metrics", metrics.record)
+            metrics.watch_subscription(self._metrics_consumer.subscription)
             self._metrics_consumer.start()
         elif not config.metrics.listen and self._metrics_consumer is not None:
             self._metrics_consumer.stop()
             self.bus.unsubscribe(self._metrics_consumer.subscription)
-            self.metrics.watch_subscription(None)
+            metrics.watch_subscription(None)
             self._metrics_consumer = None
 
     def stop(self) -> None:

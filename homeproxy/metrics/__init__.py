@@ -1,10 +1,7 @@
-"""Prometheus metrics: `RequestMetrics` (fed by the event bus) and `MetricsServer` (the admin listener).
+"""Prometheus metrics: `RequestMetrics` (fed by the event bus, `collector.py`) and `MetricsServer`
+(the admin listener, `server.py`).
 
 Beside the engine, not inside it: the engine knows nothing of metrics; `Runtime`
-subscribes `RequestMetrics.record` to the bus and binds the server.
+subscribes `RequestMetrics.record` to the bus and binds the server. Nothing here is
+imported until `[metrics] listen` asks for it (prometheus-client costs a few MiB of memory).
 """
-
-from homeproxy.metrics.collector import OTHER, RequestMetrics
-from homeproxy.metrics.server import MetricsServer
-
-__all__ = ["OTHER", "MetricsServer", "RequestMetrics"]

@@ -15,11 +15,8 @@ import asyncio
 import errno
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
-
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from homeproxy.config.model import split_host_port
 
@@ -33,13 +30,15 @@ STEP_TIMEOUT = 10.0
 
 if TYPE_CHECKING:
     from aiohttp import web
+    from prometheus_client import CollectorRegistry
 
 
 class MetricsServer:
     """Serves a registry at `/metrics` on one address, bound and re-bound by `apply`."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
+    def __init__(self, registry: Callable[[], CollectorRegistry]) -> None:
+        self._registry = registry
+        """Gives the registry to serve; called only once a listener is asked for."""
         self.listen = ""
         """The address asked for ("" when off)."""
         self.error = ""
@@ -119,10 +118,12 @@ class MetricsServer:
                 log.exception("closing the metrics listener failed")
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        from prometheus_client.exposition import choose_encoder
+
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         # Collecting is quick and in memory (counters, and the engine's certificate list); this
         # loop serves nothing else, so doing it here delays no proxied request.
-        body = encoder(self.registry)
+        body = encoder(self._registry())
         from aiohttp import web
 
         return web.Response(body=body, headers={"Content-Type": content_type})
