@@ -300,6 +300,30 @@ def test_check_site_reports_the_loaders_errors_by_key() -> None:
     assert errors == {} and site is not None and site.upstreams == ("http://10.0.0.2",)
 
 
+def test_editing_a_site_keeps_the_settings_the_form_does_not_show() -> None:
+    """upstream_keepalive and access_log are set in an editor, not in the form: an edit keeps them,
+    while a setting the form does show (the rate limit, cleared here) follows the form."""
+    document = {
+        "sites": [
+            {
+                "name": "nas",
+                "hosts": ["nas.lan"],
+                "upstreams": ["http://10.0.0.1"],
+                "upstream_keepalive": "1s",
+                "access_log": False,
+                "rate_limit": "5/s",
+            }
+        ]
+    }
+    site, errors = check_site(document, "nas", {"name": "nas", "hosts": ["nas.lan"], "upstreams": ["http://10.0.0.2"]})
+    assert errors == {} and site is not None
+    assert (site.upstreams, site.upstream_keepalive, site.access_log) == (("http://10.0.0.2",), 1.0, False)
+    assert site.rate_limit is None
+    # A new site (no original) takes nothing from another.
+    site, errors = check_site(document, None, {"name": "new", "hosts": ["new.lan"], "upstreams": ["http://10.0.0.3"]})
+    assert errors == {} and site is not None and site.access_log is True
+
+
 # --- the other actions -----------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from homeproxy.config import Config, ConfigError, ConfigInvalid, ConfigStore, Si
 from homeproxy.config.model import CacheSettings, CompressionSettings, SiteDefaults
 from homeproxy.tui.bridge import ConfigEventArrived
 from homeproxy.tui.screens.confirm import ConfirmModal
-from homeproxy.tui.widgets.site_form import SiteForm
+from homeproxy.tui.widgets.site_form import FORM_KEYS, SiteForm
 
 if TYPE_CHECKING:
     from homeproxy.tui.app import HomeproxyApp
@@ -79,7 +79,11 @@ def check_site(
         if not (isinstance(s, Mapping) and s.get("name") == original)
     ]
     index = len(others)
-    data["sites"] = [*others, dict(raw)]
+    # Keys the form does not show (upstream_keepalive, access_log, ...) keep the file's values:
+    # editing a site in the TUI never drops a setting made in an editor.
+    previous = next((s for s in sites if isinstance(s, Mapping) and s.get("name") == original), None)
+    kept = {k: v for k, v in previous.items() if k not in FORM_KEYS} if isinstance(previous, Mapping) else {}
+    data["sites"] = [*others, {**kept, **raw}]
     prefix = f"sites[{index}]"
     found: list[ConfigError] = []
     try:

@@ -223,6 +223,17 @@ class Field(Vertical):
             self.control.set_class(bool(messages), "-invalid")
 
 
+FORM_KEYS = frozenset(
+    {
+        "name", "hosts", "upstreams", "routes", "verify_upstream", "enabled", "websockets", "preserve_host",
+        "connect_timeout", "read_timeout", "allow", "deny", "headers", "publish", "tls", "redirect_to_https",
+        "issuer", "cert", "key", "rate_limit", "auth", "cache", "compression",
+    }
+)  # fmt: skip
+"""The site keys `SiteForm.raw()` may write (a key it leaves out means its default); the editor
+keeps every other key of the site as the file has it."""
+
+
 class SiteForm(VerticalScroll, can_focus=False):
     """Every setting of one site; posts `Changed` on any edit.
 
