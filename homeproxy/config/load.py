@@ -26,6 +26,7 @@ import tomlkit.exceptions
 from homeproxy.config.model import (
     ACCESS_LOG_FORMATS,
     ACME_DIRECTORIES,
+    BALANCE_POLICIES,
     ISSUERS,
     AuthSettings,
     CacheSettings,
@@ -317,6 +318,7 @@ SITE_KEYS: Schema = {
     "connect_timeout": _duration,
     "read_timeout": _duration,
     "upstream_keepalive": _duration,
+    "balance": lambda v: _choice(v, BALANCE_POLICIES),
     "allow": _list_of(_cidr, "networks"),
     "deny": _list_of(_cidr, "networks"),
     # The tables below are checked key by key in _Checker.site_features.

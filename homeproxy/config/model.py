@@ -101,6 +101,8 @@ ACME_DIRECTORIES = {
     "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
 }
 ISSUERS = ("internal", "acme")
+BALANCE_POLICIES = ("round_robin", "first", "least_conn", "ip_hash", "random_two")
+"""How a site with several upstreams picks one per request (`Site.balance`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +304,13 @@ class Site:
 
     read_timeout: float = DEFAULT_READ_TIMEOUT
     """Seconds to wait for upstream data, between reads (then 504)."""
+
+    balance: str = "round_robin"
+    """How a request picks one of several upstreams (its routes' too): "round_robin" in turn,
+    "first" the first that takes the connection (failover in the listed order), "least_conn"
+    the one answering the fewest requests now, "ip_hash" the same one for the same client
+    address, "random_two" the less busy of two picked at random. Whatever the policy, one
+    that refuses the connection hands the request to the next in that order."""
 
     upstream_keepalive: float = DEFAULT_UPSTREAM_KEEPALIVE
     """Seconds a pooled upstream connection may sit idle before homeproxy closes it; keep it

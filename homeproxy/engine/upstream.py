@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from collections.abc import Callable
 
@@ -31,6 +30,7 @@ from yarl import URL
 
 from homeproxy.config.model import Route, Site
 from homeproxy.discovery.service import parse_mdns_ref
+from homeproxy.engine.balance import Balancer
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.h1.connection import H1Connection, Response
 from homeproxy.engine.h1.errors import (
@@ -141,12 +141,21 @@ class Forwarder:
             MdnsUpstream(u, resolver) if u.startswith("mdns://") else URL(u) for u in urls
         )
         self._names = tuple(str(u) for u in self.upstreams)
-        self._next = itertools.cycle(range(len(self.upstreams)))
         self._origins: dict[URL, tuple[Origin, str]] = {}
+        self.balancer = Balancer(site.balance, len(self.upstreams), self._load)
+
+    def _load(self, i: int) -> int:
+        """Upstream `i`'s requests in flight now (an mDNS service not on the network: as busy as can be)."""
+        entry = self.upstreams[i]
+        base = entry if type(entry) is URL else entry.resolve()  # type: ignore[union-attr]
+        return self._origin(base)[0].in_flight if base is not None else 1 << 30
 
     def pick(self, ex: Exchange) -> URL | None:
-        """The next upstream's base URL; None (with `ex.error` set) for an mDNS service that is not on the network."""
-        i = next(self._next)
+        """The base URL of the upstream the site's policy picks first (see `base`)."""
+        return self.base(ex, self.balancer.order(ex.client)[0])
+
+    def base(self, ex: Exchange, i: int) -> URL | None:
+        """Upstream `i`'s base URL; None (with `ex.error` set) for an mDNS service that is not on the network."""
         entry = self.upstreams[i]
         if type(entry) is URL:
             ex.upstream = self._names[i]
@@ -242,9 +251,10 @@ class Forwarder:
                 body.streamed = True
                 body.length = length
         last = len(self.upstreams) - 1
-        # Try each upstream once while they refuse connections (nothing has been sent yet).
-        for attempt in range(len(self.upstreams)):
-            base = self.pick(ex)
+        # Try each upstream once, in the policy's order, while they refuse connections (nothing
+        # has been sent yet).
+        for attempt, i in enumerate(self.balancer.order(ex.client)):
+            base = self.base(ex, i)
             if base is None:
                 if attempt == last:
                     return error_reply(502, request)
