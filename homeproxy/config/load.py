@@ -301,6 +301,20 @@ def _admin_listen(v: Any) -> str:
     return s
 
 
+def _redirect_url(v: Any) -> str:
+    """Where a redirect site sends its visitors: an http(s) URL without a query or fragment."""
+    s, parts = _split_http_url(v, "https://example.org")
+    if parts.query or parts.fragment:
+        raise ValueError(f"a redirect URL takes no query or fragment (the request's are kept), got {_show(v)}")
+    return s.rstrip("/")
+
+
+def _redirect_code(v: Any) -> int:
+    if isinstance(v, bool) or v not in (301, 302, 307, 308):
+        raise ValueError(f"expected 301, 302, 307 or 308, got {_show(v)}")
+    return int(v)
+
+
 METRICS_KEYS: Schema = {"listen": _admin_listen}
 ROUTE_KEYS: Schema = {
     "path": _path_prefix,
@@ -319,6 +333,10 @@ SITE_KEYS: Schema = {
     "read_timeout": _duration,
     "upstream_keepalive": _duration,
     "balance": lambda v: _choice(v, BALANCE_POLICIES),
+    "maintenance": _bool,
+    "redirect": _redirect_url,
+    "redirect_code": _redirect_code,
+    "keep_path": _bool,
     "allow": _list_of(_cidr, "networks"),
     "deny": _list_of(_cidr, "networks"),
     # The tables below are checked key by key in _Checker.site_features.
@@ -734,7 +752,12 @@ def _build(c: _Checker, data: Mapping[str, Any]) -> Config:
     owners: dict[str, tuple[int, str]] = {}
     for i, raw in enumerate(raw_sites):
         path: KeyPath = ("sites", i)
-        values = c.table(raw, path, SITE_KEYS, required=("name", "hosts", "upstreams"))
+        redirecting = isinstance(raw, Mapping) and bool(raw.get("redirect"))
+        # A redirect site forwards nothing: it needs no upstreams.
+        required = ("name", "hosts") if redirecting else ("name", "hosts", "upstreams")
+        values = c.table(raw, path, SITE_KEYS, required=required)
+        if redirecting:
+            values.setdefault("upstreams", ())
         routes: list[Route] = []
         raw_routes = values.pop("routes", None) or []
         if not isinstance(raw_routes, list):
@@ -769,8 +792,8 @@ def _build(c: _Checker, data: Mapping[str, Any]) -> Config:
             owners.setdefault(host, (i, str(name)))
         if "hosts" in values and not values["hosts"]:
             c.error(path + ("hosts",), "a site needs at least one host name")
-        if "upstreams" in values and not values["upstreams"]:
-            c.error(path + ("upstreams",), "a site needs at least one upstream URL")
+        if "upstreams" in values and not values["upstreams"] and not redirecting:
+            c.error(path + ("upstreams",), "a site needs at least one upstream URL (or a redirect)")
         c.site_tls(values, path, tls.issuer)
         if {"name", "hosts", "upstreams"} <= values.keys():
             sites.append(Site(routes=tuple(routes), **values))

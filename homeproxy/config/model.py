@@ -305,6 +305,20 @@ class Site:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     """Seconds to wait for upstream data, between reads (then 504)."""
 
+    maintenance: bool = False
+    """Down for maintenance: every request gets a friendly 503 page with Retry-After, and the
+    upstreams are left alone (the rest of the chain, allow/deny and auth, still runs first)."""
+
+    redirect: str = ""
+    """A redirect site: every request is sent to this URL (`https://example.org`), with the
+    request's path and query added unless `keep_path = false`; `upstreams` may be left out."""
+
+    redirect_code: int = 302
+    """The redirect's status: 301 or 308 (permanent, browsers remember it), 302 or 307 (temporary)."""
+
+    keep_path: bool = True
+    """With `redirect`: append the request's path and query to the redirect URL."""
+
     balance: str = "round_robin"
     """How a request picks one of several upstreams (its routes' too): "round_robin" in turn,
     "first" the first that takes the connection (failover in the listed order), "least_conn"

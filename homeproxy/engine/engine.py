@@ -43,6 +43,7 @@ from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import CLIENT_CLOSED, client_gone, send
 from homeproxy.engine.request import Request
 from homeproxy.engine.routing import RoutingTable, compile_table, normalize_host
+from homeproxy.engine.site_answers import site_answer
 from homeproxy.engine.tls_paths import ROOT_URL_PATH, WELL_KNOWN, https_redirect, misdirected, well_known
 from homeproxy.engine.upstream import Forwarder, Resolver, UpstreamClient
 
@@ -306,7 +307,8 @@ class Engine:
         def make_handler(site: Site, route: Route | None) -> Handler:
             if site.name not in chains:
                 chains[site.name] = build_middlewares(site, ctx)
-            return compose(chains[site.name], Forwarder(self._client, site, route, resolver=self.resolver))
+            terminal = site_answer(site) or Forwarder(self._client, site, route, resolver=self.resolver)
+            return compose(chains[site.name], terminal)
 
         return compile_table(config, make_handler)
 

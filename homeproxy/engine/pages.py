@@ -81,3 +81,17 @@ def error_reply(status: int, request: Request | None = None) -> Reply:
 def plain_page(status: int) -> bytes:
     """The plain-text page for `status` (for answers given before a request could be parsed)."""
     return _render(status, None)[0]
+
+
+MAINTENANCE_RETRY_AFTER = 300
+"""Seconds a maintenance page tells clients to wait (`Retry-After`)."""
+
+
+def maintenance_reply(request: Request | None = None) -> Reply:
+    """The 503 of a site with `maintenance = true`, with `Retry-After`."""
+    reply = error_reply(503, request)
+    text = "This site is down for maintenance. Try again in a few minutes."
+    if isinstance(reply.body, bytes):
+        reply.body = reply.body.replace(_TEXT[503].encode(), text.encode())
+    reply.headers["Retry-After"] = str(MAINTENANCE_RETRY_AFTER)
+    return reply

@@ -608,7 +608,7 @@ def test_missing_required_route_keys() -> None:
             "upstreams = []",
             4,
             "sites[0].upstreams",
-            "a site needs at least one upstream URL",
+            "a site needs at least one upstream URL (or a redirect)",
         ),
     ],
 )
