@@ -388,6 +388,24 @@ async def test_space_disables_and_enables(runtime: Runtime) -> None:
         assert status == 200
 
 
+async def test_m_puts_a_site_in_maintenance_and_back(runtime: Runtime) -> None:
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await sites_screen(pilot)
+        table = screen.query_one("#sites-table", DataTable)
+        await pilot.press("m")
+        await wait_for(lambda: runtime.store.config.sites[0].maintenance, description="in maintenance")
+        await wait_for(lambda: "maint" in str(table.get_cell("files", "state")), description="the table to say so")
+        assert "maintenance = true" in runtime.config_path.read_text()
+        status, headers, body = await fetch(runtime, "files.home.arpa")
+        assert (status, headers["Retry-After"]) == (503, "300") and b"maintenance" in body
+
+        await pilot.press("m")
+        await wait_for(lambda: not runtime.store.config.sites[0].maintenance, description="back")
+        status, _, _ = await fetch(runtime, "files.home.arpa")
+        assert status == 200
+
+
 async def test_delete_asks_and_cancel_keeps_the_site(runtime: Runtime) -> None:
     app = HomeproxyApp(runtime)
     async with app.run_test(size=(120, 40)) as pilot:

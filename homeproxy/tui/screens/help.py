@@ -40,7 +40,8 @@ SCREEN_HELP = {
     "sites": (
         "Every site in the config file: add one (it starts with the defaults from Settings), edit its hosts, "
         "upstreams and features, turn it on or off, or remove it. Each change is validated, applied to the "
-        "running proxy and saved to the config file with its comments kept. Purge empties a site's cache."
+        "running proxy and saved to the config file with its comments kept. Purge empties a site's cache; "
+        "m puts a site in maintenance (a 503 page, its upstreams untouched) and back."
     ),
     "traffic": (
         "The live request log: each request as it finishes, with its site, method, path, status and timing. "

@@ -71,7 +71,13 @@ def site_summary(site: Site) -> Text:
     text.append(site.name, style="bold")
     text.append("  ● enabled" if site.enabled else "  ○ disabled: its hosts get the 404 page", style=dim)
     line("Hosts", ", ".join(site.hosts))
-    line("Upstreams", ", ".join(site.upstreams))
+    if site.maintenance:
+        text.append("  ◐ in maintenance: a 503 page for everyone", style="yellow")
+    if site.redirect:
+        keep = " (path and query kept)" if site.keep_path else ""
+        line("Redirect", f"{site.redirect_code} to {site.redirect}{keep}")
+    if site.upstreams:
+        line("Upstreams", ", ".join(site.upstreams))
     for route in site.routes:
         strip = " (prefix stripped)" if route.strip_prefix else ""
         line("Route", route.path, Text(" → ", style=dim), ", ".join(route.upstreams), strip)
@@ -191,6 +197,14 @@ class SitesScreen(Screen[None]):
             id="sites.toggle",
             tooltip="Enable or disable the selected site (applied live)",
         ),
+        Binding(
+            "m",
+            "toggle_maintenance",
+            "Maintenance",
+            id="sites.maintenance",
+            tooltip="Put the selected site in maintenance (a 503 page, upstreams untouched) or back (applied live)",
+            show=False,  # the 80-column footer is full (Help lists it)
+        ),
         Binding("x,delete", "delete", "Delete", id="sites.delete", tooltip="Delete the selected site (asks first)"),
         Binding(
             "p",
@@ -294,9 +308,16 @@ class SitesScreen(Screen[None]):
     @staticmethod
     def _cells(site: Site) -> tuple[Text, ...]:
         name = site_name(site)
-        state = Text("● on", style="green") if site.enabled else Text("○ off", style="dim")
+        if not site.enabled:
+            state = Text("○ off", style="dim")
+        elif site.maintenance:
+            state = Text("◐ maint", style="yellow")
+        else:
+            state = Text("● on", style="green")
         # "http://" is the rule and costs a narrow column the port; https:// and mdns:// say something.
         ups = Text(", ".join(url.removeprefix("http://") for url in site.upstreams))
+        if site.redirect:
+            ups = Text(f"→ {site.redirect}")
         if site.routes:
             ups.append(f" +{len(site.routes)} route{'s' if len(site.routes) > 1 else ''}", style="dim")
         cells = name, state, feature_flags(site), Text(", ".join(site.hosts)), ups
@@ -387,6 +408,19 @@ class SitesScreen(Screen[None]):
             else f'Site "{name}" disabled: its hosts now get the 404 page (applied live).'
         )
         self._change(done, lambda: self.store.set_site_option(name, "enabled", enable))
+
+    def action_toggle_maintenance(self) -> None:
+        """Put the selected site in maintenance, or take it out."""
+        site = self._chosen()
+        if site is None:
+            return
+        name, on = site.name, not site.maintenance
+        done = (
+            f'Site "{name}" in maintenance: a 503 page with Retry-After, upstreams untouched (applied live).'
+            if on
+            else f'Site "{name}" back from maintenance (applied live).'
+        )
+        self._change(done, lambda: self.store.set_site_option(name, "maintenance", on))
 
     def action_delete(self) -> None:
         """Delete the selected site, after asking."""
