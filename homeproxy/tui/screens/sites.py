@@ -398,29 +398,22 @@ class SitesScreen(Screen[None]):
 
     def action_toggle_enabled(self) -> None:
         """Enable or disable the selected site."""
-        site = self._chosen()
-        if site is None:
-            return
-        name, enable = site.name, not site.enabled
-        done = (
-            f'Site "{name}" enabled (applied live).'
-            if enable
-            else f'Site "{name}" disabled: its hosts now get the 404 page (applied live).'
-        )
-        self._change(done, lambda: self.store.set_site_option(name, "enabled", enable))
+        self._toggle("enabled", "enabled", "disabled: its hosts now get the 404 page")
 
     def action_toggle_maintenance(self) -> None:
         """Put the selected site in maintenance, or take it out."""
+        self._toggle(
+            "maintenance", "in maintenance: a 503 page with Retry-After, upstreams untouched", "back from maintenance"
+        )
+
+    def _toggle(self, key: str, on_text: str, off_text: str) -> None:
+        """Flip the selected site's boolean `key`, live, and say what it does now."""
         site = self._chosen()
         if site is None:
             return
-        name, on = site.name, not site.maintenance
-        done = (
-            f'Site "{name}" in maintenance: a 503 page with Retry-After, upstreams untouched (applied live).'
-            if on
-            else f'Site "{name}" back from maintenance (applied live).'
-        )
-        self._change(done, lambda: self.store.set_site_option(name, "maintenance", on))
+        name, value = site.name, not getattr(site, key)
+        done = f'Site "{name}" {on_text if value else off_text} (applied live).'
+        self._change(done, lambda: self.store.set_site_option(name, key, value))
 
     def action_delete(self) -> None:
         """Delete the selected site, after asking."""
