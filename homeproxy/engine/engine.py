@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from homeproxy import paths
 from homeproxy.certs.manager import CertError, CertManager, Prepared
@@ -317,10 +316,8 @@ class Engine:
         table = self._table
         headers = request.headers
         target = request.raw_path
-        if target.startswith("/"):
-            host = normalize_host(headers.get("Host", ""))
-        else:  # absolute-form: the target's authority wins over Host (RFC 9112 section 3.2.2)
-            host = normalize_host(urlsplit(target).netloc.rpartition("@")[2])
+        # For an absolute-form target the server has set Host to its authority (RFC 9112 section 3.2.2).
+        host = normalize_host(headers.get("Host", ""))
         peer = request.remote
         trusted = bool(self._trusted) and in_networks(peer, self._trusted)
         client = client_ip(peer, forwarded_for(headers), self._trusted) if trusted else peer

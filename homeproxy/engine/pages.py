@@ -8,11 +8,10 @@ log and the TUI, for the owner).
 from __future__ import annotations
 
 from html import escape
-from http import HTTPStatus
 
 from multidict import CIMultiDict
 
-from homeproxy.engine.reply import Reply
+from homeproxy.engine.reply import Reply, reason_phrase
 from homeproxy.engine.request import Request
 
 _TITLES = {
@@ -54,26 +53,25 @@ h1{{font-size:1.4em}}small{{color:#888}}</style></head>
 """
 
 
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+def title(status: int) -> str:
+    """The page's title for `status`, also the reason phrase of the server's own refusals."""
+    return _TITLES.get(status) or reason_phrase(status, "Error")
 
 
-def _render(status: int, request: Request | None) -> tuple[bytes, str]:
-    title = _TITLES.get(status) or _phrase(status)
-    text = _TEXT.get(status, title)
+def _render(status: int, request: Request | None, text: str | None = None) -> tuple[bytes, str]:
+    heading = title(status)
+    text = text or _TEXT.get(status, heading)
     accept = request.headers.get("Accept", "") if request is not None else ""
     if "text/html" in accept:
-        body = _HTML.format(status=status, title=escape(title), text=escape(text))
+        body = _HTML.format(status=status, title=escape(heading), text=escape(text))
         return body.encode(), "text/html; charset=utf-8"
-    return f"{status} {title}\n{text}\n".encode(), "text/plain; charset=utf-8"
+    return f"{status} {heading}\n{text}\n".encode(), "text/plain; charset=utf-8"
 
 
-def error_reply(status: int, request: Request | None = None) -> Reply:
-    """homeproxy's page for `status` as a `Reply`: HTML for browsers, plain text otherwise."""
-    body, content_type = _render(status, request)
+def error_reply(status: int, request: Request | None = None, text: str | None = None) -> Reply:
+    """homeproxy's page for `status` as a `Reply`: HTML for browsers, plain text otherwise;
+    `text` says what happened in place of the status's usual sentence."""
+    body, content_type = _render(status, request, text)
     headers = CIMultiDict({"Content-Type": content_type, "Cache-Control": "no-store"})
     return Reply(status, headers, body)
 
@@ -89,9 +87,6 @@ MAINTENANCE_RETRY_AFTER = 300
 
 def maintenance_reply(request: Request | None = None) -> Reply:
     """The 503 of a site with `maintenance = true`, with `Retry-After`."""
-    reply = error_reply(503, request)
-    text = "This site is down for maintenance. Try again in a few minutes."
-    if isinstance(reply.body, bytes):
-        reply.body = reply.body.replace(_TEXT[503].encode(), text.encode())
+    reply = error_reply(503, request, "This site is down for maintenance. Try again in a few minutes.")
     reply.headers["Retry-After"] = str(MAINTENANCE_RETRY_AFTER)
     return reply

@@ -112,7 +112,7 @@ def _head(ex: Exchange, reply: Reply, *, no_body: bool) -> tuple[bytes, bool, in
         conn.must_close = True
     elif request.version != "1.1":
         headers["Connection"] = "keep-alive"
-    lines = [f"HTTP/1.1 {status} {reply.reason or _PHRASES.get(status, 'Unknown')}"]
+    lines = [f"HTTP/1.1 {status} {reply.reason or reason_phrase(status)}"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     lines.append("\r\n")
     text = "\r\n".join(lines)
@@ -134,22 +134,16 @@ async def send(ex: Exchange, reply: Reply) -> None:
     no_body = request.method == "HEAD" or reply.status in NO_BODY_STATUS or reply.status < 200
     head, chunked, length = _head(ex, reply, no_body=no_body)
     body = reply.body
-    if isinstance(body, bytes) or no_body:
-        # One write for head and body.
-        whole = b"" if no_body or not isinstance(body, bytes) else body
-        ex.bytes_out = len(whole)
-        try:
-            conn.write(head + whole if whole else head)
-        finally:
-            if not isinstance(body, bytes):
-                with contextlib.suppress(Exception):
-                    await body.aclose()  # type: ignore[attr-defined]
-            reply.done(True)
-        return
-
     ex.bytes_out = 0
     complete = False
     try:
+        if isinstance(body, bytes) or no_body:
+            complete = True  # nothing (more) is read from the upstream
+            if isinstance(body, bytes) and body and not no_body:
+                ex.bytes_out = len(body)
+                head += body  # one write for head and body
+            conn.write(head)
+            return
         conn.write(head)
         while True:
             try:
@@ -179,12 +173,18 @@ async def send(ex: Exchange, reply: Reply) -> None:
             raise
         ex.error = "client went away"
     finally:
-        with contextlib.suppress(Exception):
-            await body.aclose()  # type: ignore[attr-defined]
+        if not isinstance(body, bytes):
+            with contextlib.suppress(Exception):
+                await body.aclose()  # type: ignore[attr-defined]
         reply.done(complete)
 
 
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
+
+
+def reason_phrase(status: int, unknown: str = "Unknown") -> str:
+    """RFC 9110's reason phrase for `status` (`unknown` for a code it does not name)."""
+    return _PHRASES.get(status, unknown)
 
 
 __all__ = ["CLIENT_CLOSED", "NO_BODY_STATUS", "Body", "Reply", "client_gone", "send"]

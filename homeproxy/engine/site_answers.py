@@ -33,7 +33,7 @@ class Redirect:
     """Sends every request to `url` (plus the request's path and query with `keep_path`)."""
 
     def __init__(self, url: str, code: int, *, keep_path: bool) -> None:
-        self.url = url.rstrip("/")
+        self.url = url  # the loader removed any trailing "/"
         self.code = code
         self.keep_path = keep_path
 

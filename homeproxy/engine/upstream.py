@@ -25,7 +25,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from multidict import CIMultiDict
 from yarl import URL
 
 from homeproxy.config.model import Route, Site
@@ -34,6 +33,8 @@ from homeproxy.engine.balance import Balancer
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.h1.connection import H1Connection, Response
 from homeproxy.engine.h1.errors import (
+    CERT_REFUSED_ERROR,
+    UPSTREAM_CERT_REFUSED,
     UpstreamCertError,
     UpstreamConnectError,
     UpstreamError,
@@ -58,9 +59,6 @@ __all__ = [
     "forwarded_for",
 ]
 
-#: The start of the event error when an https upstream's certificate is refused (ours, so tests and
-#: users see the same words whatever the TLS library says).
-UPSTREAM_CERT_REFUSED = "upstream's TLS certificate was not accepted"
 
 #: Request headers that homeproxy sets itself (the client's copies are not passed on as they are).
 _FORWARDING = frozenset(
@@ -224,12 +222,6 @@ class Forwarder:
             ("X-Real-IP", ex.client),
         )
 
-    def request_headers(self, ex: Exchange, authority: str) -> CIMultiDict[str]:
-        """The headers sent upstream (without the body's framing)."""
-        headers = CIMultiDict(self._kept(ex))
-        headers.extend(self._forwarding(ex, authority))
-        return headers
-
     async def __call__(self, ex: Exchange) -> Reply:
         request = ex.request
         if self.site.websockets and is_websocket_upgrade(request):
@@ -281,7 +273,7 @@ class Forwarder:
                     return await self._exchange(ex, origin, head, body, fresh=True)
             except UpstreamCertError:
                 # Not a refused connection: no silent failover to the next upstream.
-                ex.error = f"{UPSTREAM_CERT_REFUSED}; set verify_upstream = false for self-signed LAN gear"
+                ex.error = CERT_REFUSED_ERROR
                 return error_reply(502, request)
             except UpstreamConnectError as e:
                 if attempt == last:
@@ -297,16 +289,22 @@ class Forwarder:
 
     def _head(self, ex: Exchange, base: URL, base_path: str, body: _Body) -> bytes:
         """The request line and headers, as bytes, with the body's framing."""
+        if body.data is not None:
+            framing = [f"Content-Length: {len(body.data)}"]
+        elif body.streamed:
+            framing = ["Transfer-Encoding: chunked" if body.length is None else f"Content-Length: {body.length}"]
+        else:
+            framing = ["Content-Length: 0"] if ex.request.method in _BODY_METHODS else []
+        return self.head(ex, base, base_path, framing)
+
+    def head(self, ex: Exchange, base: URL, base_path: str, extra: list[str]) -> bytes:
+        """The request line and headers sent to `base`, with `extra` header lines last (the body's
+        framing, or a WebSocket handshake's Connection and Upgrade)."""
         request = ex.request
         lines = [f"{request.method} {base_path}{self.target(request)} HTTP/1.1"]
         lines += [f"{name}: {value}" for name, value in self._kept(ex)]
         lines += [f"{name}: {value}" for name, value in self._forwarding(ex, base.raw_authority)]
-        if body.data is not None:
-            lines.append(f"Content-Length: {len(body.data)}")
-        elif body.streamed:
-            lines.append("Transfer-Encoding: chunked" if body.length is None else f"Content-Length: {body.length}")
-        elif request.method in _BODY_METHODS:
-            lines.append("Content-Length: 0")
+        lines += extra
         lines.append("\r\n")
         # The client's header bytes were decoded as UTF-8 with surrogateescape: the same bytes go on.
         return "\r\n".join(lines).encode("utf-8", "surrogateescape")

@@ -19,7 +19,7 @@ import httptools
 from multidict import CIMultiDict
 
 from homeproxy.engine.exchange import Exchange
-from homeproxy.engine.h1.errors import UpstreamProtocolError
+from homeproxy.engine.h1.errors import CERT_REFUSED_ERROR, UpstreamProtocolError
 from homeproxy.engine.hop import connection_tokens, without_hop_by_hop
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import Reply
@@ -122,12 +122,8 @@ async def relay_websocket(fw: Forwarder, ex: Exchange) -> Reply:
     loop = asyncio.get_running_loop()
     host, scheme = base.host or "", base.scheme
     port = base.port or (443 if scheme == "https" else 80)
-    headers = fw.request_headers(ex, base.raw_authority)
-    headers["Connection"] = "Upgrade"
-    headers["Upgrade"] = request.headers.get("Upgrade", "websocket")
-    lines = [f"{request.method} {base.raw_path.rstrip('/')}{fw.target(request)} HTTP/1.1"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    upgrade = request.headers.get("Upgrade", "websocket")
+    head = fw.head(ex, base, base.raw_path.rstrip("/"), ["Connection: Upgrade", f"Upgrade: {upgrade}"])
     tls = fw.client.pool.tls_context(fw.site.verify_upstream) if scheme == "https" else None
     upstream: _Upstream | None = None
     try:
@@ -143,7 +139,7 @@ async def relay_websocket(fw: Forwarder, ex: Exchange) -> Reply:
         ex.error = "upstream timed out before answering"
         return error_reply(504, request)
     except ssl.SSLCertVerificationError:
-        ex.error = "upstream's TLS certificate was not accepted; set verify_upstream = false for self-signed LAN gear"
+        ex.error = CERT_REFUSED_ERROR
         return error_reply(502, request)
     except (OSError, UpstreamProtocolError) as e:
         _close(upstream)

@@ -27,19 +27,25 @@ from homeproxy.engine.h1.limits import (
     MAX_HEADERS,
     MAX_QUEUED,
     MAX_TARGET,
-    TITLES,
     WRITE_HIGH_WATER,
     Refused,
     check_head,
     reason,
 )
-from homeproxy.engine.pages import plain_page
+from homeproxy.engine.pages import plain_page, title
 from homeproxy.engine.request import EMPTY_BODY, BodyError, Request, RequestBody
 
 if TYPE_CHECKING:
     from homeproxy.engine.h1.server import HttpServer
 
 log = logging.getLogger(__name__)
+
+# Why reading from the client is paused (a bit each: reading resumes once none is left).
+_UPGRADED = 1  # an upgrade request waits for its handler to tunnel or close
+_QUEUE_FULL = 2  # too many pipelined requests wait their turn
+_PEER_FULL = 4  # a tunnel's other side reads slowly
+_BODY_FULL = 8  # a request body's buffer is full
+_REFUSED = 16  # a request was refused: nothing more is read
 
 
 class ClientConnection(asyncio.Protocol):
@@ -125,7 +131,7 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as e:
             offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
             self._upgraded = bytearray(data[offset:])
-            self._pause(1)  # nothing more is parsed: the handler tunnels or the connection ends
+            self._pause(_UPGRADED)  # nothing more is parsed: the handler tunnels or the connection ends
             return
         except httptools.HttpParserCallbackError as e:
             cause = e.__context__
@@ -234,7 +240,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._queue.append(request)
             if len(self._queue) >= MAX_QUEUED:
-                self._pause(2)
+                self._pause(_QUEUE_FULL)
 
     def on_body(self, body: bytes) -> None:
         parsing = self._parsing
@@ -294,7 +300,7 @@ class ClientConnection(asyncio.Protocol):
         if self._queue:
             self._begin(self._queue.popleft(), start=True)
             if len(self._queue) < MAX_QUEUED:
-                self._resume(2)
+                self._resume(_QUEUE_FULL)
 
     def _linger(self, body: RequestBody) -> None:
         self._lingering = self.loop.time()
@@ -353,22 +359,22 @@ class ClientConnection(asyncio.Protocol):
         self._sink = sink
         self._on_close = on_close
         self._on_writable = on_writable
-        self._resume(1)
+        self._resume(_UPGRADED)
         return rest
 
     def pause_reading(self) -> None:
-        self._pause(4)
+        self._pause(_PEER_FULL)
 
     def resume_reading(self) -> None:
-        self._resume(4)
+        self._resume(_PEER_FULL)
 
     # --- flow control and limits -------------------------------------------------------------------------
 
     def pause_body(self) -> None:
-        self._pause(8)
+        self._pause(_BODY_FULL)
 
     def resume_body(self) -> None:
-        self._resume(8)
+        self._resume(_BODY_FULL)
 
     def _pause(self, why: int) -> None:
         if not self._reading_paused and self.transport is not None:
@@ -402,17 +408,15 @@ class ClientConnection(asyncio.Protocol):
             self.abort()
             return
         self._in_head = False
-        self._pause(16)
+        self._pause(_REFUSED)
         if self._current is not None and self._current is self._ready:  # refused before it started
             self._current = self._ready = None
         parsing = self._parsing
         if parsing is not None:  # its body broke off: whoever reads it hears so
             parsing.content.fail(BodyError(f"the client's body was malformed: {refused.why}"))
-        if self._current is not None:
-            self._refused = refused  # after the answer being written now
-            return
-        self._refused = refused
-        self._send_refusal(refused)
+        self._refused = refused  # nothing more is read
+        if self._current is None:  # else it goes out after the answer being written now
+            self._send_refusal(refused)
 
     def _send_refusal(self, refused: Refused) -> None:
         self.server.on_error(self.remote, refused.status, refused.why)
@@ -424,7 +428,7 @@ class ClientConnection(asyncio.Protocol):
             return
         body = plain_page(status)
         head = (
-            f"HTTP/1.1 {status} {TITLES.get(status, 'Error')}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"HTTP/1.1 {status} {title(status)}\r\nContent-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n"
             f"Server: homeproxy\r\n\r\n"
         )

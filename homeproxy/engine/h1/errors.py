@@ -32,3 +32,9 @@ class UpstreamLost(UpstreamError):
 
 class UpstreamProtocolError(UpstreamError):
     """The upstream's answer could not be framed unambiguously (never passed on)."""
+
+
+#: The event error when an https upstream's certificate is refused (ours, so tests and users see
+#: the same words whatever the TLS library says), and what to do about it.
+UPSTREAM_CERT_REFUSED = "upstream's TLS certificate was not accepted"
+CERT_REFUSED_ERROR = f"{UPSTREAM_CERT_REFUSED}; set verify_upstream = false for self-signed LAN gear"

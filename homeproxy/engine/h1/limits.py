@@ -31,15 +31,6 @@ SWEEP_EVERY = 1.0
 WRITE_HIGH_WATER = 512 * 1024
 """Bytes waiting for a client before a streamed response stops reading its upstream."""
 
-TITLES = {
-    400: "Bad Request",
-    408: "Request Timeout",
-    414: "URI Too Long",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-}
-
 
 class Refused(Exception):
     """Raised in a parser callback: the request is refused with `status`."""
