@@ -72,7 +72,7 @@ async def test_the_demo_serves_its_sites_with_live_traffic_and_leaves_nothing_be
         assert config.server.listen == ("127.0.0.1",)
         assert all(host == "127.0.0.1" for host, _ in runtime.engine.addresses)
         assert [s.name for s in config.sites] == list(SITES)
-        assert all(u.startswith("http://127.0.0.1:") for s in config.sites for u in s.upstreams)
+        assert all(u.startswith("http://127.0.0.1:") for s in config.sites for u in s.upstream_urls)
         port = runtime.engine.addresses[0][1]
 
         # The generator's requests arrive on the bus by themselves.

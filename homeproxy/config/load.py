@@ -14,15 +14,40 @@ import math
 import re
 import threading
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 import tomlkit
 import tomlkit.exceptions
 
+from homeproxy.config import load_upstreams as upstreams
+from homeproxy.config.convert import (
+    Schema,
+    _bool,
+    _choice,
+    _cidr,
+    _count,
+    _domain,
+    _duration,
+    _file_path,
+    _header_name,
+    _header_value,
+    _host,
+    _http_url,
+    _level,
+    _list_of,
+    _listen,
+    _path_prefix,
+    _port,
+    _rate,
+    _show,
+    _size,
+    _split_http_url,
+    _str,
+)
 from homeproxy.config.model import (
     ACCESS_LOG_FORMATS,
     ACME_DIRECTORIES,
@@ -46,7 +71,7 @@ from homeproxy.config.model import (
     split_host_port,
 )
 from homeproxy.config.toml_scan import KeyPath, scan_toml
-from homeproxy.discovery.service import is_mdns_ref, normalize_type, parse_mdns_ref
+from homeproxy.discovery.service import normalize_type
 from homeproxy.passwords import is_hash
 
 
@@ -85,160 +110,9 @@ def format_key(path: KeyPath) -> str:
 
 # --- value converters: each returns the converted value or raises ValueError(expected) ---
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3}
-_HOST_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-
-
-def _bool(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    raise ValueError(f"expected true or false, got {_show(v)}")
-
-
-def _str(v: Any) -> str:
-    if isinstance(v, str):
-        return str(v)
-    raise ValueError(f"expected a string, got {_show(v)}")
-
-
-def _port(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"expected a port number (1-65535, or 0 for any free port), got {_show(v)}")
-    if not 0 <= v <= 65535:
-        raise ValueError(f"port {int(v)} is out of range: expected 1-65535 (or 0 for any free port)")
-    return int(v)
-
-
-def _count(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise ValueError(f"expected a whole number >= 0, got {_show(v)}")
-    return int(v)
-
-
-def _duration(v: Any) -> float:
-    """`10`, `2.5`, `"500ms"`, `"10s"`, `"2m"`, `"1h"` -> seconds."""
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        secs = float(v)
-    elif isinstance(v, str) and (m := _DURATION.match(v)):
-        secs = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[m.group(2)]
-    else:
-        raise ValueError(f'expected a duration such as 10, "500ms", "30s", "2m" or "7d", got {_show(v)}')
-    if not math.isfinite(secs):
-        raise ValueError(f"expected a finite duration, got {_show(v)}")
-    if secs <= 0:
-        raise ValueError(f"expected a duration above zero, got {_show(v)}")
-    return secs
-
-
-def _size(v: Any) -> int:
-    """`1048576`, `"10MiB"`, `"500KB"` -> bytes."""
-    if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-        return int(v)
-    if isinstance(v, str) and (m := _SIZE.match(v)) and int(m.group(1)) > 0:
-        return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
-    raise ValueError(f'expected a size such as 1048576, "512KiB" or "10MiB", got {_show(v)}')
-
-
-def _level(v: Any) -> str:
-    s = _str(v).lower()
-    if s not in ("debug", "info", "warning", "error"):
-        raise ValueError(f'expected one of "debug", "info", "warning", "error", got {_show(v)}')
-    return s
-
-
-def _list_of(item: Callable[[Any], Any], what: str) -> Callable[[Any], tuple[Any, ...]]:
-    def convert(v: Any) -> tuple[Any, ...]:
-        if isinstance(v, str):
-            v = [v]  # a single value where a list is expected is forgiven
-        if not isinstance(v, list):
-            raise ValueError(f"expected a list of {what}, got {_show(v)}")
-        out = []
-        for i, x in enumerate(v):
-            try:
-                out.append(item(x))
-            except ValueError as e:
-                raise ValueError(f"item {i + 1}: {e}") from None
-        return tuple(out)
-
-    return convert
-
-
-def _split_http_url(v: Any, example: str) -> tuple[str, SplitResult]:
-    """The stripped text of an http(s) URL with a host and a valid port, and its parts."""
-    s = _str(v).strip()
-    try:
-        parts = urlsplit(s)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise ValueError(f'expected an http(s) URL such as "{example}", got {_show(v)}') from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f'expected an http(s) URL such as "{example}", got {_show(v)}')
-    return s, parts
-
-
-def _upstream(v: Any) -> str:
-    if isinstance(v, str) and is_mdns_ref(v):
-        return str(parse_mdns_ref(v))
-    s, parts = _split_http_url(v, "http://192.168.1.20:8123")
-    if parts.query or parts.fragment:
-        raise ValueError(f"an upstream URL takes no query or fragment, got {_show(v)}")
-    return s.rstrip("/")
-
-
-def _host(v: Any) -> str:
-    s = _str(v).strip().lower().rstrip(".")
-    name = s[2:] if s.startswith("*.") else s
-    labels = name.split(".")
-    if not name or not all(_HOST_LABEL.match(lbl) for lbl in labels):
-        raise ValueError(f'expected a host name such as "plex.home.arpa" or "*.home.arpa", got {_show(v)}')
-    return s
-
-
-def _cidr(v: Any) -> str:
-    try:
-        return str(ipaddress.ip_network(_str(v).strip(), strict=False))
-    except ValueError:
-        raise ValueError(f'expected an IP network such as "192.168.0.0/16" or "fd00::/8", got {_show(v)}') from None
-
-
-def _listen(v: Any) -> str:
-    s = _str(v).strip()
-    if not s:
-        raise ValueError('expected an address such as "0.0.0.0", "::" or "127.0.0.1"')
-    return s
-
-
-def _domain(v: Any) -> str:
-    s = _str(v).strip().lower().strip(".")
-    if not s or not all(_HOST_LABEL.match(lbl) for lbl in s.split(".")):
-        raise ValueError(f'expected a domain such as "home.arpa" or "lan", got {_show(v)}')
-    return s
-
-
-def _path_prefix(v: Any) -> str:
-    s = _str(v)
-    if not s.startswith("/"):
-        raise ValueError(f'expected a path starting with "/", such as "/api/", got {_show(v)}')
-    return s
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, Mapping):
-        return "a table"
-    if isinstance(v, list):
-        return "a list"
-    return repr(v)
-
 
 # --- the schema: key -> converter, per table ------------------------------------------
 
-Schema = dict[str, Callable[[Any], Any]]
 
 SERVER_KEYS: Schema = {
     "listen": _list_of(_listen, "addresses"),
@@ -246,14 +120,8 @@ SERVER_KEYS: Schema = {
     "https_port": _port,
     "trusted_proxies": _list_of(_cidr, "networks"),
     "drain_timeout": _duration,
+    "default_site": _str,
 }
-
-
-def _file_path(v: Any) -> str:
-    s = _str(v).strip()
-    if "\x00" in s:
-        raise ValueError("expected a file path")
-    return s
 
 
 def _email(v: Any) -> str:
@@ -318,19 +186,30 @@ def _redirect_code(v: Any) -> int:
 METRICS_KEYS: Schema = {"listen": _admin_listen}
 ROUTE_KEYS: Schema = {
     "path": _path_prefix,
-    "upstreams": _list_of(_upstream, "http(s) or mdns:// URLs"),
+    "upstreams": upstreams.upstream_list,
     "strip_prefix": _bool,
+    "rewrite": upstreams.rewrite_prefix,
 }
 SITE_KEYS: Schema = {
     "name": _str,
     "hosts": _list_of(_host, "host names"),
-    "upstreams": _list_of(_upstream, "http(s) or mdns:// URLs"),
+    "upstreams": upstreams.upstream_list,
     "routes": lambda v: v,  # checked item by item below
     "enabled": _bool,
     "websockets": _bool,
     "preserve_host": _bool,
     "connect_timeout": _duration,
     "read_timeout": _duration,
+    "header_timeout": _duration,
+    "retries": upstreams.retries,
+    "retry_idempotent": _bool,
+    "retry_deadline": _duration,
+    "health": upstreams.health_check,
+    "passive_health": upstreams.passive_health,
+    "upstream_ca": _file_path,
+    "upstream_sni": lambda v: _host(v) if v else "",
+    "max_body": lambda v: 0 if v in (0, "0") else _size(v),
+    "error_pages": upstreams.error_pages,
     "upstream_keepalive": _duration,
     "balance": lambda v: _choice(v, BALANCE_POLICIES),
     "maintenance": _bool,
@@ -381,23 +260,6 @@ DISCOVERY_KEYS: Schema = {
 }
 TOP_KEYS = ("server", "logging", "cache", "defaults", "discovery", "tls", "sites", "metrics")
 
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
-
-
-def _header_name(v: Any, *, allow_empty: bool = False) -> str:
-    s = _str(v).strip()
-    if (allow_empty and not s) or _TOKEN.match(s):
-        return s
-    raise ValueError(f'expected a header name such as "X-Frame-Options", got {_show(v)}')
-
-
-def _header_value(v: Any) -> str:
-    s = _str(v)
-    if "\r" in s or "\n" in s or "\0" in s:
-        raise ValueError("a header value cannot contain line breaks or NUL")
-    return s
-
 
 def _header_map(v: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(v, Mapping):
@@ -405,14 +267,6 @@ def _header_map(v: Any) -> tuple[tuple[str, str], ...]:
             f'expected a table of header names and values, such as {{ "X-Robots-Tag" = "none" }}, got {_show(v)}'
         )
     return tuple((_header_name(k), _header_value(x)) for k, x in v.items())
-
-
-def _rate(v: Any) -> float:
-    """`"20/s"`, `"600/m"`, `"1000/h"` -> requests per second."""
-    m = _RATE.match(v) if isinstance(v, str) else None
-    if not m or float(m.group(1)) <= 0:
-        raise ValueError(f'expected a rate such as "20/s", "600/m" or "1000/h", got {_show(v)}')
-    return float(m.group(1)) / {"s": 1, "m": 60, "h": 3600}[m.group(2)[0]]
 
 
 def _media_type(v: Any) -> str:
@@ -447,14 +301,6 @@ def _users(v: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _http_url(v: Any) -> str:
-    """An http(s) URL that may carry a query (Authelia's `?rd=`), unlike an upstream."""
-    s, parts = _split_http_url(v, "http://authelia:9091/api/verify")
-    if parts.fragment:
-        raise ValueError(f"a URL sent to a server takes no fragment, got {_show(v)}")
-    return s
-
-
 CACHE_KEYS: Schema = {
     "enabled": _bool,
     "max_bytes": _size,
@@ -483,13 +329,6 @@ AUTH_KEYS: Schema = {
 RATE_KEYS: Schema = {"rate": _rate, "burst": _count}
 HEADERS_KEYS: Schema = {"security": _bool, "request": lambda v: v, "response": lambda v: v}
 HEADER_RULE_KEYS: Schema = {"set": _header_map, "remove": _list_of(_header_name, "header names")}
-
-
-def _choice(v: Any, options: tuple[str, ...]) -> str:
-    s = _str(v).strip().lower()
-    if s not in options:
-        raise ValueError("expected one of " + ", ".join(f'"{o}"' for o in options) + f", got {_show(v)}")
-    return s
 
 
 class _Checker:
@@ -770,6 +609,10 @@ def _build(c: _Checker, data: Mapping[str, Any]) -> Config:
                     c.error(rpath + ("path",), f'path "{rv["path"]}" already has a route in this site')
                 if not rv["upstreams"]:
                     c.error(rpath + ("upstreams",), "a route needs at least one upstream URL")
+                elif problem := upstreams.check_upstreams(rv["upstreams"]):
+                    c.error(rpath + ("upstreams",), problem)
+                if rv.get("rewrite") and rv.get("strip_prefix"):
+                    c.error(rpath + ("rewrite",), 'use rewrite or strip_prefix, not both (rewrite = "/" strips)')
                 routes.append(Route(**rv))
         if isinstance(raw, Mapping) and "routes" in raw and not isinstance(raw["routes"], list):
             c.error(path + ("routes",), "expected an array of tables ([[sites.routes]])")
@@ -794,9 +637,13 @@ def _build(c: _Checker, data: Mapping[str, Any]) -> Config:
             c.error(path + ("hosts",), "a site needs at least one host name")
         if "upstreams" in values and not values["upstreams"] and not redirecting:
             c.error(path + ("upstreams",), "a site needs at least one upstream URL (or a redirect)")
+        elif problem := upstreams.check_upstreams(values.get("upstreams", ())):
+            c.error(path + ("upstreams",), problem)
         c.site_tls(values, path, tls.issuer)
         if {"name", "hosts", "upstreams"} <= values.keys():
             sites.append(Site(routes=tuple(routes), **values))
+    if server.default_site and server.default_site not in names:
+        c.error(("server", "default_site"), f'no site is named "{server.default_site}"')
     if c.errors:
         raise ConfigInvalid(sorted(c.errors, key=lambda e: e.line or 0))
     return Config(

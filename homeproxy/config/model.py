@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from homeproxy.config.model_upstreams import BALANCE_POLICIES as BALANCE_POLICIES
+from homeproxy.config.model_upstreams import STICKY_COOKIE as STICKY_COOKIE
+from homeproxy.config.model_upstreams import HealthCheck as HealthCheck
+from homeproxy.config.model_upstreams import PassiveHealth as PassiveHealth
+from homeproxy.config.model_upstreams import Upstream as Upstream
 from homeproxy.discovery.service import DEFAULT_SERVICE_TYPES
 
 #: Default per-site upstream timeouts, in seconds.
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_HEADER_TIMEOUT = 60.0
 #: Default per-site idle time after which a pooled upstream connection is closed, in seconds.
 DEFAULT_UPSTREAM_KEEPALIVE = 4.0
 
@@ -37,6 +43,10 @@ class ServerSettings:
 
     drain_timeout: float = 10.0
     """Seconds that a shutdown waits for in-flight requests before closing them."""
+
+    default_site: str = ""
+    """The name of the site that answers requests for host names no site claims; "" (the
+    default) gives them homeproxy's neutral 404 page."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +111,6 @@ ACME_DIRECTORIES = {
     "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
 }
 ISSUERS = ("internal", "acme")
-BALANCE_POLICIES = ("round_robin", "first", "least_conn", "ip_hash", "random_two")
 """How a site with several upstreams picks one per request (`Site.balance`)."""
 
 
@@ -141,11 +150,15 @@ class Route:
     path: str
     """Path prefix, starting with `/` (e.g. `/api/`). The longest matching prefix wins."""
 
-    upstreams: tuple[str, ...]
-    """http(s) URLs of the servers for this route."""
+    upstreams: tuple[Upstream, ...]
+    """The servers for this route (as a site's `upstreams`); the site's `balance` and health settings apply."""
 
     strip_prefix: bool = False
     """Remove the prefix before forwarding (`/api/users` goes upstream as `/users`)."""
+
+    rewrite: str = ""
+    """Replace the prefix with this one before forwarding (`path = "/v1/"`, `rewrite = "/"`:
+    `/v1/users` goes upstream as `/users`). Takes the place of `strip_prefix`."""
 
 
 DEFAULT_COMPRESSIBLE = (
@@ -284,8 +297,9 @@ class Site:
     hosts: tuple[str, ...]
     """Host names (case-insensitive; `*.example.lan` matches one or more labels)."""
 
-    upstreams: tuple[str, ...]
-    """http(s) URLs of the servers behind this site; several are used in turn."""
+    upstreams: tuple[Upstream, ...]
+    """The servers behind this site: URLs (`"http://10.0.0.5:8123"`), or tables with `url`,
+    `weight`, `backup` and `max_conns`; with several, `balance` picks one per request."""
 
     routes: tuple[Route, ...] = ()
     """Optional path routes with their own upstreams."""
@@ -305,6 +319,41 @@ class Site:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     """Seconds to wait for upstream data, between reads (then 504)."""
 
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    """Seconds to wait for an upstream's response headers once the request is sent (then 504)."""
+
+    retries: int = 2
+    """How many other upstreams a request may be sent to when one fails before anything was
+    sent (refused, reset on connect, a pooled connection found dead). 0: no retries."""
+
+    retry_idempotent: bool = False
+    """Also retry GET, HEAD, OPTIONS, PUT and DELETE requests on another upstream after a
+    timeout or a lost connection while waiting for the answer (the upstream may have acted on it)."""
+
+    retry_deadline: float = 15.0
+    """Seconds that all the attempts of one request may take together, retries included."""
+
+    health: HealthCheck | None = None
+    """Active health checks (`health = true`, or a table); off by default."""
+
+    passive_health: PassiveHealth = PassiveHealth()  # noqa: RUF009 - frozen
+    """Passive health: failing requests take an upstream out for a cool-down (on by default)."""
+
+    upstream_ca: str = ""
+    """A PEM file of the certificate authority (a home CA) that https upstreams' certificates are checked against."""
+
+    upstream_sni: str = ""
+    """The server name sent to https upstreams (TLS SNI) and checked in their certificate;
+    "" uses the upstream URL's host name."""
+
+    max_body: int = 0
+    """The largest request body accepted, in bytes or with a unit (`"100MB"`); over it: 413,
+    without reading the rest. 0: no limit."""
+
+    error_pages: tuple[tuple[int, str], ...] = ()
+    """Your own pages for 502, 503 and 504: `error_pages = { 502 = "/srv/pages/502.html" }`
+    (HTML files, read when the config is applied; homeproxy's page if one cannot be read)."""
+
     maintenance: bool = False
     """Down for maintenance: every request gets a friendly 503 page with Retry-After, and the
     upstreams are left alone (the rest of the chain, allow/deny and auth, still runs first)."""
@@ -321,10 +370,12 @@ class Site:
 
     balance: str = "round_robin"
     """How a request picks one of several upstreams (its routes' too): "round_robin" in turn,
-    "first" the first that takes the connection (failover in the listed order), "least_conn"
-    the one answering the fewest requests now, "ip_hash" the same one for the same client
-    address, "random_two" the less busy of two picked at random. Whatever the policy, one
-    that refuses the connection hands the request to the next in that order."""
+    "weighted" in proportion to their `weight`, "first" the first that takes the connection
+    (failover in the listed order), "least_conn" the one answering the fewest requests now,
+    "ip_hash" the same one for the same client address, "cookie" the same one for the same
+    browser (homeproxy sets a cookie), "random_two" the less busy of two picked at random.
+    Whatever the policy, upstreams that are down are skipped, and one that refuses the
+    connection hands the request to the next in that order."""
 
     upstream_keepalive: float = DEFAULT_UPSTREAM_KEEPALIVE
     """Seconds a pooled upstream connection may sit idle before homeproxy closes it; keep it
@@ -386,8 +437,13 @@ class Site:
 
     @property
     def all_upstreams(self) -> tuple[str, ...]:
-        """Every upstream of the site, its routes' included."""
-        return (*self.upstreams, *(u for r in self.routes for u in r.upstreams))
+        """The URL of every upstream of the site, its routes' included."""
+        return (*(u.url for u in self.upstreams), *(u.url for r in self.routes for u in r.upstreams))
+
+    @property
+    def upstream_urls(self) -> tuple[str, ...]:
+        """The URLs of the site's own upstreams (not its routes')."""
+        return tuple(u.url for u in self.upstreams)
 
 
 @dataclass(frozen=True, slots=True)

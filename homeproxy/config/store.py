@@ -43,6 +43,7 @@ from homeproxy.config.model import (
     Route,
     Site,
 )
+from homeproxy.config.store_upstreams import error_pages_value, upstream_side_value
 from homeproxy.paths import backups_dir
 
 log = logging.getLogger(__name__)
@@ -377,7 +378,16 @@ def _duration_text(secs: float) -> str | float:
 
 
 _DURATION_KEYS = frozenset(
-    {"connect_timeout", "read_timeout", "upstream_keepalive", "default_ttl", "stale_on_error", "session_ttl"}
+    {
+        "connect_timeout",
+        "read_timeout",
+        "header_timeout",
+        "retry_deadline",
+        "upstream_keepalive",
+        "default_ttl",
+        "stale_on_error",
+        "session_ttl",
+    }
 )
 
 
@@ -427,6 +437,11 @@ def _pairs(pairs: tuple[tuple[str, str], ...]) -> Any:
 def _toml_value(key: str, value: Any) -> Any:
     if key in _DURATION_KEYS and isinstance(value, float):
         return _duration_text(value)
+    if key == "error_pages":
+        return error_pages_value(value)
+    upstream_side = upstream_side_value(value, _duration_text)
+    if upstream_side is not None:
+        return upstream_side
     if isinstance(value, (CacheSettings, CompressionSettings, AuthSettings, RateLimit, HeaderRules)):
         return _settings_value(value)
     if isinstance(value, tuple) and value and isinstance(value[0], Route):

@@ -134,7 +134,7 @@ class Forwarder:
         self.client = client
         self.site = site
         self.prefix = route.path.rstrip("/") if route is not None and route.strip_prefix else ""
-        urls = route.upstreams if route is not None else site.upstreams
+        urls = [u.url for u in (route.upstreams if route is not None else site.upstreams)]
         self.upstreams: tuple[URL | MdnsUpstream, ...] = tuple(
             MdnsUpstream(u, resolver) if u.startswith("mdns://") else URL(u) for u in urls
         )

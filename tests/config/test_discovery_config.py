@@ -82,7 +82,7 @@ def test_bad_discovery_values_name_their_line_and_key(table: str, expected: str)
 )
 def test_mdns_upstreams_are_accepted_and_normalised(upstream: str, stored: str) -> None:
     text = f'[[sites]]\nname = "s"\nhosts = ["s.local"]\nupstreams = ["{upstream}"]\n'
-    assert parse_config(text, FILE).sites[0].upstreams == (stored,)
+    assert parse_config(text, FILE).sites[0].upstream_urls == (stored,)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import pytest
 
 from homeproxy.config import Config, ConfigError, ConfigInvalid, LoggingSettings, Route, ServerSettings, Site
 from homeproxy.config.load import build_config, format_key, parse_config
+from homeproxy.config.model import Upstream
 from homeproxy.config.store import default_config_text
 from homeproxy.config.toml_scan import locate_keys, scan_toml
 
@@ -68,10 +69,10 @@ def test_default_template_examples_parse_once_uncommented() -> None:
     config = parse_config("\n".join(lines[: start + 1] + body) + "\n", FILE)
     assert [s.name for s in config.sites] == ["homeassistant", "plex", "nextcloud"]
     ha, plex, nc = config.sites
-    assert plex.upstreams == ("mdns://Plex Media Server._plexmediasvr._tcp",)
+    assert plex.upstream_urls == ("mdns://Plex Media Server._plexmediasvr._tcp",)
     assert ha.hosts == ("ha.home.arpa", "ha.local")
     assert nc.read_timeout == 300.0
-    assert nc.routes == (Route(path="/push/", upstreams=("http://192.168.1.11:7867",), strip_prefix=True),)
+    assert nc.routes == (Route(path="/push/", upstreams=(Upstream("http://192.168.1.11:7867"),), strip_prefix=True),)
 
 
 def test_a_full_config_builds_the_model() -> None:
@@ -116,8 +117,11 @@ def test_a_full_config_builds_the_model() -> None:
             Site(
                 name="ha",
                 hosts=("ha.home.arpa", "*.ha.lan"),
-                upstreams=("http://192.168.1.10:8123", "https://[fd00::10]:8443"),
-                routes=(Route("/api/", ("http://192.168.1.10:8124",), strip_prefix=True),),
+                upstreams=(
+                    Upstream("http://192.168.1.10:8123"),
+                    Upstream("https://[fd00::10]:8443"),
+                ),
+                routes=(Route("/api/", (Upstream("http://192.168.1.10:8124"),), strip_prefix=True),),
                 websockets=False,
                 connect_timeout=2.5,
                 read_timeout=120.0,
@@ -380,7 +384,7 @@ def test_route_upstream_is_checked_too() -> None:
 
 def test_upstream_trailing_slash_and_space_are_trimmed() -> None:
     text = SITE.replace("http://192.168.1.20:32400", " https://nas.lan:8443/ ")
-    assert parse_config(text, FILE).sites[0].upstreams == ("https://nas.lan:8443",)
+    assert parse_config(text, FILE).sites[0].upstream_urls == ("https://nas.lan:8443",)
 
 
 # --- hosts and names -------------------------------------------------------------------

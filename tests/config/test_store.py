@@ -27,6 +27,7 @@ import pytest
 from homeproxy import paths
 from homeproxy.config import Config, ConfigChanged, ConfigEvent, ConfigInvalid, ConfigStore, Route, Site
 from homeproxy.config.load import parse_config
+from homeproxy.config.model import Upstream
 from homeproxy.config.store import atomic_write, default_config_text
 from homeproxy.paths import backups_dir
 
@@ -97,8 +98,8 @@ upstreams = ["http://192.168.1.10:8123"]
 NEXTCLOUD = Site(
     name="nextcloud",
     hosts=("cloud.home.arpa",),
-    upstreams=("http://192.168.1.11",),
-    routes=(Route("/push/", ("http://192.168.1.11:7867",), strip_prefix=True),),
+    upstreams=(Upstream("http://192.168.1.11"),),
+    routes=(Route("/push/", (Upstream("http://192.168.1.11:7867"),), strip_prefix=True),),
     enabled=False,
     read_timeout=0.25,
 )
@@ -225,7 +226,7 @@ def test_update_site_touches_only_the_changed_keys(config_path: Path) -> None:
     store = loaded(config_path, USER_CONFIG)
     ha = store.config.site("ha")
     assert ha is not None
-    new = replace(ha, upstreams=("http://192.168.1.10:8125",), preserve_host=False, connect_timeout=0.5)
+    new = replace(ha, upstreams=(Upstream("http://192.168.1.10:8125"),), preserve_host=False, connect_timeout=0.5)
     store.update_site("ha", new)
     expected = USER_CONFIG.replace(
         'upstreams = ["http://192.168.1.10:8123"]\n',
@@ -239,7 +240,7 @@ def test_update_site_touches_only_the_changed_keys(config_path: Path) -> None:
 def test_update_site_adds_routes_to_a_site_that_is_not_last(config_path: Path) -> None:
     store = loaded(config_path, USER_CONFIG)
     plex, ha = store.config.sites
-    new = replace(plex, routes=(Route("/web/", ("http://192.168.1.20:8080",), strip_prefix=True),))
+    new = replace(plex, routes=(Route("/web/", (Upstream("http://192.168.1.20:8080"),), strip_prefix=True),))
     store.update_site("plex", new)
     assert store.config.sites == (new, ha)
     text = config_path.read_text(encoding="utf-8")
@@ -368,13 +369,13 @@ def test_removing_an_unknown_site_is_a_key_error(config_path: Path) -> None:
     ("edit", "line", "key", "message"),
     [
         (
-            lambda s: s.add_site(Site(name="tv", hosts=("PLEX.home.arpa",), upstreams=("http://x",))),
+            lambda s: s.add_site(Site(name="tv", hosts=("PLEX.home.arpa",), upstreams=(Upstream("http://x"),))),
             33,
             "sites[2].hosts",
             'host "plex.home.arpa" is already claimed by site "plex" (sites[0])',
         ),
         (
-            lambda s: s.add_site(Site(name="ha", hosts=("hass.lan",), upstreams=("http://x",))),
+            lambda s: s.add_site(Site(name="ha", hosts=("hass.lan",), upstreams=(Upstream("http://x"),))),
             32,
             "sites[2].name",
             'site name "ha" is already used by sites[1]',

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from homeproxy.config import ConfigStore
-from homeproxy.config.model import AuthSettings, CacheSettings, CompressionSettings, RateLimit, Site
+from homeproxy.config.model import (
+    AuthSettings,
+    CacheSettings,
+    CompressionSettings,
+    HealthCheck,
+    PassiveHealth,
+    RateLimit,
+    Site,
+    Upstream,
+)
 from homeproxy.passwords import hash_password
 
 BASE = '# mine\n[[sites]]\nname = "app"  # the app\nhosts = ["app.lan"]\nupstreams = ["http://127.0.0.1:9"]\n'
@@ -56,7 +65,17 @@ def test_a_new_site_with_every_feature_loads_back_equal(store: ConfigStore) -> N
     site = Site(
         "full",
         ("full.lan",),
-        ("http://127.0.0.1:9",),
+        (Upstream("http://127.0.0.1:9"), Upstream("http://127.0.0.1:10", weight=3, backup=True, max_conns=5)),
+        balance="weighted",
+        health=HealthCheck(path="/healthz", interval=2.5, status=(200, 204), body="ok", passes=1),
+        passive_health=PassiveHealth(fails=5, window=60.0, status_5xx=True),
+        retries=1,
+        retry_idempotent=True,
+        retry_deadline=0.5,
+        header_timeout=90.0,
+        max_body=10_000_000,
+        upstream_sni="nas.home.arpa",
+        error_pages=((502, "/srv/502.html"), (503, "/srv/503.html")),
         cache=CacheSettings(enabled=True),
         compression=CompressionSettings(enabled=True),
         allow=("192.168.0.0/16",),

@@ -21,7 +21,7 @@ from zeroconf._services.info import AddressResolver
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 from zeroconf.const import _CLASS_IN, _TYPE_A
 
-from homeproxy.config.model import Config, DiscoverySettings, Site
+from homeproxy.config.model import Config, DiscoverySettings, Site, Upstream
 from homeproxy.discovery.events import NameAnnounced, NameConflict, NameWithdrawn
 from homeproxy.discovery.publish import NAME_TYPE, NameState, Publisher, PublishSpec, wanted_names
 from tests.waiting import wait_for
@@ -31,7 +31,7 @@ HTTP = "_http._tcp.local."
 
 
 def site(name: str, *hosts: str, **changes: object) -> Site:
-    return replace(Site(name=name, hosts=hosts, upstreams=("http://127.0.0.1:9",)), **changes)  # type: ignore[arg-type]
+    return replace(Site(name=name, hosts=hosts, upstreams=(Upstream("http://127.0.0.1:9"),)), **changes)  # type: ignore[arg-type]
 
 
 def spec(host: str, site: str = "plex", port: int = 8080, advertise: bool = False) -> PublishSpec:

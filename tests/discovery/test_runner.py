@@ -213,6 +213,6 @@ async def test_an_mdns_upstream_follows_its_service_to_a_new_port(
             )
             assert await fetch(session, port, "media.test") == (200, "two")
             print(f"re-registration on a new port -> proxied there: {(time.monotonic() - started) * 1000:.0f} ms")
-            assert runtime.store.config.sites[0].upstreams == (f"mdns://{name}._http._tcp",)
+            assert runtime.store.config.sites[0].upstream_urls == (f"mdns://{name}._http._tcp",)
     finally:
         await asyncio.to_thread(runtime.stop)

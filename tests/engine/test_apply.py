@@ -76,7 +76,7 @@ async def test_apply_swaps_upstreams_without_failing_requests_in_flight(
 
     assert [(r.status, r.body) for r in results] == [(200, b"old")] * 20
     assert sorted(arrived) == sorted(f"/slow/{i}" for i in range(20))
-    assert p.engine.config.sites[0].upstreams == (new.url,)
+    assert p.engine.config.sites[0].upstream_urls == (new.url,)
 
 
 async def test_open_websocket_survives_an_apply(

@@ -129,4 +129,4 @@ def test_an_unknown_policy_names_the_ones_there_are() -> None:
         make_config(site("lb", ["lb.lan"], ["http://10.0.0.1"], balance="fastest"))
     (err,) = caught.value.errors
     assert err.key == "sites[0].balance"
-    assert '"round_robin", "first", "least_conn", "ip_hash", "random_two"' in err.message
+    assert '"round_robin", "weighted", "least_conn", "ip_hash", "cookie", "first", "random_two"' in err.message

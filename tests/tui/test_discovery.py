@@ -18,6 +18,7 @@ from zeroconf import ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
 from homeproxy.config import parse_config
+from homeproxy.config.model import Upstream
 from homeproxy.discovery.events import NameAnnounced, NameConflict, ServiceFound, ServiceLost, ServiceUpdated
 from homeproxy.discovery.service import DiscoveredService, slugify
 from homeproxy.runtime import Runtime
@@ -266,7 +267,7 @@ async def test_an_https_device_is_added_with_certificate_checks_off(runtime: Run
         await wait_for(lambda: runtime.store.config.site("disk-station") is not None, description="saved")
         site = runtime.store.config.site("disk-station")
         assert site is not None
-        assert site.upstreams == ("mdns://Disk Station._https._tcp/dsm",)
+        assert site.upstream_urls == ("mdns://Disk Station._https._tcp/dsm",)
         assert site.hosts == ("disk-station.local", "disk-station.home.arpa")
         assert site.verify_upstream is False
         assert "verify_upstream = false" in runtime.config_path.read_text(encoding="utf-8")
@@ -283,7 +284,7 @@ def test_a_suggested_site_gets_a_free_name_and_free_hosts(runtime: Runtime) -> N
     site = suggest_site(service("Plex", "_plexmediasvr._tcp.local.", path="/web"), config)
     assert site.name == "plex-3"  # plex is taken; plex-2's host is
     assert site.hosts == ("plex-3.local", "plex-3.home.arpa")
-    assert site.upstreams == ("mdns://Plex._plexmediasvr._tcp/web",)
+    assert site.upstream_urls == ("mdns://Plex._plexmediasvr._tcp/web",)
     assert site.verify_upstream is True
     assert site.compression.enabled == config.defaults.compression
 
@@ -294,7 +295,9 @@ async def test_a_site_pointing_at_a_service_is_shown_against_it(runtime: Runtime
     found(runtime, plex, other)
     await asyncio.to_thread(
         runtime.store.add_site,
-        replace(runtime.store.config.sites[0], name="plex", hosts=("plex.home.arpa",), upstreams=(str(plex.ref),)),
+        replace(
+            runtime.store.config.sites[0], name="plex", hosts=("plex.home.arpa",), upstreams=(Upstream(str(plex.ref)),)
+        ),
     )
     app = HomeproxyApp(runtime)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -307,7 +310,7 @@ async def test_a_site_pointing_at_a_service_is_shown_against_it(runtime: Runtime
         assert url is not None
         await asyncio.to_thread(
             runtime.store.add_site,
-            replace(runtime.store.config.sites[0], name="kodi", hosts=("kodi.home.arpa",), upstreams=(url,)),
+            replace(runtime.store.config.sites[0], name="kodi", hosts=("kodi.home.arpa",), upstreams=(Upstream(url),)),
         )
         await wait_for(lambda: str(screen.table.get_row(other.key)[4]) == "kodi", description="the new mapping")
         await pilot.pause()

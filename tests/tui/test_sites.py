@@ -297,7 +297,7 @@ def test_check_site_reports_the_loaders_errors_by_key() -> None:
     assert "http(s) URL" in errors["upstreams"][0]
     assert "expected a size" in errors["cache.max_bytes"][0]
     site, errors = check_site(document, "a", {"name": "b", "hosts": ["a.lan"], "upstreams": ["http://10.0.0.2/"]})
-    assert errors == {} and site is not None and site.upstreams == ("http://10.0.0.2",)
+    assert errors == {} and site is not None and site.upstream_urls == ("http://10.0.0.2",)
 
 
 def test_editing_a_site_keeps_the_settings_the_form_does_not_show() -> None:
@@ -527,7 +527,7 @@ async def test_mdns_upstream_and_publish_round_trip_literally(runtime: Runtime, 
         await pilot.press("enter", "down", "enter")  # default -> announce
         await wait_for(lambda: editor.form.publish_choice == "on", description="publish on")
         await wait_for(lambda: editor.candidate is not None, description="a valid site")
-        assert editor.candidate is not None and editor.candidate.upstreams == (ref, f"http://127.0.0.1:{backend}")
+        assert editor.candidate is not None and editor.candidate.upstream_urls == (ref, f"http://127.0.0.1:{backend}")
         await save_and_wait(pilot, app)
 
         text = runtime.config_path.read_text()
@@ -604,7 +604,7 @@ async def test_unsaved_editor_makes_quit_and_close_ask(runtime: Runtime) -> None
         await pilot.press("y")
         await wait_for(lambda: isinstance(app.screen, SitesScreen), description="discarded")
         assert app.unsaved == {}
-        assert runtime.store.config.sites[0].upstreams == (old,)
+        assert runtime.store.config.sites[0].upstream_urls == (old,)
 
         await pilot.press("ctrl+q")  # nothing unsaved: no question
         await wait_for(lambda: not app.is_running, description="the app to exit")

@@ -222,7 +222,7 @@ class DashboardScreen(Screen[None]):
         """The site's name, hosts and upstreams (the columns whose width depends on the config)."""
         name = site_name(site)
         ups = Text()
-        for i, url in enumerate(site.upstreams[:2]):
+        for i, url in enumerate(site.upstream_urls[:2]):
             if i:
                 ups.append(" ")
             ups.append("● ", style="red" if self.hp.upstream_is_down(url) else "green")

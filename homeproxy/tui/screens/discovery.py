@@ -24,7 +24,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from homeproxy.config import Config, Site
-from homeproxy.config.model import DiscoverySettings
+from homeproxy.config.model import DiscoverySettings, Upstream
 from homeproxy.discovery.directory import ServiceDirectory
 from homeproxy.discovery.service import DiscoveredService, slugify
 from homeproxy.tui.bridge import ConfigEventArrived, DiscoveryEventsArrived
@@ -159,7 +159,7 @@ def suggest_site(service: DiscoveredService, config: Config) -> Site:
         new_site(config.defaults),
         name=name,
         hosts=hosts,
-        upstreams=(str(service.ref),),
+        upstreams=(Upstream(str(service.ref)),),
         verify_upstream=service.scheme != "https",
     )
 

@@ -77,10 +77,10 @@ def site_summary(site: Site) -> Text:
         keep = " (path and query kept)" if site.keep_path else ""
         line("Redirect", f"{site.redirect_code} to {site.redirect}{keep}")
     if site.upstreams:
-        line("Upstreams", ", ".join(site.upstreams))
+        line("Upstreams", ", ".join(site.upstream_urls))
     for route in site.routes:
         strip = " (prefix stripped)" if route.strip_prefix else ""
-        line("Route", route.path, Text(" → ", style=dim), ", ".join(route.upstreams), strip)
+        line("Route", route.path, Text(" → ", style=dim), ", ".join(u.url for u in route.upstreams), strip)
     proxy = ["WebSockets" if site.websockets else "no WebSockets"]
     proxy.append("client Host" if site.preserve_host else "upstream's Host")
     proxy.append(f"connect {duration_text(site.connect_timeout)}, read {duration_text(site.read_timeout)}")
@@ -315,7 +315,7 @@ class SitesScreen(Screen[None]):
         else:
             state = Text("● on", style="green")
         # "http://" is the rule and costs a narrow column the port; https:// and mdns:// say something.
-        ups = Text(", ".join(url.removeprefix("http://") for url in site.upstreams))
+        ups = Text(", ".join(url.removeprefix("http://") for url in site.upstream_urls))
         if site.redirect:
             ups = Text(f"→ {site.redirect}")
         if site.routes:

@@ -397,7 +397,7 @@ class SiteForm(VerticalScroll, can_focus=False):
                 yield self._input(
                     "upstreams",
                     "Upstreams",
-                    ", ".join(s.upstreams),
+                    ", ".join(s.upstream_urls),
                     "http://192.168.1.20:32400, mdns://NAS._http._tcp",
                     "http(s) URLs of the servers behind this site, or mdns://Name._type._tcp for a service "
                     "found on the LAN (its address is looked up per request); several are used in turn",

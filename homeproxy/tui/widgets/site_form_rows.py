@@ -230,7 +230,7 @@ class RouteRow(ListRow):
             tooltip="Path prefix, starting with /; the longest matching prefix wins",
         )
         self.upstreams = Input(
-            ", ".join(route.upstreams) if route else "",
+            ", ".join(u.url for u in route.upstreams) if route else "",
             placeholder="http://192.168.1.20:8080",
             compact=True,
             classes="route-upstreams",
