@@ -1,15 +1,18 @@
-"""`Stats`: per-site counters, latency percentiles and per-second rates.
+"""`Stats`: per-site counters, latency percentiles and per-second rates, and per upstream.
 
 A bus subscriber (`Stats.record` takes a batch). Everything is bounded:
 latencies are a window of the most recent requests per site, rates a ring of
-the last `history` seconds. Reads (`snapshot()`) are safe from any thread.
+the last `history` seconds. Each (site, upstream) pair that a request went to
+keeps its own requests, errors and latency window (`upstreams()`), at most
+`max_upstreams` pairs (the one seen longest ago goes first). Reads
+(`snapshot()`, `upstreams()`) are safe from any thread.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -82,6 +85,41 @@ class SiteStats:
         """Average requests per second over the last 5 full seconds."""
         recent = self.rate[-5:]
         return sum(recent) / len(recent) if recent else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamStats:
+    """A point-in-time view of one upstream's numbers within one site."""
+
+    requests: int
+    """Requests the site sent to it (a retried request counts for the upstream that answered)."""
+    errors: int
+    """Those answered with a 5xx, or that failed (unreachable, timed out, reset)."""
+    p50: float
+    """Median latency in seconds over its recent window (0 when empty)."""
+    share: float
+    """Its part of the site's requests that went to an upstream, 0 to 1."""
+
+
+class _UpstreamCounter:
+    __slots__ = ("errors", "latencies", "requests")
+
+    def __init__(self, window: int) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.latencies: deque[float] = deque(maxlen=window)
+
+    def add(self, ev: RequestCompleted) -> None:
+        self.requests += 1
+        if ev.status >= 500 or ev.error:
+            self.errors += 1
+        self.latencies.append(ev.duration)
+
+    def view(self, site_requests: int) -> UpstreamStats:
+        lat = sorted(self.latencies)
+        p50 = lat[len(lat) // 2] if lat else 0.0
+        share = self.requests / site_requests if site_requests else 0.0
+        return UpstreamStats(self.requests, self.errors, p50, share)
 
 
 class _Counter:
@@ -157,12 +195,25 @@ class _Counter:
 class Stats:
     """Per-site and total request statistics fed by the event bus."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, history: int = 300, window: int = 4096) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        history: int = 300,
+        window: int = 4096,
+        upstream_window: int = 1024,
+        max_upstreams: int = 1024,
+    ) -> None:
         self._clock = clock
         self._history = history
         self._window = window
+        self._upstream_window = upstream_window
+        self._max_upstreams = max_upstreams
         self._lock = threading.Lock()
         self._sites: dict[str, _Counter] = {}
+        # Least recently used first: an upstream gone from the config (or an mDNS address that
+        # moved) stops being fed and is the first to go when the table is full.
+        self._upstreams: OrderedDict[tuple[str, str], _UpstreamCounter] = OrderedDict()
         self.started = clock()
 
     def record(self, batch: Sequence[RequestCompleted]) -> None:
@@ -172,6 +223,19 @@ class Stats:
             for ev in batch:
                 total.add(ev)
                 self._counter(ev.site).add(ev)
+                if ev.upstream:
+                    self._upstream_counter(ev.site, ev.upstream).add(ev)
+
+    def _upstream_counter(self, site: str, upstream: str) -> _UpstreamCounter:
+        key = (site, upstream)
+        c = self._upstreams.get(key)
+        if c is None:
+            if len(self._upstreams) >= self._max_upstreams:
+                self._upstreams.popitem(last=False)
+            c = self._upstreams[key] = _UpstreamCounter(self._upstream_window)
+        else:
+            self._upstreams.move_to_end(key)
+        return c
 
     def _counter(self, site: str) -> _Counter:
         c = self._sites.get(site)
@@ -187,6 +251,16 @@ class Stats:
         if TOTAL not in views:
             views[TOTAL] = _Counter(self._history, 1).view(now)
         return views
+
+    def upstreams(self, site: str | None = None) -> dict[tuple[str, str], UpstreamStats]:
+        """Every (site, upstream URL) that requests went to, or only `site`'s; each upstream's
+        `share` is of the requests its site sent to any upstream."""
+        with self._lock:
+            counters = [(k, c) for k, c in self._upstreams.items() if site is None or k[0] == site]
+            per_site: dict[str, int] = {}
+            for (name, _url), c in counters:
+                per_site[name] = per_site.get(name, 0) + c.requests
+            return {k: c.view(per_site[k[0]]) for k, c in counters}
 
     def site(self, name: str) -> SiteStats:
         """One site's numbers (zeros if it has seen no request)."""

@@ -29,6 +29,8 @@ def ev(
     duration: float = 0.01,
     bytes_in: int = 0,
     bytes_out: int = 0,
+    upstream: str = "",
+    error: str = "",
 ) -> RequestCompleted:
     return RequestCompleted(
         time=time,
@@ -41,7 +43,8 @@ def ev(
         bytes_in=bytes_in,
         bytes_out=bytes_out,
         duration=duration,
-        upstream="",
+        upstream=upstream,
+        error=error,
     )
 
 
@@ -171,11 +174,60 @@ def test_snapshot_is_a_copy() -> None:
     assert dataclasses.is_dataclass(before)
 
 
+A = "http://10.0.0.1:80"
+B = "http://10.0.0.2:80"
+
+
+def test_counts_requests_errors_and_share_per_upstream_of_each_site() -> None:
+    stats = Stats(clock=Clock(2000.0))
+    stats.record(
+        [
+            ev(upstream=A),
+            ev(upstream=A, status=502),  # a 5xx is an error
+            ev(upstream=A, status=200, error="client went away"),  # so is a request that failed
+            ev(upstream=B, status=404),  # a 4xx is not
+            ev(status=200),  # answered without an upstream (a cache hit): no upstream's share
+            ev(site="nas", upstream=A, status=503),  # the same URL under another site is its own
+        ]
+    )
+
+    plex = stats.upstreams("plex")
+    assert set(plex) == {("plex", A), ("plex", B)}
+    a, b = plex["plex", A], plex["plex", B]
+    assert (a.requests, a.errors, a.share) == (3, 2, 0.75)
+    assert (b.requests, b.errors, b.share) == (1, 0, 0.25)
+    nas = stats.upstreams()["nas", A]
+    assert (nas.requests, nas.errors, nas.share) == (1, 1, 1.0)
+    assert stats.upstreams("ghost") == {}
+
+
+def test_upstream_median_latency_covers_its_recent_window() -> None:
+    stats = Stats(clock=Clock(2000.0), upstream_window=5)
+    stats.record([ev(upstream=A, duration=d) for d in (9.0, 9.0, 9.0, 0.1, 0.2, 0.3, 0.4, 0.5)])
+    stats.record([ev(upstream=B, duration=d) for d in (0.02, 0.01, 0.03)])
+
+    ups = stats.upstreams("plex")
+    assert ups["plex", A].p50 == 0.3  # the 9 s requests fell out of the window
+    assert ups["plex", A].requests == 8  # the counters are not windowed
+    assert ups["plex", B].p50 == 0.02
+
+
+def test_the_upstream_table_is_bounded_and_drops_the_one_seen_longest_ago() -> None:
+    stats = Stats(clock=Clock(2000.0), max_upstreams=2)
+    stats.record([ev(upstream=A), ev(upstream=B)])
+    stats.record([ev(upstream=A)])  # A is now the most recent
+    stats.record([ev(upstream="http://10.0.0.3:80")])
+
+    assert set(stats.upstreams()) == {("plex", A), ("plex", "http://10.0.0.3:80")}
+    assert stats.upstreams()["plex", A].share == 2 / 3
+
+
 async def test_stats_fed_by_a_running_engine(proxy: StartProxy, echo: Backend, session: aiohttp.ClientSession) -> None:
+    down = f"http://127.0.0.1:{closed_port()}"
     p = await proxy(
         make_config(
             site("app", ["app.lan"], [echo.url]),
-            site("down", ["down.lan"], [f"http://127.0.0.1:{closed_port()}"]),
+            site("down", ["down.lan"], [down]),
         )
     )
     stats = Stats()
@@ -195,3 +247,7 @@ async def test_stats_fed_by_a_running_engine(proxy: StartProxy, echo: Backend, s
     assert (snap["down"].requests, snap["down"].errors) == (1, 1)
     assert snap[""].status == (0, 0, 0, 1, 0)
     assert snap["app"].p50 > 0
+    ups = stats.upstreams()
+    assert set(ups) == {("app", echo.url), ("down", down)}
+    assert (ups["app", echo.url].requests, ups["app", echo.url].errors, ups["app", echo.url].share) == (3, 0, 1.0)
+    assert (ups["down", down].requests, ups["down", down].errors) == (1, 1)
