@@ -640,6 +640,9 @@ def _build(c: _Checker, data: Mapping[str, Any]) -> Config:
         elif problem := upstreams.check_upstreams(values.get("upstreams", ())):
             c.error(path + ("upstreams",), problem)
         c.site_tls(values, path, tls.issuer)
+        urls = [u.url.lower() for u in (*values.get("upstreams", ()), *(u for r in routes for u in r.upstreams))]
+        if values.get("upstream_ca") and not any(u.startswith(("https://", "mdns://")) for u in urls):
+            c.warn(path + ("upstream_ca",), "used only for https:// upstreams, and this site has none")
         if {"name", "hosts", "upstreams"} <= values.keys():
             sites.append(Site(routes=tuple(routes), **values))
     if server.default_site and server.default_site not in names:

@@ -176,6 +176,8 @@ class Forwarder:
                 base.port or (443 if base.scheme == "https" else 80),
                 self.site.verify_upstream,
                 self.site.upstream_keepalive,
+                self.site.upstream_ca,
+                self.site.upstream_sni,
             )
             if len(self._origins) > 64:  # mDNS services that moved: keep it small
                 self._origins.clear()
