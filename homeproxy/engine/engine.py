@@ -36,6 +36,7 @@ from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.features import FeatureContext, build_middlewares
 from homeproxy.engine.h1.pool import OriginLoad
 from homeproxy.engine.h1.server import HttpServer
+from homeproxy.engine.health_types import UpstreamStatus
 from homeproxy.engine.hop import client_ip, forwarded_for, in_networks, trusted_networks
 from homeproxy.engine.listeners import BindError, Listener, listen_set, open_listeners
 from homeproxy.engine.pages import error_reply
@@ -66,7 +67,7 @@ class Engine:
         self.resolver: Resolver = resolver or (lambda ref: None)
         """Where `mdns://` upstreams are now (discovery's directory); without one they answer 502."""
         self.clock = clock
-        self._client = UpstreamClient()
+        self._client = UpstreamClient(self.bus.publish, clock)
         self.features = FeatureContext(clock=clock, data_dir=data_dir or paths.data_dir())
         self.certs = CertManager(self.features.data_dir, clock=clock)
         """Every TLS site's certificate; its `contexts.listener` is the HTTPS listener's SSL context."""
@@ -128,6 +129,10 @@ class Engine:
     def client_connections(self) -> int:
         """Client connections open now (idle keep-alive ones included)."""
         return len(self._http.connections) if self._http is not None else 0
+
+    def upstream_health(self) -> tuple[UpstreamStatus, ...]:
+        """Every enabled site's upstreams: up or not, why, the last check. Thread-safe."""
+        return self._client.health.snapshot()
 
     def upstream_load(self) -> tuple[OriginLoad, ...]:
         """Each upstream's requests in flight and idle pooled connections. Thread-safe."""
@@ -225,6 +230,7 @@ class Engine:
         self.certs.commit(prepared)
         self._cert_task = asyncio.get_running_loop().create_task(self.certs.run(), name="homeproxy-certs")
         await self._client.open()
+        self._client.health.commit()
         self._http = HttpServer(self._handle, self._bad_request)
         self._http.start()
         try:
@@ -239,6 +245,7 @@ class Engine:
         self.tls_errors = ()
         # The swap: a request reads self._table once when it arrives.
         self._config, self._table, self._trusted = config, table, trusted_networks(config.server)
+        self._client.health.commit()
 
     async def _bind(self, config: Config, *, initial: bool = False) -> None:
         """Open the listeners `config` asks for (HTTP, and HTTPS while a site has TLS on); on
@@ -302,6 +309,7 @@ class Engine:
             ctx.cache.resize(config.cache.max_bytes)
         # One chain per site, shared by its routes (a site's rate limit and cache are the site's).
         chains: dict[str, list[Middleware]] = {}
+        self._client.health.begin()
 
         def make_handler(site: Site, route: Route | None) -> Handler:
             if site.name not in chains:

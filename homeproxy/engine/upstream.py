@@ -21,17 +21,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
+import math
+import time
 from collections.abc import Callable
 
 from yarl import URL
 
-from homeproxy.config.model import Route, Site
+from homeproxy.config.model import STICKY_COOKIE, Route, Site
 from homeproxy.discovery.service import parse_mdns_ref
-from homeproxy.engine.balance import Balancer
+from homeproxy.engine.balance import Balancer, sticky_value
+from homeproxy.engine.events import Event
 from homeproxy.engine.exchange import Exchange
-from homeproxy.engine.h1.connection import H1Connection, Response
 from homeproxy.engine.h1.errors import (
     CERT_REFUSED_ERROR,
     UPSTREAM_CERT_REFUSED,
@@ -41,10 +43,20 @@ from homeproxy.engine.h1.errors import (
     UpstreamLost,
 )
 from homeproxy.engine.h1.pool import Origin, OriginKey, Pool
+from homeproxy.engine.health import HealthBoard
 from homeproxy.engine.hop import HOP_BY_HOP, connection_tokens, forwarded_for
 from homeproxy.engine.pages import error_reply
-from homeproxy.engine.reply import CLIENT_CLOSED, NO_BODY_STATUS, Reply, client_gone
-from homeproxy.engine.request import BodyError, Request
+from homeproxy.engine.reply import CLIENT_CLOSED, Reply, client_gone
+from homeproxy.engine.request import Request
+from homeproxy.engine.upstream_exchange import (
+    IDEMPOTENT_METHODS,
+    SMALL_BODY,
+    Body,
+    BodyTooLarge,
+    exchange,
+    failed,
+    not_replayed,
+)
 from homeproxy.engine.upstream_ws import is_websocket_upgrade, relay_websocket
 
 log = logging.getLogger(__name__)
@@ -65,12 +77,10 @@ _FORWARDING = frozenset(
     {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip", "expect"}
 )
 _DROP = HOP_BY_HOP | _FORWARDING | {"host", "content-length"}
-_CHUNK = 256 * 1024
-#: Responses of known length up to this size are sent in one write with their headers;
-#: request bodies of known length up to it are read whole first (so a request can be replayed).
-_SMALL_BODY = 64 * 1024
-#: RFC 9110 section 9.2.2: sending one of these twice has the effect of sending it once.
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+QUEUE_WAIT = 2.0
+"""Seconds a request waits for a free slot when every upstream is at its `max_conns`."""
+ALL_DOWN_RETRY_AFTER = 30
+"""The most seconds a 503 for a site whose upstreams are all down tells clients to wait."""
 #: Methods whose requests carry a body by definition: without one, say Content-Length: 0.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -79,13 +89,15 @@ class UpstreamClient:
     """What every site forwards through; lives on the engine's loop: the HTTP/1.1 pool.
     (Forward auth has its own aiohttp client, made only when a site uses it.)"""
 
-    def __init__(self) -> None:
+    def __init__(self, publish: Callable[[Event], None] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.pool = Pool()
+        self.health = HealthBoard(self.pool, publish or (lambda event: None), clock)
 
     async def open(self) -> None:
         self.pool.start()
 
     async def close(self) -> None:
+        await self.health.close()
         await self.pool.close()
 
 
@@ -134,13 +146,24 @@ class Forwarder:
         self.client = client
         self.site = site
         self.prefix = route.path.rstrip("/") if route is not None and route.strip_prefix else ""
-        urls = [u.url for u in (route.upstreams if route is not None else site.upstreams)]
+        configured = route.upstreams if route is not None else site.upstreams
+        urls = [u.url for u in configured]
         self.upstreams: tuple[URL | MdnsUpstream, ...] = tuple(
             MdnsUpstream(u, resolver) if u.startswith("mdns://") else URL(u) for u in urls
         )
         self._names = tuple(str(u) for u in self.upstreams)
         self._origins: dict[URL, tuple[Origin, str]] = {}
-        self.balancer = Balancer(site.balance, len(self.upstreams), self._load)
+        self.balancer = Balancer(site.balance, urls, [u.weight for u in configured], self._load)
+        self._cookie = site.balance == "cookie"
+        self._single = len(configured) == 1
+        self._primaries = [i for i, u in enumerate(configured) if not u.backup]
+        self._backups = [i for i, u in enumerate(configured) if u.backup]
+        where = route.path if route is not None else ""
+        self.health = tuple(client.health.entry(site, u, where) for u in configured)
+        """Each upstream's health, in the same order (shared with the site's other routes)."""
+        for i, entry in enumerate(self.health):
+            entry.resolve = functools.partial(self._resolve, i)
+            entry.origin_for = self._origin
 
     def _load(self, i: int) -> int:
         """Upstream `i`'s requests in flight now (an mDNS service not on the network: as busy as can be)."""
@@ -148,9 +171,18 @@ class Forwarder:
         base = entry if type(entry) is URL else entry.resolve()  # type: ignore[union-attr]
         return self._origin(base)[0].in_flight if base is not None else 1 << 30
 
+    def _resolve(self, i: int) -> URL | None:
+        entry = self.upstreams[i]
+        return entry if type(entry) is URL else entry.resolve()  # type: ignore[union-attr]
+
     def pick(self, ex: Exchange) -> URL | None:
-        """The base URL of the upstream the site's policy picks first (see `base`)."""
-        return self.base(ex, self.balancer.order(ex.client)[0])
+        """The base URL of the upstream the site's policy picks first (see `base`); None (with
+        `ex.error` set) when every upstream is down or it is an mDNS service not on the network."""
+        order = self.candidates(ex)
+        if not order:
+            ex.error = "every upstream is down"
+            return None
+        return self.base(ex, order[0])
 
     def base(self, ex: Exchange, i: int) -> URL | None:
         """Upstream `i`'s base URL; None (with `ex.error` set) for an mDNS service that is not on the network."""
@@ -224,72 +256,160 @@ class Forwarder:
             ("X-Real-IP", ex.client),
         )
 
+    def candidates(self, ex: Exchange) -> list[int]:
+        """The upstreams to try, in order: the primaries that are up in the policy's order, then
+        the backups that are up in listed order (the first of them when every primary is down)."""
+        health = self.health
+        if self._single:
+            return [0] if health[0].up else []
+        primaries = [i for i in self._primaries if health[i].up]
+        backups = [i for i in self._backups if health[i].up]
+        if not primaries:
+            primaries, backups = backups, []
+        sticky = _sticky(ex) if self._cookie else ""
+        return self.balancer.order(primaries, ex.client, sticky) + backups
+
     async def __call__(self, ex: Exchange) -> Reply:
         request = ex.request
-        if self.site.websockets and is_websocket_upgrade(request):
+        site = self.site
+        if site.websockets and is_websocket_upgrade(request):
             return await relay_websocket(self, ex)
-        if request.headers.get("Expect", "").lower() == "100-continue":
-            # We read the body before (small) or as (large) we send it upstream; let the client start now.
-            await request.send_continue()
-        body = _Body(ex)
+        body = Body(ex)
         if request.body_exists:
             length = request.content_length
-            if length is not None and length <= _SMALL_BODY:
+            if site.max_body and length is not None and length > site.max_body:
+                ex.error = "request body over the site's max_body"
+                return error_reply(413, request)  # before reading any of it (nor sending 100 Continue)
+            if request.headers.get("Expect", "").lower() == "100-continue":
+                # We read the body before (small) or as (large) we send it upstream: let the client start.
+                await request.send_continue()
+            if length is not None and length <= SMALL_BODY:
                 # Small: read whole before the upstream is contacted, so it is in hand for a replay.
                 try:
                     body.data = await request.content.readexactly(length)
                 except (EOFError, ConnectionError) as e:
-                    return _failed(ex, e)
+                    return failed(ex, e)
                 ex.bytes_in += length
             else:
                 body.streamed = True
                 body.length = length
-        last = len(self.upstreams) - 1
-        # Try each upstream once, in the policy's order, while they refuse connections (nothing
-        # has been sent yet).
-        for attempt, i in enumerate(self.balancer.order(ex.client)):
+        order = self.candidates(ex)
+        if not order:
+            return self._all_down(ex)
+        reply = await self._attempts(ex, order, body)
+        if reply is None:
+            reply = await self._after_queueing(ex, body)
+        return reply
+
+    async def _attempts(self, ex: Exchange, order: list[int], body: Body) -> Reply | None:
+        """Try the upstreams in `order`, the next one only when the last failed in a way that may be
+        retried, within `retries` and `retry_deadline`. None when every one was at `max_conns`."""
+        site = self.site
+        started = time.monotonic()
+        tried = 0
+        status = 502  # the answer if no upstream takes the request
+        for i in order:
+            health = self.health[i]
+            if health.full():
+                continue
+            if tried > site.retries or (tried and time.monotonic() - started >= site.retry_deadline):
+                break
+            tried += 1
             base = self.base(ex, i)
-            if base is None:
-                if attempt == last:
-                    return error_reply(502, request)
+            if base is None:  # an mDNS service that is not on the network (ex.error says so)
+                health.failed(ex.error)
                 continue
             ex.error = ""
-            origin, base_path = self._origin(base)
-            head = self._head(ex, base, base_path, body)
-            try:
-                try:
-                    return await self._exchange(ex, origin, head, body, fresh=False)
-                except UpstreamLost as e:
-                    if not e.reused:
-                        raise
-                    # Most likely the upstream closed the idle connection as the request went out
-                    # (RFC 9112 section 9.3.1): send it again, once, on a new connection if that is safe.
-                    refused = _not_replayed(request.method, body, e)
-                    if refused:
-                        if client_gone(request):
-                            ex.error = "client went away"
-                            return Reply(CLIENT_CLOSED)
-                        ex.error = f"upstream closed the pooled connection; {refused}"
-                        return error_reply(502, request)
-                    log.debug("%s %s: upstream closed the pooled connection; sent again", request.method, base)
-                    return await self._exchange(ex, origin, head, body, fresh=True)
-            except UpstreamCertError:
-                # Not a refused connection: no silent failover to the next upstream.
-                ex.error = CERT_REFUSED_ERROR
-                return error_reply(502, request)
-            except UpstreamConnectError as e:
-                if attempt == last:
-                    ex.error = f"upstream unreachable: {e}"
-                    return error_reply(502, request)
-                continue
-            except TimeoutError:
-                ex.error = "upstream timed out before answering"
-                return error_reply(504, request)
-            except (UpstreamError, ConnectionError) as e:
-                return _failed(ex, e)
-        raise AssertionError("unreachable: a site has at least one upstream")
+            outcome = await self._attempt(ex, i, base, body)
+            if type(outcome) is not int:
+                if self._cookie:
+                    _set_sticky(ex, outcome, self._names[i])  # type: ignore[arg-type]
+                return outcome  # type: ignore[return-value]
+            status = outcome
+        return error_reply(status, ex.request) if tried else None
 
-    def _head(self, ex: Exchange, base: URL, base_path: str, body: _Body) -> bytes:
+    async def _after_queueing(self, ex: Exchange, body: Body) -> Reply:
+        """Every candidate is at its `max_conns`: wait briefly for a slot, then 503."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        for i in self.candidates(ex):
+            self.health[i].waiters.append(waiter)
+        try:
+            async with asyncio.timeout(min(QUEUE_WAIT, self.site.retry_deadline)):
+                await waiter
+        except TimeoutError:
+            pass
+        else:
+            order = self.candidates(ex)
+            reply = await self._attempts(ex, order, body) if order else None
+            if reply is not None:
+                return reply
+        ex.error = "every upstream is at its max_conns"
+        reply = error_reply(503, ex.request, "The service is busy. Try again in a moment.")
+        reply.headers["Retry-After"] = "1"
+        return reply
+
+    def _all_down(self, ex: Exchange) -> Reply:
+        ex.error = "every upstream is down"
+        reply = error_reply(503, ex.request, "The service is unavailable right now. Try again in a moment.")
+        interval = self.site.health.interval if self.site.health is not None else self.site.passive_health.cooldown
+        reply.headers["Retry-After"] = str(max(1, min(ALL_DOWN_RETRY_AFTER, math.ceil(interval))))
+        return reply
+
+    async def _attempt(self, ex: Exchange, i: int, base: URL, body: Body) -> Reply | int:
+        """One upstream: its answer, or, when the request may go to the next one, the status
+        to answer if no other takes it."""
+        request = ex.request
+        site = self.site
+        health = self.health[i]
+        pool = self.client.pool
+        origin, base_path = self._origin(base)
+        head = self._head(ex, base, base_path, body)
+        try:
+            try:
+                return await exchange(pool, site, ex, origin, health, head, body, fresh=False)
+            except UpstreamLost as e:
+                if not e.reused:
+                    raise
+                # Most likely the upstream closed the idle connection as the request went out
+                # (RFC 9112 section 9.3.1): send it again, once, on a new connection if that is safe.
+                refused = not_replayed(request.method, body, e)
+                if refused:
+                    if client_gone(request):
+                        ex.error = "client went away"
+                        return Reply(CLIENT_CLOSED)
+                    ex.error = f"upstream closed the pooled connection; {refused}"
+                    return error_reply(502, request)
+                log.debug("%s %s: upstream closed the pooled connection; sent again", request.method, base)
+                return await exchange(pool, site, ex, origin, health, head, body, fresh=True)
+        except UpstreamCertError:
+            # Not a refused connection: no silent failover to the next upstream.
+            ex.error = CERT_REFUSED_ERROR
+            return error_reply(502, request)
+        except UpstreamConnectError as e:
+            ex.error = f"upstream unreachable: {e}"
+            health.failed(ex.error)
+            return 502
+        except TimeoutError:
+            ex.error = "upstream timed out before answering"
+            health.failed(ex.error)
+            return 504 if self._replayable(request.method, body) else error_reply(504, request)
+        except UpstreamLost as e:
+            ex.error = f"upstream failed: {e}"
+            health.failed(ex.error)
+            if e.unsent or self._replayable(request.method, body):
+                return 502
+            return failed(ex, e)
+        except (UpstreamError, ConnectionError, BodyTooLarge) as e:
+            if not client_gone(request) and not isinstance(e, BodyTooLarge):
+                health.failed(f"upstream failed: {e}")
+            return failed(ex, e)
+
+    def _replayable(self, method: str, body: Body) -> bool:
+        """May a request that upstream may have acted on go to another (`retry_idempotent`)?"""
+        return self.site.retry_idempotent and method in IDEMPOTENT_METHODS and not body.used
+
+    def _head(self, ex: Exchange, base: URL, base_path: str, body: Body) -> bytes:
         """The request line and headers, as bytes, with the body's framing."""
         if body.data is not None:
             framing = [f"Content-Length: {len(body.data)}"]
@@ -311,143 +431,22 @@ class Forwarder:
         # The client's header bytes were decoded as UTF-8 with surrogateescape: the same bytes go on.
         return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
-    async def _exchange(self, ex: Exchange, origin: Origin, head: bytes, body: _Body, *, fresh: bool) -> Reply:
-        """One attempt on one connection: send, wait for the head, turn it into a `Reply`."""
-        site = self.site
-        conn = await self.client.pool.acquire(origin, site.connect_timeout, fresh=fresh)
-        origin.in_flight += 1
-        sending: asyncio.Task[None] | None = None
-        try:
-            if body.streamed:
-                if body.used:
-                    raise UpstreamLost("the request body was already streamed", reused=False)
-                conn.send(head, None, head_only=False, streaming=True)
-                sending = asyncio.ensure_future(body.stream(conn))
-                response = await _first(asyncio.ensure_future(conn.response(site.read_timeout)), sending)
-            else:
-                conn.send(head, body.data, head_only=ex.request.method == "HEAD")
-                response = await conn.response(site.read_timeout)
-        except BaseException:
-            origin.in_flight -= 1
-            if sending is not None:
-                sending.cancel()
-            conn.abort()
-            raise
-        return await self._reply(ex, origin, conn, response, sending)
 
-    async def _reply(
-        self, ex: Exchange, origin: Origin, conn: H1Connection, upstream: Response, sending: asyncio.Task[None] | None
-    ) -> Reply:
-        pool, timeout = self.client.pool, self.site.read_timeout
-        released = False
-
-        def release(complete: bool) -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
-            origin.in_flight -= 1
-            if sending is not None and not sending.done():
-                sending.cancel()
-            if complete:
-                pool.release(origin, conn)
-            else:
-                conn.abort()
-
-        reply = Reply(upstream.status, upstream.headers, reason=upstream.reason)  # hop-by-hop ones gone already
-        if ex.request.method == "HEAD" or upstream.status in NO_BODY_STATUS:
-            release(True)
-            return reply
-        length = upstream.content_length
-        if length is not None and length <= _SMALL_BODY:
-            try:
-                reply.body = await upstream.read(timeout)
-            except TimeoutError:
-                release(False)
-                ex.error = "upstream timed out mid-response"
-                return error_reply(504, ex.request)
-            except (UpstreamError, ConnectionError) as e:
-                release(False)
-                return _failed(ex, e)
-            release(True)
-            return reply
-        reply.body = upstream.iter_chunks(timeout)
-        reply.release = release
-        return reply
+def _sticky(ex: Exchange) -> str:
+    """The `cookie` policy's cookie, as the client sent it ("" if not)."""
+    cookies = ex.request.headers.get("Cookie", "")
+    at = cookies.find(STICKY_COOKIE + "=")
+    if at < 0 or (at and cookies[at - 1] not in " ;"):
+        return ""
+    value = cookies[at + len(STICKY_COOKIE) + 1 :]
+    return value.split(";", 1)[0].strip()
 
 
-async def _first(waiting: asyncio.Future[Response], sending: asyncio.Future[None]) -> Response:
-    """The response's head, while the body goes out: an upstream may answer before it has all
-    of it (a 413, say); a body that fails to send (the client went away) ends the attempt."""
-    while True:
-        done, _ = await asyncio.wait((waiting, sending), return_when=asyncio.FIRST_COMPLETED)
-        if waiting in done:
-            return waiting.result()
-        if sending.exception() is not None:
-            waiting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, UpstreamError, TimeoutError):
-                await waiting
-            raise sending.exception()  # type: ignore[misc]
-        return await waiting  # the body is out: wait for the answer alone
-
-
-class _Body:
-    """The client's request body: in hand (`data`, read whole first) or streamed from the client
-    chunk by chunk as it goes upstream (once only), counted in `ex.bytes_in`."""
-
-    __slots__ = ("_ex", "data", "length", "streamed", "used")
-
-    def __init__(self, ex: Exchange) -> None:
-        self._ex = ex
-        self.data: bytes | None = None
-        self.streamed = False
-        self.length: int | None = None
-        """A streamed body's Content-Length (None: chunked from the client, chunked upstream)."""
-        self.used = False
-        """Reading the streamed body from the client has begun (it cannot be sent again)."""
-
-    async def stream(self, conn: H1Connection) -> None:
-        self.used = True
-        ex = self._ex
-        read = ex.request.content.read
-        chunked = self.length is None
-        remaining = self.length
-        while True:
-            chunk = await read(_CHUNK)
-            if not chunk:
-                break
-            if remaining is not None:
-                chunk = chunk[:remaining]
-                remaining -= len(chunk)
-            ex.bytes_in += len(chunk)
-            await conn.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-            if remaining == 0:
-                break
-        if chunked:
-            await conn.write(b"0\r\n\r\n")
-        if remaining:
-            raise ConnectionResetError("the client's body ended early")
-        conn.body_sent()
-
-
-def _not_replayed(method: str, body: _Body, lost: UpstreamLost) -> str:
-    """Why a request lost with its reused connection cannot be sent again ("" if it can)."""
-    if lost.unsent:
-        return ""  # nothing of it left homeproxy: safe whatever the method
-    if body.used:
-        return f"{method} not replayed (its body was streamed)"
-    if method not in IDEMPOTENT_METHODS:
-        return f"{method} not replayed"
-    return ""
-
-
-def _failed(ex: Exchange, e: BaseException) -> Reply:
-    """An upstream exchange that broke before the answer began: the client's fault or a 502."""
-    if client_gone(ex.request):  # e.g. an upload abandoned half way
-        ex.error = "client went away"
-        return Reply(CLIENT_CLOSED)
-    if isinstance(e, BodyError):
-        ex.error = str(e)
-        return error_reply(400, ex.request)
-    ex.error = f"upstream failed: {type(e).__name__}: {e}"
-    return error_reply(502, ex.request)
+def _set_sticky(ex: Exchange, reply: Reply, url: str) -> None:
+    """Keep the browser on the upstream that answered (unless its cookie says so already)."""
+    if reply.status >= 500:
+        return  # an error: not a reason to stay
+    value = sticky_value(url)
+    if _sticky(ex) != value:
+        secure = "; Secure" if ex.request.secure else ""
+        reply.headers.add("Set-Cookie", f"{STICKY_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax{secure}")

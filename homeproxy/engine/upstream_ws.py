@@ -19,7 +19,7 @@ import httptools
 from multidict import CIMultiDict
 
 from homeproxy.engine.exchange import Exchange
-from homeproxy.engine.h1.errors import CERT_REFUSED_ERROR, UpstreamProtocolError
+from homeproxy.engine.h1.errors import CERT_REFUSED_ERROR, UpstreamError, UpstreamProtocolError
 from homeproxy.engine.hop import connection_tokens, without_hop_by_hop
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import Reply
@@ -118,18 +118,24 @@ async def relay_websocket(fw: Forwarder, ex: Exchange) -> Reply:
     request = ex.request
     base = fw.pick(ex)
     if base is None:
-        return error_reply(502, request)
+        return error_reply(503 if ex.error == "every upstream is down" else 502, request)
     loop = asyncio.get_running_loop()
     host, scheme = base.host or "", base.scheme
     port = base.port or (443 if scheme == "https" else 80)
     upgrade = request.headers.get("Upgrade", "websocket")
     head = fw.head(ex, base, base.raw_path.rstrip("/"), ["Connection: Upgrade", f"Upgrade: {upgrade}"])
-    tls = fw.client.pool.tls_context(fw.site.verify_upstream) if scheme == "https" else None
+    site = fw.site
+    try:
+        tls = fw.client.pool.tls_context(site.verify_upstream, site.upstream_ca) if scheme == "https" else None
+    except UpstreamError as e:
+        ex.error = str(e)
+        return error_reply(502, request)
     upstream: _Upstream | None = None
     try:
-        async with asyncio.timeout(fw.site.connect_timeout + fw.site.read_timeout):
+        async with asyncio.timeout(site.connect_timeout + site.header_timeout):
+            sni = (site.upstream_sni or host) if tls else None
             _, upstream = await loop.create_connection(
-                lambda: _Upstream(loop), host, port, ssl=tls, server_hostname=host if tls else None
+                lambda: _Upstream(loop), host, port, ssl=tls, server_hostname=sni
             )
             assert upstream.transport is not None
             upstream.transport.write(head)

@@ -27,7 +27,7 @@ import zstandard
 from aiohttp import web
 from multidict import CIMultiDict
 
-from homeproxy.engine import upstream as upstream_module
+from homeproxy.engine import upstream_exchange as upstream_module
 from homeproxy.engine.features.compression import (
     MAX_CODINGS,
     ONE_SHOT,
@@ -363,7 +363,7 @@ async def test_a_large_bytes_body_is_compressed_off_the_loop(
     app: StartApp, client: aiohttp.ClientSession, coding: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Let the upstream hand over 1.5 MiB as bytes, as a future cache or page might.
-    monkeypatch.setattr(upstream_module, "_SMALL_BODY", 4 * MIB)
+    monkeypatch.setattr(upstream_module, "SMALL_BODY", 4 * MIB)
     threaded: list[Callable[..., Any]] = []
     to_thread = asyncio.to_thread
 
