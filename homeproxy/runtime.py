@@ -151,7 +151,7 @@ class Runtime:
         engine = self.engine
         if engine is None or not engine.running:
             return None
-        return EngineLoad(engine.client_connections, engine.in_flight, engine.upstream_load())
+        return EngineLoad(engine.client_connections, engine.in_flight, engine.upstream_load(), engine.upstream_health())
 
     def _request_metrics(self) -> RequestMetrics:
         """The metrics, made the first time they are needed (prometheus-client is imported then)."""

@@ -230,6 +230,18 @@ async def test_connections_and_requests_in_flight_now(runtime: StartRuntime, ses
         await runner.cleanup()
 
 
+async def test_upstream_up_follows_the_health_checks(
+    runtime: StartRuntime, backend: str, session: aiohttp.ClientSession, busy_port: tuple[socket.socket, int]
+) -> None:
+    # A port that takes connections and never answers: its checks time out.
+    _, port = busy_port
+    silent = f"http://127.0.0.1:{port}"
+    health = {"path": "/", "interval": "0.2s", "timeout": "0.2s", "fails": 1, "passes": 1}
+    rt = await runtime(site("pair", ["pair.lan"], backend, health=health) | {"upstreams": [backend, silent]})
+    down = await scrape_until(session, rt, "homeproxy_upstream_up", {"site": "pair", "upstream": silent}, 0)
+    assert value(down, "homeproxy_upstream_up", site="pair", upstream=backend) == 1
+
+
 async def test_tls_certificate_expiry_per_site(
     runtime: StartRuntime, backend: str, session: aiohttp.ClientSession
 ) -> None:

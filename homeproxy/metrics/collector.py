@@ -22,6 +22,7 @@ from homeproxy.certs.status import CertStatus
 from homeproxy.config.model import Config
 from homeproxy.engine import RequestCompleted, Subscription
 from homeproxy.engine.h1.pool import OriginLoad
+from homeproxy.engine.health_types import UpstreamStatus
 
 OTHER = "other"
 """The `site` label of requests that matched no configured site (unknown hosts, malformed requests)."""
@@ -219,13 +220,20 @@ class _LoadCollector:
         idle = GaugeMetricFamily(
             "homeproxy_upstream_idle_connections", "Pooled keep-alive connections to an upstream.", labels=["upstream"]
         )
+        up = GaugeMetricFamily(
+            "homeproxy_upstream_up",
+            "1 while a site's upstream takes traffic, 0 while its health checks or failed requests keep it out.",
+            labels=["site", "upstream"],
+        )
         if load is not None:
             connections.add_metric([], load.connections)
             in_flight.add_metric([], load.in_flight)
             for origin in load.upstreams:
                 upstream.add_metric([origin.upstream], origin.in_flight)
                 idle.add_metric([origin.upstream], origin.idle)
-        return [connections, in_flight, upstream, idle]
+            for status in load.health:
+                up.add_metric([status.site, status.upstream], 1.0 if status.up else 0.0)
+        return [connections, in_flight, upstream, idle, up]
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +243,7 @@ class EngineLoad:
     connections: int
     in_flight: int
     upstreams: tuple[OriginLoad, ...]
+    health: tuple[UpstreamStatus, ...] = ()
 
 
 class _DropsCollector:
