@@ -67,12 +67,14 @@ def test_default_template_examples_parse_once_uncommented() -> None:
     start = next(i for i, line in enumerate(lines) if "Uncomment and adapt" in line)
     body = [line.removeprefix("#").removeprefix(" ") for line in lines[start + 1 :]]
     config = parse_config("\n".join(lines[: start + 1] + body) + "\n", FILE)
-    assert [s.name for s in config.sites] == ["homeassistant", "plex", "nextcloud"]
-    ha, plex, nc = config.sites
+    assert [s.name for s in config.sites] == ["homeassistant", "plex", "nextcloud", "pihole"]
+    ha, plex, nc, pihole = config.sites
     assert plex.upstream_urls == ("mdns://Plex Media Server._plexmediasvr._tcp",)
     assert ha.hosts == ("ha.home.arpa", "ha.local")
     assert nc.read_timeout == 300.0
     assert nc.routes == (Route(path="/push/", upstreams=(Upstream("http://192.168.1.11:7867"),), strip_prefix=True),)
+    assert [u.backup for u in pihole.upstreams] == [False, False, True]
+    assert pihole.health is not None and pihole.health.path == "/admin/"
 
 
 def test_a_full_config_builds_the_model() -> None:
