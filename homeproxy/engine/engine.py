@@ -39,10 +39,11 @@ from homeproxy.engine.h1.server import HttpServer
 from homeproxy.engine.health_types import UpstreamStatus
 from homeproxy.engine.hop import client_ip, forwarded_for, in_networks, trusted_networks
 from homeproxy.engine.listeners import BindError, Listener, listen_set, open_listeners
-from homeproxy.engine.pages import error_reply
+from homeproxy.engine.pages import error_reply, load_error_pages, own_page
+from homeproxy.engine.paths import normalize_path
 from homeproxy.engine.reply import CLIENT_CLOSED, client_gone, send
 from homeproxy.engine.request import Request
-from homeproxy.engine.routing import RoutingTable, compile_table, normalize_host
+from homeproxy.engine.routing import CompiledSite, RoutingTable, compile_table, normalize_host
 from homeproxy.engine.site_answers import site_answer
 from homeproxy.engine.tls_paths import ROOT_URL_PATH, WELL_KNOWN, https_redirect, misdirected, well_known
 from homeproxy.engine.upstream import Forwarder, Resolver, UpstreamClient
@@ -317,7 +318,7 @@ class Engine:
             terminal = site_answer(site) or Forwarder(self._client, site, route, resolver=self.resolver)
             return compose(chains[site.name], terminal)
 
-        return compile_table(config, make_handler)
+        return compile_table(config, make_handler, load_error_pages)
 
     async def _handle(self, request: Request) -> None:
         started = time.monotonic()
@@ -340,15 +341,26 @@ class Engine:
                 reply = special
             elif compiled is None:
                 reply = error_reply(404, request)
-            elif compiled.site.tls != secure and (secure or (compiled.site.redirect_to_https and not _address(host))):
-                # (An address cannot be served over HTTPS, having no SNI: plain HTTP keeps serving it.)
+            elif compiled.site.tls != secure and (secure or _https_host(table, compiled, host)):
                 ex.site = compiled.site.name
                 # Over TLS: SNI named a TLS site, Host names one that is not served over TLS.
-                reply = misdirected(request) if secure else https_redirect(request, host, self._https_port)
+                if secure:
+                    reply = misdirected(request)
+                else:
+                    reply = https_redirect(request, _https_host(table, compiled, host), self._https_port)
             else:
                 ex.site = compiled.site.name
-                # The raw (still percent-encoded) path: the same one strip_prefix cuts.
-                reply = await compiled.route_for(request.path).handler(ex)
+                path = request.path
+                if "%" in path or "/." in path or "//" in path or "\\" in path:  # rare: see paths.py
+                    normal = normalize_path(path)
+                    path = normal.path if normal is not None else ""
+                if path:
+                    reply = await compiled.route_for(path).handler(ex)
+                else:  # a ".." above the root: no route may be guessed for it
+                    ex.error = "path climbs above the root"
+                    reply = error_reply(400, request, "The address asked for goes above the site's root.")
+            if reply.status >= 400 and compiled is not None and compiled.error_pages:
+                reply = own_page(reply, compiled.error_pages)
             await send(ex, reply)
         except ConnectionError:
             if not client_gone(request):
@@ -411,6 +423,20 @@ class Engine:
                 response_headers=tuple(sent.items()) if sent is not None and wants_headers else (),
             )
         )
+
+
+def _https_host(table: RoutingTable, compiled: CompiledSite, host: str) -> str:
+    """The host a plain-HTTP request for a TLS site is redirected to on HTTPS, or "" to serve
+    it on plain HTTP: without `redirect_to_https`, and for an address, which cannot be served
+    over HTTPS, having no SNI. A name no site names (answered by `default_site`) has no
+    certificate either: it goes to the default site's first host name, or stays on plain
+    HTTP when that site has only wildcards."""
+    if not compiled.site.redirect_to_https or _address(host):
+        return ""
+    default = table.default
+    if default is None or table.names(host):
+        return host
+    return next((h for h in default.site.hosts if not h.startswith("*.")), "")
 
 
 @functools.lru_cache(maxsize=256)

@@ -2,17 +2,28 @@
 
 They say what happened and what to check, in plain words, and reveal nothing
 about the configured sites or the upstream addresses (those are in the access
-log and the TUI, for the owner).
+log and the TUI, for the owner). A site's `error_pages` replace their bodies
+with its own files (`load_error_pages`, `own_page`); an upstream's own error
+pages pass through untouched.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from html import escape
+from pathlib import Path
 
 from multidict import CIMultiDict
 
+from homeproxy.config.model import Site
 from homeproxy.engine.reply import Reply, reason_phrase
 from homeproxy.engine.request import Request
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_BYTES = 1024 * 1024
+"""The largest `error_pages` file kept (in memory); a larger one is not used."""
 
 _TITLES = {
     400: "Bad Request",
@@ -73,7 +84,7 @@ def error_reply(status: int, request: Request | None = None, text: str | None = 
     `text` says what happened in place of the status's usual sentence."""
     body, content_type = _render(status, request, text)
     headers = CIMultiDict({"Content-Type": content_type, "Cache-Control": "no-store"})
-    return Reply(status, headers, body)
+    return Reply(status, headers, body, own=True)
 
 
 def plain_page(status: int) -> bytes:
@@ -89,4 +100,36 @@ def maintenance_reply(request: Request | None = None) -> Reply:
     """The 503 of a site with `maintenance = true`, with `Retry-After`."""
     reply = error_reply(503, request, "This site is down for maintenance. Try again in a few minutes.")
     reply.headers["Retry-After"] = str(MAINTENANCE_RETRY_AFTER)
+    return reply
+
+
+def load_error_pages(site: Site) -> dict[int, bytes]:
+    """Read `site.error_pages` (blocking: called when a config is applied, off the loop). A file
+    that cannot be read, or is over `MAX_PAGE_BYTES`, is logged and left out: that status keeps
+    homeproxy's page, and the apply goes on."""
+    pages: dict[int, bytes] = {}
+    for status, name in site.error_pages:
+        try:
+            with Path(name).expanduser().open("rb") as f:
+                body = f.read(MAX_PAGE_BYTES + 1)
+        except OSError as e:
+            log.warning("site %s: error page for %d not used: %s", site.name, status, e)
+            continue
+        if len(body) > MAX_PAGE_BYTES:
+            log.warning("site %s: error page for %d not used: %s is over 1 MiB", site.name, status, name)
+            continue
+        pages[status] = body
+    return pages
+
+
+def own_page(reply: Reply, pages: Mapping[int, bytes]) -> Reply:
+    """`reply` with the site's page for its status in place of homeproxy's own (when it is one of
+    homeproxy's own pages and the site has a page for it); status and other headers are kept."""
+    body = pages.get(reply.status) if reply.own else None
+    if body is not None and isinstance(reply.body, bytes):
+        headers = reply.headers
+        headers.popall("Content-Encoding", None)  # compression may have encoded homeproxy's page
+        headers.popall("Content-Length", None)
+        headers["Content-Type"] = "text/html; charset=utf-8"
+        reply.body = body
     return reply

@@ -48,6 +48,9 @@ class Reply:
     """Called once when the body is done with: True if it was read to its end."""
     sent: bool = False
     """The answer was written already (a WebSocket tunnel); `send()` only records it."""
+    own: bool = False
+    """homeproxy's own page (`pages.error_reply`), which a site's `error_pages` may replace;
+    False for what an upstream answered."""
 
     def done(self, complete: bool) -> None:
         """Release what the body holds (the upstream connection), once."""

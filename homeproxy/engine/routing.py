@@ -5,19 +5,24 @@ request in flight finishes on the table it started with.
 
 Host matching is case-insensitive and ignores the port. Exact names win over
 wildcards; `*.example.lan` matches any name ending in `.example.lan` (one or
-more labels, not `example.lan` itself), the longest wildcard first. Inside a
-site the longest matching path prefix wins; `/api/` also matches `/api`.
+more labels, not `example.lan` itself), the longest wildcard first. A host that
+no site names goes to `[server] default_site` when one is set (and enabled).
+Inside a site the longest matching path prefix wins; `/api/` also matches `/api`.
+Paths are compared in their normal form (`paths.py`: escapes of letters decoded,
+`%2F` and `\\` as `/`, dot segments resolved), never as the client spelled them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 from homeproxy.config.model import Config, Route, Site
 from homeproxy.engine.chain import Handler
+from homeproxy.engine.paths import match_prefix
 
 HandlerFactory = Callable[[Site, Route | None], Handler]
+PagesLoader = Callable[[Site], Mapping[int, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +30,7 @@ class CompiledRoute:
     """A path prefix of a site and the chain that serves it."""
 
     prefix: str
-    """"" for the site's default route."""
+    """In normal form (`paths.match_prefix`); "" for the site's default route."""
     handler: Handler
 
     def matches(self, path: str) -> bool:
@@ -39,8 +44,11 @@ class CompiledSite:
 
     site: Site
     routes: tuple[CompiledRoute, ...]
+    error_pages: Mapping[int, bytes] = field(default_factory=dict, compare=False)
+    """The site's own pages by status (`error_pages`), read when the config was applied."""
 
     def route_for(self, path: str) -> CompiledRoute:
+        """The route for a path in normal form (`paths.normalize_path`)."""
         for route in self.routes:
             if route.matches(path):
                 return route
@@ -62,7 +70,9 @@ def normalize_host(raw: str) -> str:
 class RoutingTable:
     """Host -> `CompiledSite` lookups."""
 
-    def __init__(self, sites: Iterable[CompiledSite]) -> None:
+    def __init__(self, sites: Iterable[CompiledSite], default: CompiledSite | None = None) -> None:
+        self.default = default
+        """The site for hosts no site names (`[server] default_site`), or None (404)."""
         self.exact: dict[str, CompiledSite] = {}
         wildcards: list[tuple[str, CompiledSite]] = []
         for cs in sites:
@@ -74,24 +84,36 @@ class RoutingTable:
         self.wildcards = tuple(sorted(wildcards, key=lambda w: -len(w[0])))
 
     def lookup(self, host: str) -> CompiledSite | None:
-        """The site for a normalised host name, or None."""
+        """The site for a normalised host name: the one naming it, else the default site, else None."""
         cs = self.exact.get(host)
         if cs is not None:
             return cs
         for suffix, cs in self.wildcards:
             if host.endswith(suffix):
                 return cs
-        return None
+        return self.default
+
+    def names(self, host: str) -> bool:
+        """Some site names `host` (exactly or by wildcard): not only the default site answers it."""
+        return host in self.exact or any(host.endswith(suffix) for suffix, _ in self.wildcards)
 
 
-def compile_table(config: Config, make_handler: HandlerFactory) -> RoutingTable:
-    """Compile the enabled sites of `config`."""
+def _no_pages(site: Site) -> Mapping[int, bytes]:
+    return {}
+
+
+def compile_table(config: Config, make_handler: HandlerFactory, load_pages: PagesLoader = _no_pages) -> RoutingTable:
+    """Compile the enabled sites of `config`; `load_pages` reads a site's `error_pages`."""
     compiled = []
+    default = None
     for site in config.sites:
         if not site.enabled:
-            continue
-        routes = [CompiledRoute(r.path, make_handler(site, r)) for r in site.routes]
+            continue  # a disabled site is no default site either
+        routes = [CompiledRoute(match_prefix(r.path), make_handler(site, r)) for r in site.routes]
         routes.sort(key=lambda r: -len(r.prefix))
         routes.append(CompiledRoute("", make_handler(site, None)))
-        compiled.append(CompiledSite(site, tuple(routes)))
-    return RoutingTable(compiled)
+        cs = CompiledSite(site, tuple(routes), load_pages(site) if site.error_pages else {})
+        compiled.append(cs)
+        if site.name == config.server.default_site:
+            default = cs
+    return RoutingTable(compiled, default)

@@ -46,6 +46,7 @@ from homeproxy.engine.h1.pool import Origin, OriginKey, Pool
 from homeproxy.engine.health import HealthBoard
 from homeproxy.engine.hop import HOP_BY_HOP, connection_tokens, forwarded_for
 from homeproxy.engine.pages import error_reply
+from homeproxy.engine.paths import match_prefix, upstream_target
 from homeproxy.engine.reply import CLIENT_CLOSED, Reply, client_gone
 from homeproxy.engine.request import Request
 from homeproxy.engine.upstream_exchange import (
@@ -145,7 +146,13 @@ class Forwarder:
     ) -> None:
         self.client = client
         self.site = site
-        self.prefix = route.path.rstrip("/") if route is not None and route.strip_prefix else ""
+        self.prefix = ""
+        """The route's path (normal form, no trailing `/`) that `rewrite` replaces."""
+        self.rewrite: str | None = None
+        """What replaces `prefix` ("" cuts it: `strip_prefix`, `rewrite = "/"`); None: nothing is cut."""
+        if route is not None and (route.strip_prefix or route.rewrite):
+            self.prefix = match_prefix(route.path).rstrip("/")
+            self.rewrite = route.rewrite.rstrip("/")
         configured = route.upstreams if route is not None else site.upstreams
         urls = [u.url for u in configured]
         self.upstreams: tuple[URL | MdnsUpstream, ...] = tuple(
@@ -217,12 +224,23 @@ class Forwarder:
         return found
 
     def target(self, request: Request) -> str:
-        """The request target sent upstream: the raw path and query, minus a stripped prefix."""
+        """The request target sent upstream: the raw path and query, with the route's prefix
+        replaced (`strip_prefix`, `rewrite`); for a path with dot segments, its normal form
+        (`paths.py`, which also cuts prefixes spelled otherwise, such as `/%61pi/`)."""
         target = request.path_qs
-        if self.prefix and target.startswith(self.prefix):
-            target = target[len(self.prefix) :]
-            if not target.startswith("/"):
-                target = "/" + target
+        rewrite = self.rewrite
+        if rewrite is None:
+            path = request.path
+            if "%" in path or "/." in path or "\\" in path:  # may have dot segments
+                return upstream_target(target, path, "", None)
+            return target
+        path = request.path
+        if "%" in path or "/." in path or "//" in path or "\\" in path:
+            return upstream_target(target, path, self.prefix, rewrite)
+        prefix = self.prefix
+        if target.startswith(prefix):
+            target = target[len(prefix) :]
+            target = rewrite + (target if target.startswith("/") else "/" + target)
         return target
 
     def _kept(self, ex: Exchange) -> list[tuple[str, str]]:

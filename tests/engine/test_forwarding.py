@@ -294,8 +294,7 @@ async def test_client_cookies_are_not_kept_by_the_proxy(
     [
         "/a%2Fb?x=%20&y=1",
         "/%7Euser/%E2%82%AC/?q=a+b&q=%2B&empty=&flag",
-        "/a/../b/./c",
-        "//double//slash",
+        "//double//slash",  # (dot segments go in their normal form: test_route_rewrite.py)
         "/a|b?q=[1]{x}",
         "/path;params?x=1",
         "/a?=",
