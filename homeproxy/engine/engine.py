@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
-import ipaddress
 import logging
 import os
 import threading
@@ -43,7 +41,7 @@ from homeproxy.engine.pages import error_reply, load_error_pages, own_page
 from homeproxy.engine.paths import normalize_path
 from homeproxy.engine.reply import CLIENT_CLOSED, client_gone, send
 from homeproxy.engine.request import Request
-from homeproxy.engine.routing import CompiledSite, RoutingTable, compile_table, normalize_host
+from homeproxy.engine.routing import RoutingTable, compile_table, normalize_host
 from homeproxy.engine.site_answers import site_answer
 from homeproxy.engine.tls_paths import ROOT_URL_PATH, WELL_KNOWN, https_redirect, misdirected, well_known
 from homeproxy.engine.upstream import Forwarder, Resolver, UpstreamClient
@@ -341,13 +339,13 @@ class Engine:
                 reply = special
             elif compiled is None:
                 reply = error_reply(404, request)
-            elif compiled.site.tls != secure and (secure or _https_host(table, compiled, host)):
+            elif compiled.site.tls != secure and (secure or table.https_host(compiled, host)):
                 ex.site = compiled.site.name
                 # Over TLS: SNI named a TLS site, Host names one that is not served over TLS.
                 if secure:
                     reply = misdirected(request)
                 else:
-                    reply = https_redirect(request, _https_host(table, compiled, host), self._https_port)
+                    reply = https_redirect(request, table.https_host(compiled, host), self._https_port)
             else:
                 ex.site = compiled.site.name
                 path = request.path
@@ -423,30 +421,6 @@ class Engine:
                 response_headers=tuple(sent.items()) if sent is not None and wants_headers else (),
             )
         )
-
-
-def _https_host(table: RoutingTable, compiled: CompiledSite, host: str) -> str:
-    """The host a plain-HTTP request for a TLS site is redirected to on HTTPS, or "" to serve
-    it on plain HTTP: without `redirect_to_https`, and for an address, which cannot be served
-    over HTTPS, having no SNI. A name no site names (answered by `default_site`) has no
-    certificate either: it goes to the default site's first host name, or stays on plain
-    HTTP when that site has only wildcards."""
-    if not compiled.site.redirect_to_https or _address(host):
-        return ""
-    default = table.default
-    if default is None or table.names(host):
-        return host
-    return next((h for h in default.site.hosts if not h.startswith("*.")), "")
-
-
-@functools.lru_cache(maxsize=256)
-def _address(host: str) -> bool:
-    """Is this Host an IP address (no SNI, so never HTTPS)?"""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 def new_loop() -> asyncio.AbstractEventLoop:

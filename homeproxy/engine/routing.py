@@ -14,6 +14,8 @@ Paths are compared in their normal form (`paths.py`: escapes of letters decoded,
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -96,6 +98,29 @@ class RoutingTable:
     def names(self, host: str) -> bool:
         """Some site names `host` (exactly or by wildcard): not only the default site answers it."""
         return host in self.exact or any(host.endswith(suffix) for suffix, _ in self.wildcards)
+
+    def https_host(self, compiled: CompiledSite, host: str) -> str:
+        """The host a plain-HTTP request for `compiled`, a TLS site, is redirected to on HTTPS, or
+        "" to serve it on plain HTTP: without `redirect_to_https`, and for an address, which cannot
+        be served over HTTPS, having no SNI. A name no site names (answered by `default_site`) has
+        no certificate either: it goes to the default site's first host name, or stays on plain
+        HTTP when that site has only wildcards."""
+        if not compiled.site.redirect_to_https or is_address(host):
+            return ""
+        default = self.default
+        if default is None or self.names(host):
+            return host
+        return next((h for h in default.site.hosts if not h.startswith("*.")), "")
+
+
+@functools.lru_cache(maxsize=256)
+def is_address(host: str) -> bool:
+    """Is this Host an IP address (no SNI, so never HTTPS)?"""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _no_pages(site: Site) -> Mapping[int, bytes]:
