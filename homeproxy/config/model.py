@@ -19,7 +19,6 @@ from homeproxy.discovery.service import DEFAULT_SERVICE_TYPES
 #: Default per-site upstream timeouts, in seconds.
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 60.0
-DEFAULT_HEADER_TIMEOUT = 60.0
 #: Default per-site idle time after which a pooled upstream connection is closed, in seconds.
 DEFAULT_UPSTREAM_KEEPALIVE = 4.0
 
@@ -319,8 +318,9 @@ class Site:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     """Seconds to wait for upstream data, between reads (then 504)."""
 
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT
-    """Seconds to wait for an upstream's response headers once the request is sent (then 504)."""
+    header_timeout: float | None = None
+    """Seconds to wait for an upstream's response headers once the request is sent (then 504);
+    unset: `read_timeout`."""
 
     retries: int = 2
     """How many other upstreams a request may be sent to when one fails before anything was

@@ -48,9 +48,15 @@ async def exchange(
     fresh: bool,
 ) -> Reply:
     """One attempt on one connection: send, wait for the head, turn it into a `Reply`."""
-    conn = await pool.acquire(origin, site.connect_timeout, fresh=fresh)
-    origin.in_flight += 1
+    # Counted before connecting: requests arriving together must not all pass `max_conns`
+    # while the first ones are still connecting.
     health.in_flight += 1
+    try:
+        conn = await pool.acquire(origin, site.connect_timeout, fresh=fresh)
+    except BaseException:
+        health.done()
+        raise
+    origin.in_flight += 1
     sending: asyncio.Task[None] | None = None
     try:
         if body.streamed:
@@ -58,10 +64,10 @@ async def exchange(
                 raise UpstreamLost("the request body was already streamed", reused=False)
             conn.send(head, None, head_only=False, streaming=True)
             sending = asyncio.ensure_future(body.stream(conn, site.max_body))
-            response = await first(asyncio.ensure_future(conn.response(site.header_timeout)), sending)
+            response = await first(asyncio.ensure_future(conn.response(site.header_timeout or site.read_timeout)), sending)
         else:
             conn.send(head, body.data, head_only=ex.request.method == "HEAD")
-            response = await conn.response(site.header_timeout)
+            response = await conn.response(site.header_timeout or site.read_timeout)
     except BaseException:
         origin.in_flight -= 1
         health.done()

@@ -132,7 +132,7 @@ async def relay_websocket(fw: Forwarder, ex: Exchange) -> Reply:
         return error_reply(502, request)
     upstream: _Upstream | None = None
     try:
-        async with asyncio.timeout(site.connect_timeout + site.header_timeout):
+        async with asyncio.timeout(site.connect_timeout + (site.header_timeout or site.read_timeout)):
             sni = (site.upstream_sni or host) if tls else None
             _, upstream = await loop.create_connection(
                 lambda: _Upstream(loop), host, port, ssl=tls, server_hostname=sni
