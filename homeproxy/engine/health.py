@@ -101,6 +101,7 @@ class UpstreamHealth:
             failures.popleft()
         if len(failures) >= passive.fails:
             failures.clear()
+            self.passes = 0  # only checks passed from now on bring it back
             self.cooling = True
             self.until = self.board.clock() + passive.cooldown
             loop = asyncio.get_running_loop()
@@ -186,10 +187,13 @@ class UpstreamHealth:
             in_flight=self.in_flight,
         )
 
-    def stop(self) -> None:
+    def stop_checks(self) -> None:
         if self.task is not None:
             self.task.cancel()
             self.task = None
+
+    def stop(self) -> None:
+        self.stop_checks()
         if self._cool_timer is not None:
             self._cool_timer.cancel()
             self._cool_timer = None
@@ -232,7 +236,7 @@ class HealthBoard:
         loop = asyncio.get_running_loop()
         for entry, site, upstream in pending.values():
             if entry.site.health != site.health:
-                entry.stop()
+                entry.stop_checks()  # (a cool-down under way still ends when it was to)
                 entry.passes = entry.fails = 0
                 if site.health is None and entry.active_down:
                     entry.active_down = False
