@@ -107,6 +107,10 @@ def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
         log.warning("could not flush directory %s after saving %s: %s", path.parent, path.name, e)
 
 
+SETTLE = 0.15
+"""Seconds the config file must stay unchanged before the watcher reads it."""
+
+
 class ConfigStore:
     """The config file, its document (comments kept) and the config in force."""
 
@@ -293,6 +297,11 @@ class ConfigStore:
             unchanged = digest == self._fingerprint
             if unchanged and not (force and self.last_errors):
                 return False
+            if not data.strip() and self._config is not None and self._config.sites:
+                # An editor that truncated the file and has not written it yet, or a slip: an
+                # empty file would drop every site. Keep serving; the user's next save wins.
+                why = "the file is empty; still serving the last good config (write it again to apply)"
+                return self._reject([ConfigError(str(self.path), None, "", why)], digest)
             try:
                 text = decode_config(data, str(self.path))
                 config = parse_config(text, str(self.path))
@@ -335,6 +344,16 @@ class ConfigStore:
                 except OSError:
                     continue  # mid-rename by an editor; look again next time
                 if sig != last:
+                    # A writer may be half way (truncated, then written): act once the file has
+                    # stayed the same for a moment, so a half-written file is never applied.
+                    if self._stop_watch.wait(SETTLE):
+                        return
+                    try:
+                        st = self.path.stat()
+                    except OSError:
+                        continue
+                    if (st.st_mtime_ns, st.st_size, st.st_ino) != sig:
+                        continue  # still being written: look again next time
                     last = sig
                     self.reload()
 

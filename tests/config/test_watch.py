@@ -240,3 +240,37 @@ def test_a_deleted_file_is_reported_and_the_config_stays(config_path: Path) -> N
     assert isinstance(event, ConfigRejected)
     assert event.errors[0].message.startswith("cannot read the file: ")
     assert store.config is good
+
+
+def test_an_emptied_file_keeps_the_sites_and_says_why(watched: tuple[ConfigStore, Recorder], config_path: Path) -> None:
+    store, recorder = watched
+    good = store.config
+    write_in_place(config_path, "\n  \n")
+    wait_for_sync(lambda: recorder.of(ConfigRejected), timeout=2.0, description="ConfigRejected")
+    [event] = recorder.of(ConfigRejected)
+    assert isinstance(event, ConfigRejected)
+    assert "the file is empty; still serving the last good config" in event.errors[0].message
+    assert store.config is good
+    write_in_place(config_path, BETTER)
+    wait_for_sync(lambda: len(store.config.sites) == 2, timeout=2.0, description="the rewritten file to apply")
+
+
+def test_a_file_being_written_is_read_only_once_it_settles(config_path: Path) -> None:
+    """A writer that truncates, then writes in pieces, is never caught half way: a prefix of the
+    file that happens to be valid TOML (fewer sites) is never applied."""
+    store = ConfigStore(config_path)
+    store.load()
+    applied: list[int] = []
+    store.subscribe(lambda e: applied.append(len(e.config.sites)) if isinstance(e, ConfigChanged) else None)
+    store.watch(interval=0.02)
+    try:
+        whole = BETTER + "\n" + SITE.format(name="nas", port=5000)
+        with open(config_path, "w", encoding="utf-8") as f:
+            for piece in (whole[: len(GOOD)], whole[len(GOOD) : len(BETTER)], whole[len(BETTER) :]):
+                f.write(piece)
+                f.flush()
+                time.sleep(0.06)  # well past the poll interval, inside the settle time
+        wait_for_sync(lambda: len(store.config.sites) == 3, timeout=3.0, description="the whole file to apply")
+        assert applied == [3]
+    finally:
+        store.stop_watching()
