@@ -58,4 +58,4 @@ class UpstreamStatus:
     failures: int
     """Failed requests (and checks) counted in the passive window now."""
     in_flight: int
-    """Requests to it in flight now (the pool's count for its address, shared by sites)."""
+    """This site's requests to it in flight now (what `max_conns` counts)."""

@@ -276,7 +276,7 @@ class Forwarder:
 
     def candidates(self, ex: Exchange) -> list[int]:
         """The upstreams to try, in order: the primaries that are up in the policy's order, then
-        the backups that are up in listed order (the first of them when every primary is down)."""
+        the backups that are up in listed order (in the policy's order when every primary is down)."""
         health = self.health
         if self._single:
             return [0] if health[0].up else []
