@@ -20,6 +20,7 @@ from homeproxy.config import Config, ConfigStore
 from homeproxy.control import ControlServer, socket_path
 from homeproxy.discovery.directory import ServiceDirectory
 from homeproxy.engine import AccessLog, Consumer, Engine, EventBus, RequestCompleted, Stats, Subscription
+from homeproxy.engine.events import ProblemReported
 from homeproxy.metrics.server import MetricsServer
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class Runtime:
         self.store = ConfigStore(self.config_path, applier=self._apply)
         self.log_dir = log_dir or paths.log_dir()
         self.data_dir = data_dir or paths.data_dir()
-        self.access_log = AccessLog(self.log_dir / "access.log")
+        self.access_log = AccessLog(self.log_dir / "access.log", report=self._report_access_log)
         self.engine: Engine | None = None
         self._consumers: list[Consumer[RequestCompleted]] = []
         self._access_consumer: Consumer[RequestCompleted] | None = None
@@ -103,6 +104,10 @@ class Runtime:
         if watch:
             self.store.watch()
         return config
+
+    def _report_access_log(self, message: str, failing: bool) -> None:
+        """The access log cannot be written (or can again): one event for the TUI."""
+        self.bus.publish(ProblemReported(time.time(), "access log", message, solved=not failing))
 
     def _apply(self, config: Config) -> None:
         """The store's applier: the engine first (it may refuse), then the log settings."""

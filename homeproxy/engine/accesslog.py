@@ -8,16 +8,26 @@ dir unless the config names another. Sites with `access_log = false` are left ou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import json.encoder
+import logging
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
 from homeproxy.engine.events import RequestCompleted
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = 5.0
+"""Seconds between two tries to write after the log could not be written (a full disk)."""
+Report = Callable[[str, bool], None]
+"""Told `(message, failing)` once when writing starts failing and once when it works again."""
 
 #: English month abbreviations of the combined format's time, whatever the process locale.
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -90,8 +100,18 @@ FORMATTERS = {"json": json_line, "combined": combined_line}
 class AccessLog:
     """Writes `RequestCompleted` batches to `path`, one line each, as JSON or in the combined format."""
 
-    def __init__(self, path: Path, *, max_bytes: int = 10 * 1024 * 1024, keep_files: int = 7) -> None:
+    def __init__(
+        self, path: Path, *, max_bytes: int = 10 * 1024 * 1024, keep_files: int = 7, report: Report | None = None
+    ) -> None:
         self.path = Path(path)
+        self.report = report
+        """Hears once when the file cannot be written (a full disk, a read-only folder) and once
+        when it can again; meanwhile lines are dropped (and counted), never the proxy held up."""
+        self.failing = ""
+        """Why the log cannot be written now ("" while it can)."""
+        self.lost = 0
+        """Lines dropped since the log started failing."""
+        self._retry_at = 0.0
         self.max_bytes = max_bytes
         self.keep_files = keep_files
         self.enabled = True
@@ -120,6 +140,7 @@ class AccessLog:
         if path is not None and Path(path) != self.path:
             self.path = Path(path)
             self._reopen = True
+            self._retry_at = 0.0  # a new place: try it at once
 
     def write(self, batch: Sequence[RequestCompleted]) -> None:
         """Append a batch; rotate first if the file is full."""
@@ -133,11 +154,41 @@ class AccessLog:
         lines = [line(ev) for ev in batch if not skip or ev.site not in skip]
         if not lines:
             return
-        f = self._open()
-        f.write("\n".join(lines) + "\n")
-        f.flush()
-        if f.tell() >= self.max_bytes:
-            self._rotate()
+        if self.failing and time.monotonic() < self._retry_at:
+            self.lost += len(lines)
+            return
+        try:
+            f = self._open()
+            f.write("\n".join(lines) + "\n")
+            f.flush()
+            if f.tell() >= self.max_bytes:
+                self._rotate()
+        except OSError as e:
+            self._failed(e, len(lines))
+            return
+        if self.failing:
+            message = f"access log {self.path} is written again ({self.lost} request lines were lost)"
+            self.failing, self.lost = "", 0
+            log.warning("%s", message)
+            if self.report is not None:
+                self.report(message, False)
+
+    def _failed(self, error: OSError, lines: int) -> None:
+        """Drop the batch; say so once; try again in a while."""
+        with contextlib.suppress(OSError):
+            self.close()  # the buffered tail would fail again on close
+        self._file = None
+        self.lost += lines
+        self._retry_at = time.monotonic() + RETRY_AFTER
+        if self.failing:
+            return
+        self.failing = error.strerror or str(error)
+        message = (
+            f"access log {self.path} cannot be written: {self.failing}; the proxy goes on, requests are not logged"
+        )
+        log.error("%s", message)
+        if self.report is not None:
+            self.report(message, True)
 
     def _open(self) -> IO[str]:
         if self._file is None:

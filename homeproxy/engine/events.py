@@ -54,6 +54,19 @@ class RequestCompleted:
     """The response's headers as homeproxy sent them."""
 
 
+@dataclass(frozen=True, slots=True)
+class ProblemReported:
+    """Something homeproxy cannot do now that its user should know about (the access log's disk
+    is full), or, with `solved`, that it can again. Published once per change, never per request."""
+
+    time: float
+    source: str
+    """What has the problem: "access log"."""
+    message: str
+    """The whole sentence, in homeproxy's words."""
+    solved: bool = False
+
+
 Event = object
 """Anything frozen: `RequestCompleted` from the engine; discovery publishes its own kinds."""
 

@@ -64,7 +64,8 @@ async def exchange(
                 raise UpstreamLost("the request body was already streamed", reused=False)
             conn.send(head, None, head_only=False, streaming=True)
             sending = asyncio.ensure_future(body.stream(conn, site.max_body))
-            response = await first(asyncio.ensure_future(conn.response(site.header_timeout or site.read_timeout)), sending)
+            waiting = asyncio.ensure_future(conn.response(site.header_timeout or site.read_timeout))
+            response = await first(waiting, sending)
         else:
             conn.send(head, body.data, head_only=ex.request.method == "HEAD")
             response = await conn.response(site.header_timeout or site.read_timeout)

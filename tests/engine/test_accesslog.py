@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from pathlib import Path
@@ -206,3 +207,35 @@ async def test_a_non_utf8_host_does_not_stop_the_access_log(
 
     written = lines(log.path) if log.path.exists() else []
     assert [r["path"] for r in written] == ["/", "/after"]
+
+
+async def test_a_full_disk_is_reported_once_and_the_proxy_keeps_serving(
+    proxy: StartProxy, echo: Backend, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """/dev/full fails every write with ENOSPC, as a full disk does."""
+    p = await proxy(make_config(site("app", ["app.lan"], [echo.url])))
+    reports: list[tuple[str, bool]] = []
+    log = AccessLog(Path("/dev/full"), report=lambda message, failing: reports.append((message, failing)))
+    consumer = Consumer(p.bus, "access-log", log.write, interval=0.01)
+    consumer.start()
+    try:
+        for n in range(3):
+            events = record(p)
+            assert (await fetch(session, p, f"/{n}", host="app.lan")).status == 200
+            await events.wait(1)
+            await asyncio.sleep(0.05)  # the consumer's next batch
+        assert [failing for _, failing in reports] == [True]  # once, however many batches fail
+        assert reports[0][0].startswith("access log /dev/full cannot be written: ")
+        assert log.lost >= 3
+        # The disk has room again (here: the user points the log elsewhere): lines are written again.
+        log.configure(enabled=True, max_bytes=10**6, keep_files=1, path=tmp_path / "access.log")
+        events = record(p)
+        await fetch(session, p, "/after", host="app.lan")
+        await events.wait(1)
+        await asyncio.sleep(0.05)
+    finally:
+        consumer.stop()
+        log.close()
+    assert [failing for _, failing in reports] == [True, False]
+    assert "is written again" in reports[1][0]
+    assert [line["path"] for line in lines(tmp_path / "access.log")] == ["/after"]  # the consumer stayed on
