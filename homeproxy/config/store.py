@@ -78,6 +78,11 @@ def default_config_text() -> str:
     return (Path(__file__).resolve().parents[2] / "assets" / "default-config.toml").read_text(encoding="utf-8")
 
 
+class ConfigSaveError(OSError):
+    """A save that could not be written (a full disk, a read-only folder): the file on disk
+    and the config in force are both as they were; `str()` says so in homeproxy's words."""
+
+
 def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
     """Write `text` to `path` so that a crash leaves either the old or the new file, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,9 +203,12 @@ class ConfigStore:
             try:
                 self._backup()
                 atomic_write(self.path, text)
-            except BaseException:
+            except BaseException as e:
                 if self.applier is not None and old is not None:
                     self.applier(old)
+                if isinstance(e, OSError) and not isinstance(e, ConfigSaveError):
+                    why = e.strerror or str(e)
+                    raise ConfigSaveError(f"could not save {self.path}: {why}; the file is unchanged") from e
                 raise
             self._document = tomlkit.parse(text)
             self._config = config
@@ -586,6 +594,7 @@ __all__ = [
     "ConfigChanged",
     "ConfigEvent",
     "ConfigRejected",
+    "ConfigSaveError",
     "ConfigStore",
     "atomic_write",
     "default_config_text",
