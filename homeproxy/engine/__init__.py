@@ -3,8 +3,9 @@
 from homeproxy.engine.accesslog import AccessLog
 from homeproxy.engine.engine import Engine
 from homeproxy.engine.events import Consumer, EventBus, RequestCompleted, Subscription
+from homeproxy.engine.health_types import UpstreamHealthChanged, UpstreamStatus
 from homeproxy.engine.listeners import BindError
-from homeproxy.engine.stats import TOTAL, SiteStats, Stats
+from homeproxy.engine.stats import TOTAL, SiteStats, Stats, UpstreamStats
 
 __all__ = [
     "TOTAL",
@@ -17,4 +18,7 @@ __all__ = [
     "SiteStats",
     "Stats",
     "Subscription",
+    "UpstreamHealthChanged",
+    "UpstreamStats",
+    "UpstreamStatus",
 ]

@@ -7,14 +7,15 @@ poke the engine (the exceptions are operations, not config changes: Sites'
 purge of a site's cache, and Certificates' reads of the certificates and
 renewing one): it edits the config through `ConfigStore`, reads `Stats` and the
 `ServiceDirectory`, and drains its bus subscription (through the bridge) into
-a bounded `RequestBuffer` that the screens show, and into discovery batches
-(toasts for names announced or in conflict; the visible screen gets the batch).
-The caller (the CLI, or a test) starts and stops the runtime.
+a bounded `RequestBuffer` that the screens show, into discovery batches
+(toasts for names announced or in conflict; the visible screen gets the batch),
+and into the `HealthBook` of upstream health (toasts when an upstream goes down
+or comes back). The caller (the CLI, or a test) starts and stops the runtime.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from rich.text import Text
 from textual import on
@@ -25,9 +26,10 @@ from textual.screen import Screen
 
 from homeproxy.config import ConfigChanged, ConfigRejected
 from homeproxy.discovery.events import DISCOVERY_EVENTS, DiscoveryEvent, NameAnnounced, NameConflict
-from homeproxy.engine import RequestCompleted, Stats
+from homeproxy.engine import RequestCompleted, Stats, UpstreamHealthChanged
 from homeproxy.runtime import Runtime
 from homeproxy.tui.bridge import ConfigEventArrived, RequestBuffer, drain
+from homeproxy.tui.health import HealthBook
 from homeproxy.tui.screens.certificates import CertificatesScreen
 from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.dashboard import DashboardScreen
@@ -49,6 +51,9 @@ SCREENS = (
 
 
 SCREENS_GROUP = Binding.Group("screens", compact=True)
+
+#: Health changes toasted one by one in a batch; the rest are counted in one more toast.
+HEALTH_TOASTS = 3
 
 
 class HomeproxyApp(App[None]):
@@ -95,9 +100,10 @@ class HomeproxyApp(App[None]):
         self.unsaved: dict[str, str] = {}
         """What has unsaved work (e.g. an open editor), and a description of it."""
         self._subscription = runtime.bus.subscribe(
-            "tui", maxlen=buffer_size, headers=True, kinds=(RequestCompleted, *DISCOVERY_EVENTS)
+            "tui", maxlen=buffer_size, headers=True, kinds=(RequestCompleted, UpstreamHealthChanged, *DISCOVERY_EVENTS)
         )
-        self._upstream_down: set[str] = set()
+        self.health = HealthBook()
+        """Each site upstream's health, as the engine tells it."""
 
     @property
     def stats(self) -> Stats:
@@ -106,6 +112,7 @@ class HomeproxyApp(App[None]):
     def on_mount(self) -> None:
         self.sub_title = str(self.runtime.config_path)
         self.runtime.store.subscribe(self._on_config_event)
+        self.health.refresh(self.runtime.engine)
         self.switch_mode("dashboard")
         if self.runtime.store.created:
             self.notify(
@@ -124,31 +131,40 @@ class HomeproxyApp(App[None]):
         self.post_message(ConfigEventArrived(event))
 
     def _pump(self) -> None:
-        requests, discovered = drain(self._subscription)
-        if requests is not None:
-            self.requests.extend(requests.events)
-            self._watch_upstreams(requests.events)
-            self._to_screen(requests)
-        if discovered is not None:
-            self._watch_names(discovered.events)
+        batch = drain(self._subscription)
+        if batch.requests is not None:
+            self.requests.extend(batch.requests.events)
+            self._to_screen(batch.requests)
+        if batch.discovered is not None:
+            self._watch_names(batch.discovered.events)
             # The Discovery screen reads the directory again when it comes back, so a batch
             # that arrives while another screen shows is not lost to it.
-            self._to_screen(discovered)
+            self._to_screen(batch.discovered)
+        if batch.health is not None:
+            self.health.record(batch.health.events)
+            self.health.refresh(self.runtime.engine)
+            self._toast_health(batch.health.events)
+            self._to_screen(batch.health)
 
-    def _watch_upstreams(self, events: Iterable[RequestCompleted]) -> None:
-        """Toast when an upstream stops answering and when it answers again."""
-        for ev in events:
-            if not ev.upstream:
-                continue
-            down = ev.error.startswith(("upstream unreachable", "upstream timed out"))
-            if down and ev.upstream not in self._upstream_down:
-                self._upstream_down.add(ev.upstream)
-                self.notify(
-                    Text(f"{ev.upstream} ({ev.site}): {ev.error}").markup, title="Upstream down", severity="error"
-                )
-            elif not down and not ev.error and ev.upstream in self._upstream_down:
-                self._upstream_down.discard(ev.upstream)
-                self.notify(Text(f"{ev.upstream} ({ev.site}) answers again").markup, title="Upstream back")
+    def _toast_health(self, events: Sequence[UpstreamHealthChanged]) -> None:
+        """A toast per upstream that went down or came back; past `HEALTH_TOASTS` in one batch
+        (a switch that lost every server at once), one more toast counts the rest."""
+        for ev in events[:HEALTH_TOASTS]:
+            self.notify(
+                Text(f"{ev.site}: {ev.upstream} {'is back' if ev.up else 'is down'}: {ev.reason}").markup,
+                title="Upstream back" if ev.up else "Upstream down",
+                severity="information" if ev.up else "warning",
+                timeout=5 if ev.up else 10,
+            )
+        if len(events) > HEALTH_TOASTS:
+            rest = events[HEALTH_TOASTS:]
+            down = sum(1 for ev in rest if not ev.up)
+            self.notify(
+                f"and {down} more down, {len(rest) - down} more back (press u on a site for its upstreams)",
+                title="Upstreams",
+                severity="warning" if down else "information",
+                markup=False,
+            )
 
     def _watch_names(self, events: Iterable[DiscoveryEvent]) -> None:
         """Toast when homeproxy starts answering for a name, and when another machine holds one."""
@@ -170,9 +186,9 @@ class HomeproxyApp(App[None]):
             where = f" ({', '.join(addresses)})" if addresses else ""
             self.notify(Text(f"Answering {', '.join(announced)} on the LAN{where}").markup, title="mDNS", timeout=3)
 
-    def upstream_is_down(self, url: str) -> bool:
-        """Whether the last request to `url` found it unreachable."""
-        return url in self._upstream_down
+    def upstream_state(self, site: str, url: str) -> str:
+        """The health of `site`'s upstream `url`: "up", "down", "cooling", "unchecked", or "" if unknown."""
+        return self.health.state(site, url)
 
     @on(ConfigEventArrived)
     def _config_event(self, message: ConfigEventArrived) -> None:

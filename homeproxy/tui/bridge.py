@@ -5,7 +5,8 @@ bounded `RequestBuffer` and turns each non-empty batch into one
 `RequestsArrived` message: never one message per request, so a busy proxy
 cannot flood the UI, and the proxy never waits for it. Discovery's events
 (services found, updated or lost; names announced or in conflict) come down
-the same subscription and leave as one `DiscoveryEventsArrived` per batch.
+the same subscription and leave as one `DiscoveryEventsArrived` per batch, and
+the engine's upstream health changes as one `UpstreamHealthArrived`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from textual.message import Message
 
 from homeproxy.config import ConfigEvent
 from homeproxy.discovery.events import DiscoveryEvent
-from homeproxy.engine import RequestCompleted, Subscription
+from homeproxy.engine import RequestCompleted, Subscription, UpstreamHealthChanged
 
 
 class RequestBuffer:
@@ -73,20 +74,40 @@ class DiscoveryEventsArrived(Message, bubble=False):
 
 
 @dataclass
+class UpstreamHealthArrived(Message, bubble=False):
+    """A batch of upstream health changes, oldest first (the app's `health` book already has them)."""
+
+    events: Sequence[UpstreamHealthChanged]
+
+
+@dataclass
 class ConfigEventArrived(Message, bubble=False):
     """The store applied a change or rejected an outside edit (posted from any thread)."""
 
     event: ConfigEvent
 
 
-def drain(subscription: Subscription) -> tuple[RequestsArrived | None, DiscoveryEventsArrived | None]:
-    """The batch waiting in `subscription`, split into requests and discovery events (None for no such events)."""
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """One drain of the subscription, by kind (None for a kind with no events)."""
+
+    requests: RequestsArrived | None = None
+    discovered: DiscoveryEventsArrived | None = None
+    health: UpstreamHealthArrived | None = None
+
+
+def drain(subscription: Subscription) -> Drained:
+    """The batch waiting in `subscription`, split into requests, discovery events and health changes."""
     batch = subscription.drain()
     if not batch:
-        return None, None
+        return Drained()
     requests = [e for e in batch if isinstance(e, RequestCompleted)]
-    found = [e for e in batch if isinstance(e, DiscoveryEvent)] if len(requests) < len(batch) else []
-    return (
+    if len(requests) == len(batch):  # the usual case: nothing else to look for
+        return Drained(RequestsArrived(requests, subscription.dropped))
+    found = [e for e in batch if isinstance(e, DiscoveryEvent)]
+    health = [e for e in batch if isinstance(e, UpstreamHealthChanged)]
+    return Drained(
         RequestsArrived(requests, subscription.dropped) if requests else None,
         DiscoveryEventsArrived(found) if found else None,
+        UpstreamHealthArrived(health) if health else None,
     )

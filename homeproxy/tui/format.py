@@ -82,3 +82,30 @@ def feature_flags(site: Site) -> Text:
     for (letter, _name), enabled in zip(FLAGS, on, strict=True):
         text.append(letter if enabled else "·", style="bold" if enabled else "dim")
     return text
+
+
+def ago(seconds: float) -> str:
+    """How long ago, short: "just now", "42s ago", "5m ago", "3h ago", "2d ago"."""
+    s = int(max(0.0, seconds))
+    if s < 1:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit} ago"
+    return f"{s}s ago"
+
+
+#: An upstream's health state as a dot and its colour ("" is a state the TUI does not know yet).
+HEALTH_DOTS = {
+    "up": ("●", "green"),
+    "down": ("●", "red"),
+    "cooling": ("◐", "yellow"),
+    "unchecked": ("○", "dim"),
+    "": ("○", "dim"),
+}
+
+
+def health_dot(state: str) -> Text:
+    """The dot for an upstream's health state ("up", "down", "cooling", "unchecked")."""
+    dot, style = HEALTH_DOTS.get(state, HEALTH_DOTS[""])
+    return Text(dot, style=style)

@@ -129,7 +129,7 @@ async def test_a_service_found_by_real_mdns_becomes_a_site_that_serves(mdns_runt
             assert isinstance(editor, SiteEditorModal)
             assert editor.form.typed("name") == slug
             assert editor.form.typed("hosts") == f"{slug}.local, {slug}.home.arpa"
-            assert editor.form.typed("upstreams") == f"mdns://{instance}._http._tcp/ui"
+            assert editor.form.upstreams.urls() == [f"mdns://{instance}._http._tcp/ui"]
             assert f"http://127.0.0.1:{backend}/ui" in str(editor.query_one("#editor-note", Static).render())
 
             await pilot.press("ctrl+s")

@@ -115,3 +115,20 @@ async def test_the_footer_shows_the_keys_of_the_current_screen(runtime: Runtime)
         assert {"1", "2", "3", "4", "5", "screens", "Quit", "Save all"} <= set(labels)
         labels = await footer_labels(app, pilot, "question_mark", HelpScreen)
         assert {"1", "5", "screens", "Quit"} <= set(labels) and "Save all" not in labels
+
+
+async def test_help_has_the_upstreams_screen_and_the_editors_upstream_keys(runtime: Runtime) -> None:
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("question_mark")
+        await wait_for(lambda: isinstance(app.screen, HelpScreen), description="the Help screen")
+        assert section(app, "help-upstreams").split()[:2] == ["u", "Upstreams"]
+        assert "red down" in section(app, "help-upstreams-text")
+        assert keys_for(section(app, "help-upstreams-keys"), "Close") == ["esc"]
+        assert keys_for(section(app, "help-dashboard-keys"), "Upstreams") == ["u"]
+        assert keys_for(section(app, "help-sites-keys"), "Upstreams") == ["u"]  # not in its full footer
+        editor = section(app, "help-site-editor-keys")
+        assert keys_for(editor, "Save") == ["^s"]
+        assert keys_for(editor, "Add") == ["^n"]
+        assert keys_for(editor, "Remove") == ["^del"]
+        assert keys_for(editor, "Move") == ["alt+↑"]  # "Move up"; the first of the two rows

@@ -23,9 +23,10 @@ from homeproxy.tui.app import HomeproxyApp
 from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.site_editor import SiteEditorModal, check_site
 from homeproxy.tui.screens.sites import SitesScreen
-from homeproxy.tui.widgets import site_form_rows
+from homeproxy.tui.widgets import user_list
 from homeproxy.tui.widgets.site_form import SiteForm
-from homeproxy.tui.widgets.site_form_rows import ErrorLine, RouteRow, UserList
+from homeproxy.tui.widgets.site_form_rows import ErrorLine, RouteRow
+from homeproxy.tui.widgets.user_list import UserList
 from tests.conftest import serving
 from tests.waiting import wait_for
 
@@ -100,6 +101,9 @@ async def type_into(pilot: Pilot[None], widget: Input, text: str) -> None:
 
 
 def field(editor: SiteEditorModal, key: str) -> Input:
+    """The input of `key`; for "upstreams", the first upstream's URL (a row each since issue 13)."""
+    if key == "upstreams":
+        return editor.form.upstreams.rows[0].url
     return editor.form.inputs[key]
 
 
@@ -177,7 +181,7 @@ async def test_auth_user_added_in_the_form(runtime: Runtime, tmp_path: Path, mon
         hashed_on.append(threading.current_thread().name)
         return passwords.hash_password(plain)
 
-    monkeypatch.setattr(site_form_rows, "hash_password", hash_password)
+    monkeypatch.setattr(user_list, "hash_password", hash_password)
     app = HomeproxyApp(runtime)
     async with app.run_test(size=(120, 40)) as pilot:
         await sites_screen(pilot)
@@ -236,7 +240,7 @@ async def test_errors_appear_as_you_type_and_save_is_refused(runtime: Runtime, b
         await type_into(pilot, field(editor, "upstreams"), "ftp://nas")
         await wait_for(lambda: "expected an http(s) URL" in error_under(editor, "upstreams"), description="URL error")
         assert '"ftp://nas"' in error_under(editor, "upstreams")
-        assert field(editor, "upstreams").has_class("-invalid")
+        assert editor.form.upstreams.rows[0].has_class("-invalid")
 
         await type_into(pilot, field(editor, "hosts"), "FILES.home.arpa")
         await wait_for(
@@ -317,7 +321,7 @@ def test_editing_a_site_keeps_the_settings_the_form_does_not_show() -> None:
     }
     site, errors = check_site(document, "nas", {"name": "nas", "hosts": ["nas.lan"], "upstreams": ["http://10.0.0.2"]})
     assert errors == {} and site is not None
-    assert (site.upstreams, site.upstream_keepalive, site.access_log) == (("http://10.0.0.2",), 1.0, False)
+    assert (site.upstream_urls, site.upstream_keepalive, site.access_log) == (("http://10.0.0.2",), 1.0, False)
     assert site.rate_limit is None
     # A new site (no original) takes nothing from another.
     site, errors = check_site(document, None, {"name": "new", "hosts": ["new.lan"], "upstreams": ["http://10.0.0.3"]})
@@ -337,7 +341,7 @@ async def test_edit_hosts_and_add_a_route(runtime: Runtime, backend: int) -> Non
         assert isinstance(editor, SiteEditorModal)
         await pilot.pause()
         await type_into(pilot, field(editor, "hosts"), "files.home.arpa nas.home.arpa")
-        await pilot.click(".add-row")
+        await pilot.click("#routes .add-row")
         await wait_for(lambda: len(editor.form.routes.rows) == 1, description="a route row")
         row = editor.form.routes.rows[0]
         await type_into(pilot, row.path, "/api/")
@@ -518,7 +522,6 @@ async def test_mdns_upstream_and_publish_round_trip_literally(runtime: Runtime, 
     async with app.run_test(size=(120, 40)) as pilot:
         await sites_screen(pilot)
         editor = await open_editor(pilot, "e")
-        assert "mdns://" in field(editor, "upstreams").placeholder
         assert "mdns://" in str(field(editor, "upstreams").tooltip)
         await type_into(pilot, field(editor, "upstreams"), f"{ref}, http://127.0.0.1:{backend}")
         publish = editor.query_one("#publish", Select)
@@ -533,10 +536,11 @@ async def test_mdns_upstream_and_publish_round_trip_literally(runtime: Runtime, 
         text = runtime.config_path.read_text()
         assert f'"{ref}"' in text and "publish = true" in text
         screen = app.screen
-        assert f"{ref}, http://127.0.0.1:{backend}" in str(screen.query_one("#site-detail").render())
+        detail = str(screen.query_one("#site-detail").render())
+        assert ref in detail and f"http://127.0.0.1:{backend}" in detail
         assert "announces its .local names" in str(screen.query_one("#site-detail").render())
-        editor = await open_editor(pilot, "e")  # shown as it was typed, markup and all
-        assert field(editor, "upstreams").value == f"{ref}, http://127.0.0.1:{backend}"
+        editor = await open_editor(pilot, "e")  # shown as it was typed, markup and all, a row each
+        assert [row.url.value for row in editor.form.upstreams.rows] == [ref, f"http://127.0.0.1:{backend}"]
         assert editor.query_one("#publish", Select).value == "on"
         assert editor.validate() and not editor.dirty
 
@@ -595,7 +599,7 @@ async def test_unsaved_editor_makes_quit_and_close_ask(runtime: Runtime) -> None
         assert field(editor, "upstreams").value == "http://127.0.0.1:1"
 
         # Typing the old value back means nothing is unsaved.
-        old = runtime.store.config.sites[0].upstreams[0]
+        old = runtime.store.config.sites[0].upstreams[0].url
         await type_into(pilot, field(editor, "upstreams"), old)
         assert app.unsaved == {}
         await type_into(pilot, field(editor, "upstreams"), "http://127.0.0.1:1")

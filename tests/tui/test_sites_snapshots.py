@@ -31,7 +31,8 @@ def sites_runtime(in_tmp: Path) -> Iterator[Runtime]:
             f"""[[sites]]
 name = "homeassistant"
 hosts = ["ha.home.arpa", "ha.local"]
-upstreams = ["http://192.0.2.10:8123"]
+upstreams = ["http://192.0.2.10:8123", {{ url = "http://192.0.2.12:8123", backup = true, max_conns = 20 }}]
+balance = "first"
 allow = ["192.168.0.0/16"]
 rate_limit = {{ rate = "20/s", burst = 40 }}
 auth = {{ users = {{ alice = "{HASH}", bob = "{HASH}" }}, bypass = ["192.168.1.0/24"] }}
@@ -87,7 +88,7 @@ async def _new_with_errors(pilot: Pilot[None]) -> None:
     editor = await _editor(pilot, "a")
     editor.form.inputs["name"].value = "[red]x"
     editor.form.inputs["hosts"].value = "plex.home.arpa"
-    editor.form.inputs["upstreams"].value = "ftp://nas"
+    editor.form.upstreams.rows[0].url.value = "ftp://nas"
     await pilot.pause()
     await pilot.press("ctrl+s")
     await wait_for(lambda: bool(pilot.app._notifications), description="the refusal toast")
@@ -110,7 +111,8 @@ def test_site_editor_refuses_an_invalid_site_80x24(snap_compare: Callable[..., b
 
 async def _verify_off_for_https(pilot: Pilot[None]) -> None:
     editor = await _editor(pilot, "e")
-    editor.form.inputs["upstreams"].value = "https://192.0.2.10:8443, mdns://Living Room._hass._tcp"
+    editor.form.upstreams.rows[0].url.value = "https://192.0.2.10:8443"
+    editor.form.upstreams.rows[1].url.value = "mdns://Living Room._hass._tcp"
     editor.form.checks["verify_upstream"].value = False
     await wait_for(lambda: editor.query_one("#verify-upstream-hint").has_class("-visible"), description="the TLS hint")
     await pilot.pause()

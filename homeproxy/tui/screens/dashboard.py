@@ -5,7 +5,9 @@ keep fixed widths, and when the names, hosts and upstreams do not fit beside the
 the sparkline gets shorter, then Upstreams, Hosts and p50 go, in that order (the
 Sites screen shows them in full). It is laid out again on every resize and config
 change, so it never scrolls sideways; the status line likewise drops its least
-useful parts rather than being cut.
+useful parts rather than being cut. Each upstream has a dot for its health as the
+engine tells it (green up, red down, yellow cooling down, grey not checked yet);
+`u` opens the selected site's upstreams.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.events import Resize
 from textual.screen import Screen
@@ -26,8 +29,9 @@ from textual.widgets import DataTable, Footer, Header, Sparkline, Static
 from homeproxy import __version__
 from homeproxy.config import Config, Site
 from homeproxy.engine import TOTAL, SiteStats
-from homeproxy.tui.bridge import ConfigEventArrived
-from homeproxy.tui.format import duration, feature_flags, rate, site_name, sparkline
+from homeproxy.tui.bridge import ConfigEventArrived, UpstreamHealthArrived
+from homeproxy.tui.format import HEALTH_DOTS, duration, feature_flags, rate, site_name, sparkline
+from homeproxy.tui.screens.upstreams import UpstreamsScreen
 
 if TYPE_CHECKING:
     from homeproxy.tui.app import HomeproxyApp
@@ -122,6 +126,16 @@ class DashboardScreen(Screen[None]):
     }
     """
 
+    BINDINGS = [
+        Binding(
+            "u",
+            "upstreams",
+            "Upstreams",
+            id="dashboard.upstreams",
+            tooltip="The selected site's upstreams: health, last check, requests, errors and latency of each",
+        ),
+    ]
+
     table_plan: TableLayout | None = None
     """How the sites table is laid out now (None before the first config is shown)."""
 
@@ -160,6 +174,20 @@ class DashboardScreen(Screen[None]):
         self._show_config(self.hp.runtime.store.config)
         self.refresh_numbers()
 
+    @on(UpstreamHealthArrived)
+    def _health_changed(self, _message: UpstreamHealthArrived) -> None:
+        self.refresh_numbers()  # the dots, at once (the app's book already has the change)
+
+    def action_upstreams(self) -> None:
+        """Open the selected site's upstreams."""
+        table = self.query_one("#sites", DataTable)
+        if not table.row_count:
+            self.notify("There is no site yet.", title="Upstreams", markup=False)
+            return
+        name = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if name is not None:
+            self.app.push_screen(UpstreamsScreen(name))
+
     # --- rendering -----------------------------------------------------------------------
 
     def _fit_table(self) -> None:
@@ -185,6 +213,7 @@ class DashboardScreen(Screen[None]):
         return table_layout(self._width, natural)
 
     def _show_config(self, config: Config) -> None:
+        self.hp.health.refresh(self.hp.runtime.engine)  # a new site's upstreams have their entries now
         table = self.query_one("#sites", DataTable)
         cursor = table.cursor_row
         layout = self._layout_for(config)
@@ -225,7 +254,8 @@ class DashboardScreen(Screen[None]):
         for i, url in enumerate(site.upstream_urls[:2]):
             if i:
                 ups.append(" ")
-            ups.append("● ", style="red" if self.hp.upstream_is_down(url) else "green")
+            dot, style = HEALTH_DOTS.get(self.hp.upstream_state(site.name, url), HEALTH_DOTS[""])
+            ups.append(dot + " ", style=style)
             # http(s):// is noise in a narrow column; mdns:// says the address is found on the LAN.
             ups.append(url if url.startswith("mdns://") else url.split("://", 1)[-1])
         if len(site.upstreams) > 2:
@@ -258,6 +288,7 @@ class DashboardScreen(Screen[None]):
 
     def refresh_numbers(self) -> None:
         """Re-read Stats and the engine's state (once a second)."""
+        self.hp.health.refresh(self.hp.runtime.engine)
         snapshot = self.hp.stats.snapshot()
         self._show_engine(snapshot.get(TOTAL))
         table = self.query_one("#sites", DataTable)

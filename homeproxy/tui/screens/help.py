@@ -25,14 +25,18 @@ from textual.widget import Widget
 from textual.widgets import Footer, Header, Static
 
 from homeproxy.tui.screens.confirm import ConfirmModal
+from homeproxy.tui.screens.site_editor import SiteEditorModal
+from homeproxy.tui.screens.upstreams import UpstreamsScreen
+from homeproxy.tui.widgets.upstream_list import UpstreamList
 
 #: What a screen does, for screens whose class has no `HELP` of its own.
 SCREEN_HELP = {
     "dashboard": (
         "The proxy at a glance. The top line says whether the engine serves, where it listens, for how long, "
         "and the total request rate and 5xx count; under it, a chart of the total rate over the last two minutes. "
-        "The table has one row per site: its hosts, its upstreams (a red dot when the last request found one "
-        "unreachable), the features it has on (the legend at the bottom), requests per second, median and 95th "
+        "The table has one row per site: its hosts, its upstreams (a dot each: green up, red down, yellow "
+        "cooling down after failing requests, grey not checked yet; **u** shows them in full), the features "
+        "it has on (the legend at the bottom), requests per second, median and 95th "
         "percentile latency, the share of 5xx answers and of cache hits, and the last seconds as a sparkline "
         "(up to 30, as many as the width allows; narrow terminals drop the hosts and upstreams columns). "
         "A red banner shows a listener that could not be opened or a config file edit that was rejected."
@@ -41,13 +45,20 @@ SCREEN_HELP = {
         "Every site in the config file: add one (it starts with the defaults from Settings), edit its hosts, "
         "upstreams and features, turn it on or off, or remove it. Each change is validated, applied to the "
         "running proxy and saved to the config file with its comments kept. Purge empties a site's cache; "
-        "m puts a site in maintenance (a 503 page, its upstreams untouched) and back."
+        "m puts a site in maintenance (a 503 page, its upstreams untouched) and back; u shows its upstreams' "
+        "health and traffic. A toast says when an upstream goes down or comes back."
     ),
     "traffic": (
         "The live request log: each request as it finishes, with its site, method, path, status and timing. "
         "The most recent requests are kept in memory (the oldest fall off); the access log on disk keeps them all."
     ),
 }
+
+EDITOR_HELP = (
+    "Opened from Sites (a, e, d). Every field is checked as you type, with the same rules as the config "
+    "file. Upstreams are a row each (URL, weight, backup, most connections at once): while the cursor is "
+    "in one, these keys add, remove and reorder them:"
+)
 
 INTRO = (
     "homeproxy puts your services behind one address and answers each by its own host name. "
@@ -177,6 +188,11 @@ class HelpScreen(Screen[None]):
             heading = Text.assemble((f" {keys} ", "reverse"), " ", title) if keys else Text(title)
             rows = key_rows(app, class_bindings(screen, stop_at=Screen))
             yield from self._section(mode, heading, screen_paragraph(mode, screen), rows)
+        rows = key_rows(app, class_bindings(UpstreamsScreen, stop_at=Screen))
+        heading = Text.assemble((" u ", "reverse"), " ", UpstreamsScreen.TITLE or "Upstreams")
+        yield from self._section("upstreams", heading, UpstreamsScreen.HELP, rows)
+        editor = [*class_bindings(SiteEditorModal, stop_at=ModalScreen), *class_bindings(UpstreamList)]
+        yield from self._section("site-editor", Text("Site editor"), EDITOR_HELP, key_rows(app, editor))
         dialogs = [ConfirmModal]
         rows = key_rows(app, [b for d in dialogs for b in class_bindings(d, stop_at=ModalScreen)])
         yield from self._section(

@@ -27,12 +27,13 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from homeproxy.config import Config, ConfigStore, Site
-from homeproxy.tui.bridge import ConfigEventArrived
-from homeproxy.tui.format import PADLOCK, feature_flags, site_name, size
+from homeproxy.tui.bridge import ConfigEventArrived, UpstreamHealthArrived
+from homeproxy.tui.format import HEALTH_DOTS, feature_flags, site_name
 from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.dashboard import LEGEND, LEGEND_SHORT, PADDING
 from homeproxy.tui.screens.site_editor import SiteEditorModal
-from homeproxy.tui.widgets.site_form import duration_text
+from homeproxy.tui.screens.upstreams import UpstreamsScreen
+from homeproxy.tui.summary import site_summary
 
 if TYPE_CHECKING:
     from homeproxy.tui.app import HomeproxyApp
@@ -54,85 +55,6 @@ def fit_widths(natural: Mapping[str, int], width: int, shrink: Sequence[str], fl
         widths[key] -= 1
         excess -= 1
     return widths
-
-
-def site_summary(site: Site) -> Text:
-    """Everything about one site, a line per topic (for the detail pane)."""
-    text = Text()
-
-    def line(label: str, *parts: str | Text) -> None:
-        if text:
-            text.append("\n")
-        text.append(f"{label:<12}", style="bold")
-        for part in parts:
-            text.append(part)
-
-    dim = "dim"
-    text.append(site.name, style="bold")
-    text.append("  ● enabled" if site.enabled else "  ○ disabled: its hosts get the 404 page", style=dim)
-    line("Hosts", ", ".join(site.hosts))
-    if site.maintenance:
-        text.append("  ◐ in maintenance: a 503 page for everyone", style="yellow")
-    if site.redirect:
-        keep = " (path and query kept)" if site.keep_path else ""
-        line("Redirect", f"{site.redirect_code} to {site.redirect}{keep}")
-    if site.upstreams:
-        line("Upstreams", ", ".join(site.upstream_urls))
-    for route in site.routes:
-        strip = " (prefix stripped)" if route.strip_prefix else ""
-        line("Route", route.path, Text(" → ", style=dim), ", ".join(u.url for u in route.upstreams), strip)
-    proxy = ["WebSockets" if site.websockets else "no WebSockets"]
-    proxy.append("client Host" if site.preserve_host else "upstream's Host")
-    proxy.append(f"connect {duration_text(site.connect_timeout)}, read {duration_text(site.read_timeout)}")
-    if not site.verify_upstream:
-        proxy.append("HTTPS certificates not checked")
-    line("Proxying", " · ".join(proxy))
-    if site.tls:
-        if site.uses_own_cert:
-            source = f"own files {site.cert}"
-        else:
-            source = {"internal": "the local CA", "acme": "ACME"}.get(site.issuer, "the [tls] issuer")
-        redirect = "plain HTTP redirected (308)" if site.redirect_to_https else "plain HTTP served too"
-        line("HTTPS", f"{PADLOCK} on · certificate from {source} · {redirect}")
-    else:
-        line("HTTPS", Text("off", style=dim))
-    if site.publish is not None:
-        line("mDNS", "announces its .local names" if site.publish else "does not announce its .local names")
-    access: list[str] = []
-    if site.allow:
-        access.append("allow " + ", ".join(site.allow))
-    if site.deny:
-        access.append("deny " + ", ".join(site.deny))
-    if site.rate_limit is not None:
-        access.append(f"{site.rate_limit.rate:g}/s per client, burst {site.rate_limit.burst}")
-    line("Access", " · ".join(access) or Text("anyone, no limit", style=dim))
-    auth = site.auth
-    if not auth.mode:
-        line("Auth", Text("off", style=dim))
-    elif auth.mode == "forward":
-        line("Auth", f"forward to {auth.forward}")
-    else:
-        users = ", ".join(name for name, _ in auth.users)
-        line("Auth", f"{auth.mode} · users: {users}")
-    if auth.mode and auth.bypass:
-        text.append(f" · no login from {', '.join(auth.bypass)}")
-    cache = site.cache
-    if cache.enabled:
-        ttl = duration_text(cache.default_ttl)
-        line("Cache", f"on · default TTL {ttl} · entries up to {size(cache.max_entry_bytes)}")
-    else:
-        line("Cache", Text("off", style=dim))
-    comp = site.compression
-    if comp.enabled:
-        line("Compression", f"on · from {size(comp.min_bytes)} · {' '.join(comp.algorithms)}")
-    else:
-        line("Compression", Text("off", style=dim))
-    h = site.headers
-    rules = ["security headers"] if h.security else []
-    rules += [f"set {k}" for k, _ in (*h.request_set, *h.response_set)]
-    rules += [f"remove {k}" for k in (*h.request_remove, *h.response_remove)]
-    line("Headers", ", ".join(rules) or Text("as they come", style=dim))
-    return text
 
 
 class _BarButton(Button, can_focus=False):
@@ -205,6 +127,14 @@ class SitesScreen(Screen[None]):
             tooltip="Put the selected site in maintenance (a 503 page, upstreams untouched) or back (applied live)",
             show=False,  # the 80-column footer is full (Help lists it)
         ),
+        Binding(
+            "u",
+            "upstreams",
+            "Upstreams",
+            id="sites.upstreams",
+            tooltip="The selected site's upstreams: health, last check, requests, errors and latency of each",
+            show=False,  # the 80-column footer is full (Help lists it)
+        ),
         Binding("x,delete", "delete", "Delete", id="sites.delete", tooltip="Delete the selected site (asks first)"),
         Binding(
             "p",
@@ -250,6 +180,8 @@ class SitesScreen(Screen[None]):
         )
         self.show_config(self.store.config)
         self.call_after_refresh(self._fit_table)
+        # Health changes come as events, but "not checked yet" turns into "up" without one.
+        self.set_interval(1.0, self._refresh_health)
 
     def on_screen_resume(self) -> None:
         self.show_config(self.store.config)
@@ -261,6 +193,22 @@ class SitesScreen(Screen[None]):
     @on(ConfigEventArrived)
     def _config_changed(self, _message: ConfigEventArrived) -> None:
         self.show_config(self.store.config)
+
+    @on(UpstreamHealthArrived)
+    def _health_changed(self, _message: UpstreamHealthArrived) -> None:
+        self._refresh_health(read=False)  # the app's book already has the change
+
+    def _refresh_health(self, read: bool = True) -> None:
+        """Redraw the upstreams' dots (and the detail pane) from the engine's health."""
+        if read:
+            self.hp.health.refresh(self.hp.runtime.engine)
+        table = self.query_one("#sites-table", DataTable)
+        sites = self.store.config.sites
+        if [key.value for key in table.rows] != [site.name for site in sites]:
+            return  # a config event is on its way and redraws everything
+        for site in sites:
+            table.update_cell(site.name, "upstreams", self._cells(site)[-1])
+        self._show_detail()
 
     # --- rendering -----------------------------------------------------------------------
 
@@ -284,6 +232,7 @@ class SitesScreen(Screen[None]):
 
     def show_config(self, config: Config, select: str | None = None) -> None:
         """Redraw the table, keeping the cursor on the same site (or on `select`)."""
+        self.hp.health.refresh(self.hp.runtime.engine)  # a new site's upstreams have their entries now
         table = self.query_one("#sites-table", DataTable)
         current = select or self.selected_name
         row = table.cursor_row
@@ -305,8 +254,7 @@ class SitesScreen(Screen[None]):
         self.set_class(not names, "-no-sites")
         self._show_detail()
 
-    @staticmethod
-    def _cells(site: Site) -> tuple[Text, ...]:
+    def _cells(self, site: Site) -> tuple[Text, ...]:
         name = site_name(site)
         if not site.enabled:
             state = Text("○ off", style="dim")
@@ -315,7 +263,12 @@ class SitesScreen(Screen[None]):
         else:
             state = Text("● on", style="green")
         # "http://" is the rule and costs a narrow column the port; https:// and mdns:// say something.
-        ups = Text(", ".join(url.removeprefix("http://") for url in site.upstream_urls))
+        ups = Text()
+        for i, url in enumerate(site.upstream_urls):
+            dot, style = HEALTH_DOTS.get(self.hp.upstream_state(site.name, url), HEALTH_DOTS[""])
+            ups.append(", " if i else "")
+            ups.append(dot + " ", style=style)
+            ups.append(url.removeprefix("http://"))
         if site.redirect:
             ups = Text(f"→ {site.redirect}")
         if site.routes:
@@ -332,7 +285,10 @@ class SitesScreen(Screen[None]):
 
     def _show_detail(self) -> None:
         site = self.selected
-        self.query_one("#site-detail", Static).update(site_summary(site) if site else "")
+        state = self.hp.upstream_state
+        self.query_one("#site-detail", Static).update(
+            site_summary(site, lambda url: state(site.name, url)) if site else ""
+        )
         purge = self.query_one("#purge-site", Button)
         purge.disabled = site is None or not site.cache.enabled
         purge.tooltip = "Empty its cache (p)" if not purge.disabled else "Its cache is off: nothing to purge"
@@ -395,6 +351,11 @@ class SitesScreen(Screen[None]):
     def _edited(self, site: Site | None) -> None:
         if site is not None:
             self.show_config(self.store.config, select=site.name)
+
+    def action_upstreams(self) -> None:
+        """Open the selected site's upstreams."""
+        if site := self._chosen():
+            self.app.push_screen(UpstreamsScreen(site.name))
 
     def action_toggle_enabled(self) -> None:
         """Enable or disable the selected site."""

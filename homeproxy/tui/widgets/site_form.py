@@ -16,7 +16,6 @@ they are advice and not errors.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -30,20 +29,31 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.events import Resize
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Checkbox, Input, Label, Select, Static
+from textual.widgets import Checkbox, Input, Select, Static
 
 from homeproxy.config import Site
+from homeproxy.config.model import BALANCE_POLICIES, HealthCheck
+from homeproxy.tui.widgets.form_parts import (
+    Field,
+    acme_hint,
+    control_id,
+    dig,
+    duration_text,
+    hsts_hint,
+    number,
+    rate_text,
+    size_text,
+)
 from homeproxy.tui.widgets.site_form_rows import (
-    ErrorLine,
     HeaderList,
     ListRow,
     RouteList,
     RowList,
-    UserList,
     focus_first,
     split_list,
-    split_upstreams,
 )
+from homeproxy.tui.widgets.upstream_list import UpstreamList
+from homeproxy.tui.widgets.user_list import UserList
 
 #: Wider than this, the form shows two columns.
 TWO_COLUMNS = 100
@@ -66,49 +76,17 @@ ISSUER_CHOICES = (
     ("my own certificate files", "files"),
 )
 
-#: Names that only mean something at home: no public CA issues for them, and HSTS pins them in every browser.
-INTERNAL_SUFFIXES = (".local", ".home.arpa", ".lan", ".internal", ".home", ".localdomain", ".test")
-
-
-def internal_names(hosts: Sequence[str]) -> list[str]:
-    """The hosts that are internal names: a home-network suffix (`.local`, `.home.arpa`, `.lan`,
-    `.internal`, ...) or no dot at all (`nas`). IP addresses are not names (browsers ignore HSTS for them)."""
-    found = []
-    for host in hosts:
-        name = host.lower().rstrip(".").removeprefix("*.")
-        try:
-            ipaddress.ip_address(name.strip("[]"))
-            continue
-        except ValueError:
-            pass
-        if "." not in name or name.endswith(INTERNAL_SUFFIXES):
-            found.append(host)
-    return found
-
-
-def hsts_hint(hosts: Sequence[str]) -> str:
-    """The warning for HSTS (security headers on a TLS site) on internal names, or ""."""
-    names = internal_names(hosts)
-    if not names:
-        return ""
-    return (
-        f"⚠ HSTS on internal names ({', '.join(names)}): once a browser has seen it, it refuses plain HTTP "
-        "and any certificate problem on them for a year, with no way past the error. Turn security headers "
-        "on only when every device trusts homeproxy's root."
-    )
-
-
-def acme_hint(hosts: Sequence[str]) -> str:
-    """What ACME cannot do for these hosts (internal names, wildcards over HTTP-01), or ""."""
-    problems = []
-    names = internal_names(hosts)
-    if names:
-        problems.append(f"no public CA issues for internal names ({', '.join(names)}): use the local CA")
-    wild = [h for h in hosts if h.startswith("*.") and h not in names]
-    if wild:
-        problems.append(f"HTTP-01 cannot prove a wildcard ({', '.join(wild)}): list the names, or bring your own files")
-    return "⚠ " + "; ".join(problems) if problems else ""
-
+#: How a request picks one of several upstreams (`balance`), as the Select offers them.
+BALANCE_CHOICES: tuple[tuple[str, str], ...] = (
+    ("round robin: each in turn", "round_robin"),
+    ("weighted: by their weight", "weighted"),
+    ("least busy: fewest requests now", "least_conn"),
+    ("client IP: the same one per client", "ip_hash"),
+    ("cookie: the same one per browser", "cookie"),
+    ("first: failover in the listed order", "first"),
+    ("random two: the less busy of two", "random_two"),
+)
+assert tuple(v for _, v in BALANCE_CHOICES) == BALANCE_POLICIES
 
 AUTH_MODES = (
     ("off", "off"),
@@ -118,116 +96,11 @@ AUTH_MODES = (
 )
 
 
-def duration_text(secs: float) -> str:
-    """Seconds as people type them: "5s", "500ms", "2m", "7d", "1.5s"; 0 is "0"."""
-    secs = float(secs)
-    if secs == 0:
-        return "0"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if secs > 60 and secs >= size and (secs / size).is_integer():
-            return f"{int(secs // size)}{unit}"
-    if secs.is_integer():
-        return f"{int(secs)}s"
-    ms = secs * 1000
-    if secs < 1 and math.isclose(ms, round(ms)) and ms.is_integer():
-        return f"{int(ms)}ms"
-    return f"{secs!r}s"
-
-
-def size_text(n: int) -> str:
-    """Bytes as people type them: "8MiB", "512KiB", or the plain number."""
-    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= size and n % size == 0:
-            return f"{n // size}{unit}"
-    return str(n)
-
-
-def rate_text(per_second: float) -> str:
-    """A rate in the unit that makes it a whole number ("20/s", "20/m", "5/h"), as the loader reads it."""
-    for unit, seconds in (("s", 1), ("m", 60), ("h", 3600)):
-        count = per_second * seconds
-        if math.isclose(count, round(count), rel_tol=1e-9):
-            return f"{round(count)}/{unit}"
-    return f"{per_second!r}/s"
-
-
-def number(text: str) -> int | str:
-    """A whole number as an int (the loader wants one), anything else as typed (for its message)."""
-    return int(text) if text.isdigit() else text
-
-
-def dig(data: Mapping[str, Any], key: str) -> Any:
-    """`data["cache"]["default_ttl"]` for `"cache.default_ttl"`, or None."""
-    value: Any = data
-    for part in key.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def control_id(key: str) -> str:
-    """`"auth.session_ttl"` -> `"auth-session-ttl"`."""
-    return key.replace(".", "-").replace("_", "-")
-
-
-class Field(Vertical):
-    """A label, its control and the errors under it."""
-
-    DEFAULT_CSS = """
-    Field {
-        layout: grid;
-        grid-size: 2;
-        grid-columns: 18 1fr;
-        grid-rows: auto;
-        height: auto;
-    }
-    Field > .field-label {
-        padding-right: 1;
-        color: $text-muted;
-    }
-    Field > ErrorLine {
-        column-span: 2;
-        margin-left: 18;
-    }
-    Field.-bare {
-        grid-size: 1;
-        grid-columns: 1fr;
-    }
-    Field.-bare > .field-label {
-        display: none;
-    }
-    Field.-bare > ErrorLine {
-        column-span: 1;
-        margin-left: 0;
-    }
-    """
-
-    def __init__(self, key: str, label: str, control: Widget, *, classes: str | None = None) -> None:
-        super().__init__(classes=classes)
-        self.key = key
-        """The setting's key path inside the site (`cache.default_ttl`)."""
-        self.label = label
-        self.control = control
-        self.error_line = ErrorLine()
-
-    def compose(self) -> ComposeResult:
-        yield Label(self.label, classes="field-label")
-        yield self.control
-        yield self.error_line
-
-    def show_errors(self, messages: Sequence[str]) -> None:
-        self.error_line.show(messages)
-        self.set_class(bool(messages), "-invalid")
-        if isinstance(self.control, Input):
-            self.control.set_class(bool(messages), "-invalid")
-
-
 FORM_KEYS = frozenset(
     {
         "name", "hosts", "upstreams", "routes", "verify_upstream", "enabled", "websockets", "preserve_host",
         "connect_timeout", "read_timeout", "allow", "deny", "headers", "publish", "tls", "redirect_to_https",
-        "issuer", "cert", "key", "rate_limit", "auth", "cache", "compression",
+        "issuer", "cert", "key", "rate_limit", "auth", "cache", "compression", "balance", "health",
     }
 )  # fmt: skip
 """The site keys `SiteForm.raw()` may write (a key it leaves out means its default); the editor
@@ -350,6 +223,9 @@ class SiteForm(VerticalScroll, can_focus=False):
         self.auth_mode = site.auth.mode or "off"
         self.publish_choice = {None: "default", True: "on", False: "off"}[site.publish]
         """The `publish` Select's value: "default", "on" or "off"."""
+        self.upstreams = UpstreamList(site.upstreams, id="upstreams")
+        self.balance = site.balance
+        """The `balance` Select's value."""
         self.routes = RouteList(site.routes, id="routes")
         self.request_headers = HeaderList(site.headers.request_set, id="headers-request-set")
         self.response_headers = HeaderList(site.headers.response_set, id="headers-response-set")
@@ -394,14 +270,7 @@ class SiteForm(VerticalScroll, can_focus=False):
                     "plex.home.arpa, *.plex.lan",
                     "Host names this site answers, separated by commas or spaces (*.x.lan for subdomains)",
                 )
-                yield self._input(
-                    "upstreams",
-                    "Upstreams",
-                    ", ".join(s.upstream_urls),
-                    "http://192.168.1.20:32400, mdns://NAS._http._tcp",
-                    "http(s) URLs of the servers behind this site, or mdns://Name._type._tcp for a service "
-                    "found on the LAN (its address is looked up per request); several are used in turn",
-                )
+                yield self._field("upstreams", "Upstreams", self.upstreams, classes="-bare")
                 yield self._check(
                     "verify_upstream",
                     "Verify upstream",
@@ -454,6 +323,7 @@ class SiteForm(VerticalScroll, can_focus=False):
                     "60s",
                     "Wait this long for upstream data, between reads (then 504)",
                 )
+                yield from self._balance_fields()
                 yield from self._tls_fields()
                 yield Static("Routes", classes="section")
                 yield self._field("routes", "Path routes", self.routes, classes="-bare")
@@ -664,6 +534,55 @@ class SiteForm(VerticalScroll, can_focus=False):
                         "Codings homeproxy may use, in order of preference",
                     )
 
+    def _balance_fields(self) -> ComposeResult:
+        health = self.site.health or HealthCheck()
+        yield Static("Balancing and health", classes="section")
+        balance: Select[str] = Select(
+            ((Text(label), value) for label, value in BALANCE_CHOICES),
+            value=self.balance,
+            allow_blank=False,
+            id="balance",
+            compact=True,
+            tooltip=Text(
+                "How a request picks one of several upstreams; whatever the policy, upstreams that are down "
+                "are skipped and one that refuses the connection hands the request to the next"
+            ),
+        )
+        yield self._field("balance", "Balance", balance)
+        yield self._check(
+            "health",
+            "Health checks",
+            "ask each upstream regularly",
+            self.site.health is not None,
+            "Active checks: an upstream that fails them in a row is taken out until it passes again "
+            "(failing requests take one out for a while even without them)",
+        )
+        low, high = health.status
+        with Vertical(classes="options", id="health-options"):
+            yield self._input("health.path", "Path", health.path, "/healthz", "The path asked for (GET)")
+            yield self._input(
+                "health.interval", "Every", duration_text(health.interval), "10s", "Time between two checks"
+            )
+            yield self._input(
+                "health.timeout", "Timeout", duration_text(health.timeout), "5s", "A slower answer fails the check"
+            )
+            yield self._input(
+                "health.status",
+                "Status",
+                str(low) if low == high else f"{low}-{high}",
+                "200-399",
+                "The status codes that pass: one (204) or a range (200-399)",
+            )
+            yield self._input(
+                "health.body", "Body contains", health.body, "(anything)", "If set, the answer must contain this text"
+            )
+            yield self._input(
+                "health.fails", "Down after", str(health.fails), "3", "Failing checks in a row that take it out"
+            )
+            yield self._input(
+                "health.passes", "Up after", str(health.passes), "2", "Passing checks in a row that bring it back"
+            )
+
     def _tls_fields(self) -> ComposeResult:
         s = self.site
         yield Static("HTTPS", classes="section")
@@ -738,8 +657,9 @@ class SiteForm(VerticalScroll, can_focus=False):
         raw: dict[str, Any] = {
             "name": text("name"),
             "hosts": split_list(text("hosts")),
-            "upstreams": split_upstreams(text("upstreams")),
+            "upstreams": self.upstreams.values(),
             "routes": self.routes.values(),
+            "balance": self.balance,
             "verify_upstream": on("verify_upstream"),
             "enabled": on("enabled"),
             "websockets": on("websockets"),
@@ -760,6 +680,19 @@ class SiteForm(VerticalScroll, can_focus=False):
                 },
             },
         }
+        raw["health"] = (
+            {
+                "path": text("health.path"),
+                "interval": text("health.interval"),
+                "timeout": text("health.timeout"),
+                "status": text("health.status"),
+                "body": text("health.body"),
+                "fails": number(text("health.fails")),
+                "passes": number(text("health.passes")),
+            }
+            if on("health")
+            else False
+        )
         if (publish := PUBLISH_VALUES[self.publish_choice]) is not None:
             raw["publish"] = publish
         raw["tls"] = on("tls")
@@ -845,6 +778,12 @@ class SiteForm(VerticalScroll, can_focus=False):
         self._sync_options()
         self.post_message(self.Changed(self))
 
+    @on(Select.Changed, "#balance")
+    def _balance_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        self.balance = str(event.value)
+        self.post_message(self.Changed(self))
+
     @on(Select.Changed, "#publish")
     def _publish_changed(self, event: Select.Changed) -> None:
         event.stop()
@@ -853,9 +792,9 @@ class SiteForm(VerticalScroll, can_focus=False):
 
     def _speaks_tls(self) -> bool:
         """Whether an upstream (of the site or a route) is https or mdns:// (which may be https)."""
-        upstreams = [*split_upstreams(self.typed("upstreams"))]
+        upstreams = self.upstreams.urls()
         for route in self.routes.values():
-            upstreams += route["upstreams"]
+            upstreams += [u if isinstance(u, str) else u["url"] for u in route["upstreams"]]
         return any(u.lower().startswith(("https://", "mdns://")) for u in upstreams)
 
     def _sync_options(self) -> None:
@@ -865,6 +804,7 @@ class SiteForm(VerticalScroll, can_focus=False):
         self.query_one("#rate-limit-options").display = self.is_on("rate_limit")
         self.query_one("#cache-options").display = self.is_on("cache")
         self.query_one("#compression-options").display = self.is_on("compression")
+        self.query_one("#health-options").display = self.is_on("health")
         for field in self.query(".auth-field"):
             field.display = field.has_class(f"auth-{self.auth_mode}")
         tls = self.is_on("tls")
@@ -925,6 +865,15 @@ class SiteForm(VerticalScroll, can_focus=False):
                 sub = f"{m.group(2)}: " if m.group(2) else ""
                 route_rows.setdefault(int(m.group(1)), []).extend(sub + msg for msg in messages)
                 continue
+            if key == "health":  # one converter for the table: "interval: expected a duration ..."
+                for msg in messages:
+                    sub, _, rest = msg.partition(": ")
+                    option = f"health.{sub}"
+                    if option in self.fields:
+                        placed.setdefault(option, []).append(rest)
+                    else:
+                        placed.setdefault("health", []).append(msg)
+                continue
             target = self._target(key) if key else None
             if target is None:
                 unplaced.extend(f"{key}: {msg}" if key else msg for msg in messages)
@@ -932,6 +881,7 @@ class SiteForm(VerticalScroll, can_focus=False):
                 placed.setdefault(target, []).extend(messages)
         for key, field in self.fields.items():
             field.show_errors(placed.get(key, []) if self.reveal or key in self.touched else [])
+        self.upstreams.show_problems(self.fields["upstreams"].error_line.messages.splitlines())
         self.routes.show_errors(route_rows if self.reveal or "routes" in self.touched else {})
         return unplaced
 
@@ -940,6 +890,9 @@ class SiteForm(VerticalScroll, can_focus=False):
         for widget in self.query(".-invalid"):
             if isinstance(widget, (Field, ListRow)):
                 target = widget.control if isinstance(widget, Field) else widget
+                if target is self.upstreams and self.upstreams.focus_invalid():
+                    widget.scroll_visible()
+                    return True
                 if focus_first(target):
                     widget.scroll_visible()
                     return True

@@ -1,10 +1,9 @@
-"""The site form's small list editors: path routes, header rules and Basic/login users.
+"""The site form's small list editors: path routes and header rules (users are in `user_list`,
+upstreams in `upstream_list`).
 
 Each is a self-contained widget that keeps its rows in Python (so the form can
 read them at any time) and posts `Changed` when a row comes or goes; typing in
-a row's inputs bubbles up as the inputs' own `Input.Changed`. Passwords are
-hashed in a worker thread and only the hash is kept: the password inputs are
-cleared before hashing starts.
+a row's inputs bubbles up as the inputs' own `Input.Changed`.
 """
 
 from __future__ import annotations
@@ -14,15 +13,29 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Button, Checkbox, Input, Label, Static
+from textual.widgets import Button, Checkbox, Input, Static
 
 from homeproxy.config import Route
-from homeproxy.passwords import hash_password
+from homeproxy.config.model import Upstream
+
+
+def upstream_data(upstream: Upstream) -> str | dict[str, Any]:
+    """An upstream as the loader reads it: its URL, or a table when it has options."""
+    if upstream == Upstream(upstream.url):
+        return upstream.url
+    table: dict[str, Any] = {"url": upstream.url}
+    if upstream.weight != 1:
+        table["weight"] = upstream.weight
+    if upstream.backup:
+        table["backup"] = True
+    if upstream.max_conns:
+        table["max_conns"] = upstream.max_conns
+    return table
 
 
 def split_list(text: str) -> list[str]:
@@ -207,21 +220,30 @@ class RowList(Vertical, Generic[RowT]):
 
 
 class RouteRow(ListRow):
-    """A path prefix, its upstreams and whether to strip the prefix."""
+    """A path prefix, its upstreams, and whether to strip the prefix or put another in its place.
+
+    The upstreams are one input of URLs; an upstream that the file gives options (a weight,
+    `backup`) keeps them as long as its URL stays in the input."""
 
     DEFAULT_CSS = """
     RouteRow .route-path {
-        width: 14;
+        width: 12;
         margin-right: 1;
     }
     RouteRow .route-upstreams {
         width: 1fr;
         margin-right: 1;
     }
+    RouteRow .route-rewrite {
+        width: 9;
+        margin-right: 1;
+    }
     """
 
     def __init__(self, route: Route | None = None) -> None:
         super().__init__()
+        self.configured: dict[str, Upstream] = {u.url: u for u in route.upstreams} if route else {}
+        """The route's upstreams as the file has them, by URL."""
         self.path = Input(
             route.path if route else "",
             placeholder="/api/",
@@ -236,6 +258,13 @@ class RouteRow(ListRow):
             classes="route-upstreams",
             tooltip="http(s) URLs for this route, or mdns://Name._type._tcp services, separated by commas",
         )
+        self.rewrite = Input(
+            route.rewrite if route else "",
+            placeholder="rewrite",
+            compact=True,
+            classes="route-rewrite",
+            tooltip='Put this prefix in place of the path\'s ("/" strips it: /v1/users goes upstream as /users)',
+        )
         self.strip = Checkbox(
             "strip",
             route.strip_prefix if route else False,
@@ -247,15 +276,22 @@ class RouteRow(ListRow):
     def controls(self) -> ComposeResult:
         yield self.path
         yield self.upstreams
+        yield self.rewrite
         yield self.strip
 
     def value(self) -> dict[str, Any]:
         """The route as the loader reads it."""
-        return {
+        value: dict[str, Any] = {
             "path": self.path.value.strip(),
-            "upstreams": split_upstreams(self.upstreams.value),
+            "upstreams": [
+                upstream_data(self.configured[url]) if url in self.configured else url
+                for url in split_upstreams(self.upstreams.value)
+            ],
             "strip_prefix": self.strip.value,
         }
+        if rewrite := self.rewrite.value.strip():
+            value["rewrite"] = rewrite
+        return value
 
 
 class RouteList(RowList[RouteRow]):
@@ -313,213 +349,3 @@ class HeaderList(RowList[HeaderRow]):
     def values(self) -> dict[str, str]:
         """The rules as the loader reads them (fully blank rows are ignored)."""
         return {name: value for name, value in (row.value() for row in self._rows) if name or value}
-
-
-def user_problem(name: str, password: str, again: str) -> str:
-    """Why a user cannot be added as typed, or ""."""
-    if not name:
-        return "type a user name"
-    if ":" in name:
-        return 'a user name cannot contain ":" (Basic auth separates name and password with it)'
-    if not password:
-        return "type a password, twice"
-    if password != again:
-        return "the two passwords differ"
-    return ""
-
-
-class UserList(Vertical):
-    """User names with their password hashes; add (password typed twice) and remove.
-
-    The password is never kept: the inputs are cleared as soon as it is read, it is
-    hashed in a worker thread, and only the hash is stored in `users`.
-    """
-
-    DEFAULT_CSS = """
-    UserList {
-        height: auto;
-    }
-    UserList > .rows {
-        height: auto;
-    }
-    UserList .user-row {
-        height: 1;
-    }
-    UserList .user-name {
-        width: 1fr;
-    }
-    UserList .user-hash {
-        width: auto;
-        color: $text-muted;
-        margin-right: 1;
-    }
-    UserList .no-users {
-        color: $text-muted;
-    }
-    UserList .user-input {
-        height: 1;
-    }
-    UserList .user-input > Label {
-        width: 10;
-        color: $text-muted;
-    }
-    UserList .user-input > Input {
-        width: 1fr;
-    }
-    UserList #add-user {
-        margin-left: 10;
-        width: auto;
-    }
-    UserList #user-status {
-        height: auto;
-        color: $text-muted;
-    }
-    """
-
-    class Changed(Message):
-        """A user was added, had their password changed, or was removed."""
-
-        def __init__(self, user_list: UserList) -> None:
-            super().__init__()
-            self.user_list = user_list
-
-        @property
-        def control(self) -> UserList:
-            return self.user_list
-
-    class _Hashed(Message):
-        """From the hashing thread: `name`'s new password hash."""
-
-        def __init__(self, name: str, hashed: str) -> None:
-            super().__init__()
-            self.name = name
-            self.hashed = hashed
-
-    def __init__(self, users: Iterable[tuple[str, str]], *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.users: list[tuple[str, str]] = list(users)
-        """User names and their scrypt hashes."""
-        self.hashing = ""
-        """The user whose password is being hashed, or ""."""
-        self._remove_buttons: dict[Button, str] = {}
-
-    def compose(self) -> ComposeResult:
-        yield Vertical(*self._user_rows(), classes="rows")
-        with Horizontal(classes="user-input"):
-            yield Label("New user")
-            yield Input(placeholder="name", id="new-user", compact=True)
-        with Horizontal(classes="user-input"):
-            yield Label("Password")
-            yield Input(placeholder="password", password=True, id="new-password", compact=True)
-        with Horizontal(classes="user-input"):
-            yield Label("Again")
-            yield Input(placeholder="the same password", password=True, id="new-password-again", compact=True)
-        yield Button("Add user", id="add-user", compact=True, tooltip="Hash the password and add the user")
-        yield ErrorLine(id="user-problem")
-        yield Static(id="user-status")
-
-    def _user_rows(self) -> list[Widget]:
-        self._remove_buttons = {}
-        if not self.users:
-            return [Static("no users yet", classes="no-users")]
-        rows: list[Widget] = []
-        for name, _hashed in self.users:
-            remove = Button("Remove", compact=True, classes="remove-user", tooltip="Remove this user")
-            self._remove_buttons[remove] = name
-            rows.append(
-                Horizontal(
-                    Label(Text(name), classes="user-name"),
-                    Static("scrypt hash", classes="user-hash"),
-                    remove,
-                    classes="user-row",
-                )
-            )
-        return rows
-
-    async def _show_users(self) -> None:
-        rows = self.query_one(".rows", Vertical)
-        await rows.remove_children()
-        await rows.mount_all(self._user_rows())
-
-    @property
-    def names(self) -> list[str]:
-        return [name for name, _ in self.users]
-
-    @property
-    def pending(self) -> str:
-        """Why there is typed-but-not-added work (a name or password not added yet), or ""."""
-        if self.hashing:
-            return f'still hashing the password of "{self.hashing}"'
-        name = self.query_one("#new-user", Input).value.strip()
-        typed = self.query_one("#new-password", Input).value or self.query_one("#new-password-again", Input).value
-        if name or typed:
-            return f'user "{name}" is not added yet: press Add user (or clear the fields)'
-        return ""
-
-    @on(Input.Submitted, "#new-user")
-    def _name_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.query_one("#new-password", Input).focus()
-
-    @on(Input.Submitted, "#new-password")
-    def _password_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.query_one("#new-password-again", Input).focus()
-
-    @on(Input.Submitted, "#new-password-again")
-    @on(Button.Pressed, "#add-user")
-    def _add_requested(self, event: Input.Submitted | Button.Pressed) -> None:
-        event.stop()
-        self.add_user()
-
-    def add_user(self) -> None:
-        """Check what was typed, clear the passwords and hash in a thread."""
-        if self.hashing:
-            return
-        name_input = self.query_one("#new-user", Input)
-        first = self.query_one("#new-password", Input)
-        again = self.query_one("#new-password-again", Input)
-        name, password = name_input.value.strip(), first.value
-        problem = user_problem(name, password, again.value)
-        self.query_one("#user-problem", ErrorLine).show([problem] if problem else [])
-        if problem:
-            return
-        first.value = again.value = ""
-        self.hashing = name
-        self.query_one("#user-status", Static).update(Text(f'Hashing the password of "{name}"…'))
-        self._hash(name, password)
-
-    @work(thread=True, exclusive=True, group="hash-password", exit_on_error=False)
-    def _hash(self, name: str, password: str) -> None:
-        # scrypt takes about 0.1 s of CPU: never on the event loop.
-        self.post_message(self._Hashed(name, hash_password(password)))
-
-    @on(_Hashed)
-    async def _hashed(self, message: _Hashed) -> None:
-        message.stop()
-        self.hashing = ""
-        name = message.name
-        changed = name in self.names
-        if changed:
-            self.users = [(n, message.hashed if n == name else h) for n, h in self.users]
-        else:
-            self.users.append((name, message.hashed))
-        self.query_one("#new-user", Input).value = ""
-        what = "gets a new password" if changed else "added"
-        self.query_one("#user-status", Static).update(
-            Text(f'"{name}" {what}; only the password\'s hash is kept. Save the site to apply.')
-        )
-        await self._show_users()
-        self.post_message(self.Changed(self))
-
-    @on(Button.Pressed, ".remove-user")
-    async def _remove_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        name = self._remove_buttons.get(event.button)
-        if name is None:
-            return
-        self.users = [(n, h) for n, h in self.users if n != name]
-        self.query_one("#user-status", Static).update(Text(f'"{name}" removed. Save the site to apply.'))
-        await self._show_users()
-        self.query_one("#new-user", Input).focus()
-        self.post_message(self.Changed(self))
