@@ -46,9 +46,12 @@ def fill(disk: Path) -> None:
 def test_a_save_on_a_full_disk_keeps_the_file_and_the_config(small_disk: Path) -> None:
     path = small_disk / "config.toml"
     path.write_text("# mine\n" + SITE)
-    store = ConfigStore(path, keep_backups=0)
+    store = ConfigStore(path, keep_backups=1)
     before = store.load()
+    # Room for the backup of the small file, none for the large new one: the save itself fails.
+    (small_disk / "reserve").write_bytes(b"r" * 4096)
     fill(small_disk)
+    (small_disk / "reserve").unlink()
     site = replace(before.sites[0], hosts=tuple(f"host{i}.lan" for i in range(400)))
     with pytest.raises(ConfigSaveError) as caught:
         store.update_site("app", site)
