@@ -18,6 +18,7 @@ from rich.text import Text
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
+from homeproxy.engine import UpstreamHealthChanged
 from homeproxy.runtime import Runtime
 from homeproxy.tui.app import HomeproxyApp
 from homeproxy.tui.screens.dashboard import DashboardScreen
@@ -199,3 +200,19 @@ async def test_u_shows_each_upstreams_health_and_traffic(
         await wait_for(lambda: isinstance(app.screen, DashboardScreen), description="the dashboard")
         screen = await _open_upstreams(pilot)
         assert screen.site_name == "web" and cell(screen, b.url, "state") == "● down"
+
+
+async def test_many_changes_at_once_make_three_toasts_and_a_count(web_runtime: Runtime) -> None:
+    """A switch that loses every server at once must not bury the screen in toasts."""
+    app = HomeproxyApp(web_runtime)
+    async with app.run_test(size=(120, 40)):
+        await wait_for(lambda: isinstance(app.screen, DashboardScreen), description="the dashboard")
+        now = web_runtime.clock()
+        for n in range(5):  # canned events, on the real bus, as the engine would publish them
+            web_runtime.bus.publish(UpstreamHealthChanged(now, "web", f"http://10.9.9.{n}:80", False, "refused"))
+        web_runtime.bus.publish(UpstreamHealthChanged(now, "web", "http://10.9.9.0:80", True, "cool-down over"))
+        await wait_for(lambda: toasts(app, "Upstreams"), description="the count")
+        assert len(toasts(app, "Upstream down")) == 3
+        assert toasts(app, "Upstreams") == [
+            ("and 2 more down, 1 more back (press u on a site for its upstreams)", "warning")
+        ]
