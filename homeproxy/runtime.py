@@ -19,8 +19,16 @@ from homeproxy import paths
 from homeproxy.config import Config, ConfigStore
 from homeproxy.control import ControlServer, socket_path
 from homeproxy.discovery.directory import ServiceDirectory
-from homeproxy.engine import AccessLog, Consumer, Engine, EventBus, RequestCompleted, Stats, Subscription
-from homeproxy.engine.events import ProblemReported
+from homeproxy.engine import (
+    AccessLog,
+    Consumer,
+    Engine,
+    EventBus,
+    ProblemReported,
+    RequestCompleted,
+    Stats,
+    Subscription,
+)
 from homeproxy.metrics.server import MetricsServer
 
 if TYPE_CHECKING:

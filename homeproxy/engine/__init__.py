@@ -2,7 +2,7 @@
 
 from homeproxy.engine.accesslog import AccessLog
 from homeproxy.engine.engine import Engine
-from homeproxy.engine.events import Consumer, EventBus, RequestCompleted, Subscription
+from homeproxy.engine.events import Consumer, EventBus, ProblemReported, RequestCompleted, Subscription
 from homeproxy.engine.health_types import UpstreamHealthChanged, UpstreamStatus
 from homeproxy.engine.listeners import BindError
 from homeproxy.engine.stats import TOTAL, SiteStats, Stats, UpstreamStats
@@ -14,6 +14,7 @@ __all__ = [
     "Consumer",
     "Engine",
     "EventBus",
+    "ProblemReported",
     "RequestCompleted",
     "SiteStats",
     "Stats",

@@ -26,7 +26,7 @@ from textual.screen import Screen
 
 from homeproxy.config import ConfigChanged, ConfigRejected
 from homeproxy.discovery.events import DISCOVERY_EVENTS, DiscoveryEvent, NameAnnounced, NameConflict
-from homeproxy.engine import RequestCompleted, Stats, UpstreamHealthChanged
+from homeproxy.engine import ProblemReported, RequestCompleted, Stats, UpstreamHealthChanged
 from homeproxy.runtime import Runtime
 from homeproxy.tui.bridge import ConfigEventArrived, RequestBuffer, drain
 from homeproxy.tui.health import HealthBook
@@ -100,7 +100,10 @@ class HomeproxyApp(App[None]):
         self.unsaved: dict[str, str] = {}
         """What has unsaved work (e.g. an open editor), and a description of it."""
         self._subscription = runtime.bus.subscribe(
-            "tui", maxlen=buffer_size, headers=True, kinds=(RequestCompleted, UpstreamHealthChanged, *DISCOVERY_EVENTS)
+            "tui",
+            maxlen=buffer_size,
+            headers=True,
+            kinds=(RequestCompleted, UpstreamHealthChanged, ProblemReported, *DISCOVERY_EVENTS),
         )
         self.health = HealthBook()
         """Each site upstream's health, as the engine tells it."""
@@ -145,6 +148,15 @@ class HomeproxyApp(App[None]):
             self.health.refresh(self.runtime.engine)
             self._toast_health(batch.health.events)
             self._to_screen(batch.health)
+        for problem in batch.problems:
+            # Said once when it starts and once when it ends (a full disk), never per request.
+            self.notify(
+                problem.message,
+                title=f"{problem.source.capitalize()} {'works again' if problem.solved else 'problem'}",
+                severity="information" if problem.solved else "error",
+                timeout=8 if problem.solved else 30,
+                markup=False,
+            )
 
     def _toast_health(self, events: Sequence[UpstreamHealthChanged]) -> None:
         """A toast per upstream that went down or came back; past `HEALTH_TOASTS` in one batch

@@ -19,7 +19,7 @@ from textual.message import Message
 
 from homeproxy.config import ConfigEvent
 from homeproxy.discovery.events import DiscoveryEvent
-from homeproxy.engine import RequestCompleted, Subscription, UpstreamHealthChanged
+from homeproxy.engine import ProblemReported, RequestCompleted, Subscription, UpstreamHealthChanged
 
 
 class RequestBuffer:
@@ -94,6 +94,7 @@ class Drained:
     requests: RequestsArrived | None = None
     discovered: DiscoveryEventsArrived | None = None
     health: UpstreamHealthArrived | None = None
+    problems: tuple[ProblemReported, ...] = ()
 
 
 def drain(subscription: Subscription) -> Drained:
@@ -110,4 +111,5 @@ def drain(subscription: Subscription) -> Drained:
         RequestsArrived(requests, subscription.dropped) if requests else None,
         DiscoveryEventsArrived(found) if found else None,
         UpstreamHealthArrived(health) if health else None,
+        tuple(e for e in batch if isinstance(e, ProblemReported)),
     )

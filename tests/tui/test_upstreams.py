@@ -216,3 +216,30 @@ async def test_many_changes_at_once_make_three_toasts_and_a_count(web_runtime: R
         assert toasts(app, "Upstreams") == [
             ("and 2 more down, 1 more back (press u on a site for its upstreams)", "warning")
         ]
+
+
+async def test_an_access_log_that_cannot_be_written_is_one_toast_not_one_per_request(
+    tmp_path: Path, backends: tuple[Backend, Backend]
+) -> None:
+    """The access log on a full disk (/dev/full fails every write as a full disk does)."""
+    a, _ = backends
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[server]\nlisten = ["127.0.0.1"]\nhttp_port = 0\n\n[logging]\naccess_log = "/dev/full"\n\n'
+        f'[[sites]]\nname = "web"\nhosts = ["web.home.arpa"]\nupstreams = ["{a.url}"]\n',
+        encoding="utf-8",
+    )
+    rt = Runtime(path, log_dir=tmp_path / "log", discovery=False)
+    await asyncio.to_thread(rt.start)
+    try:
+        app = HomeproxyApp(rt)
+        async with app.run_test(size=(120, 40)):
+            for _ in range(3):
+                assert await requests(rt, 2) == ["a /0", "a /1"]  # served all the same
+                await asyncio.sleep(0.3)  # a few of the log's batches
+            await wait_for(lambda: toasts(app, "Access log problem"), description="the toast")
+            [(message, severity)] = toasts(app, "Access log problem")
+            assert message.startswith("access log /dev/full cannot be written: ")
+            assert severity == "error"
+    finally:
+        await asyncio.to_thread(rt.stop)
