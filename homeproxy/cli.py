@@ -415,16 +415,23 @@ def cmd_tui(path: Path) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
     runtime = Runtime(path)
-    try:
-        runtime.start()
-    except ConfigInvalid as e:
-        for err in e.errors:
-            print(err, file=sys.stderr)
-        print(f"\nhomeproxy did not start: fix {path} (`homeproxy check --config {path}`).", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"cannot read or create {path}: {e.strerror or e}", file=sys.stderr)
-        return 1
+    while True:
+        try:
+            runtime.start()
+            break
+        except ConfigInvalid as e:
+            # Open the file with its errors instead of leaving: homeproxy starts once it is fixed.
+            from homeproxy.tui.repair import RepairApp
+
+            if not RepairApp(path, e.errors).run():
+                for err in e.errors:
+                    print(err, file=sys.stderr)
+                print(f"\nhomeproxy did not start: fix {path} (`homeproxy check --config {path}`).", file=sys.stderr)
+                return 1
+            runtime = Runtime(path)
+        except OSError as e:
+            print(f"cannot read or create {path}: {e.strerror or e}", file=sys.stderr)
+            return 1
     # Everything made while starting lives as long as the process: keep it out of the
     # collector's way, and collect less often (the request buffer holds many small objects;
     # full collections over it pause the UI, and with it the proxy's share of the GIL).

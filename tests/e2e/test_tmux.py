@@ -91,6 +91,15 @@ def _field_line(screen: str, label: str) -> str:
     raise AssertionError(f"no {label!r} field on the screen:\n{screen}")
 
 
+def _first_upstream(screen: str) -> str:
+    """The first row of the site form's upstream list (the line under its "Upstream URL" header)."""
+    lines = [line.strip("█ ") for line in screen.splitlines()]
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("Upstream URL"):
+            return lines[i + 1] + " "
+    raise AssertionError(f"no upstream list on the screen:\n{screen}")
+
+
 def _quote(s: str) -> str:
     return "'" + s.replace("'", "'\\''") + "'"
 
@@ -120,8 +129,8 @@ def test_add_a_site_with_keystrokes_and_curl_through_it(tmp_path: Path, backend:
         term.keys("Tab")
         term.keys(upstream, literal=True)
         term.wait_until(
-            lambda screen: _field_line(screen, "Upstreams").startswith(upstream + " ") and "✓ Valid" in screen,
-            "the upstream typed in its field, and the site valid",
+            lambda screen: _first_upstream(screen).startswith(upstream + " ") and "✓ Valid" in screen,
+            "the upstream typed in its row, and the site valid",
         )
         screen = term.screen()
         assert _field_line(screen, "Name").startswith("closet "), screen
