@@ -85,6 +85,7 @@ class Runtime:
         Listeners that fail to bind are reported in `engine.listen_errors`.
         """
         config = self.store.load()
+        raise_open_file_limit()
         stats = Consumer(self.bus, "stats", self.stats.record)
         self._access_consumer = Consumer(self.bus, "access-log", self.access_log.write, interval=0.25)
         self._consumers = [stats, self._access_consumer]
@@ -207,3 +208,28 @@ class Runtime:
         if self._metrics_consumer is not None:
             self._metrics_consumer.stop()
         self.access_log.close()
+
+
+#: The most open files homeproxy asks for (each proxied request holds two).
+FILE_LIMIT = 65536
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft limit on open files to the hard one (at most `FILE_LIMIT`), as nginx's
+    `worker_rlimit_nofile` does: Debian's default soft limit of 1024 would cap homeproxy at
+    about 500 proxied connections. Returns the soft limit in force."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        return -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FILE_LIMIT if hard == resource.RLIM_INFINITY else min(hard, FILE_LIMIT)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, wanted, e)
+            return soft
+        log.info("open-file limit raised from %d to %d", soft, wanted)
+        return wanted
+    return soft
