@@ -3,12 +3,14 @@
 `build_middlewares()` is the one place that knows the order of a site's chain
 (requests flow down it, responses flow back up):
 
-    access (allow/deny) -> auth -> rate limit -> headers -> cache -> compression -> forward
+    access (allow/deny) -> auth -> rate limit -> headers -> ranges -> cache -> compression -> forward
 
 - access first: a denied network learns nothing, not even that a login exists;
 - auth before the rate limit, so a flood of bad passwords is throttled by auth's own
   failure counter and a logged-in user's burst is limited per client IP;
 - headers outside the cache, so its rules also apply to cache hits;
+- ranges (the guard against abusive `Range` headers) in every chain, before the cache, so
+  that a request it disarms can be answered from the cache like any other GET;
 - cache outside compression, so the cache stores the compressed variant (with
   `Vary: Accept-Encoding`) and a hit does not compress again.
 
@@ -67,6 +69,9 @@ def build_middlewares(site: Site, ctx: FeatureContext) -> list[Middleware]:
         from homeproxy.engine.features.headers import make_headers
 
         chain.append(make_headers(site, ctx))
+    from homeproxy.engine.features.ranges import make_ranges
+
+    chain.append(make_ranges(site, ctx))
     if site.cache.enabled:
         from homeproxy.engine.features.cache import make_cache
 

@@ -8,7 +8,8 @@ All cache work happens on the engine's loop; a lock makes `resize()`,
 `set_site_limit()` and `purge()` safe from the thread that applies a config.
 
 `make_cache(site, ctx)` is the middleware. It keys responses by site, scheme,
-host and request target (HEAD uses GET's entry), with one variant per set of
+Host as sent (lower case, port included: the upstream's X-Forwarded-Host quotes
+it) and request target (HEAD uses GET's entry), with one variant per set of
 values of the request headers that the response's `Vary` names, and:
 
 - stores what a shared cache may store (RFC 9111 section 3): responses to GET,
@@ -39,9 +40,12 @@ values of the request headers that the response's `Vary` names, and:
 - invalidates the URL, and same-host Location / Content-Location, after a
   non-error answer to an unsafe method (section 4.4);
 - passes through uncached (BYPASS): other methods, Range, If-Match,
-  If-Unmodified-Since, If-Range, upgrades, GETs with a body, and requests with
-  `Cache-Control: no-store`; `only-if-cached` gets a 504 when nothing usable
-  is stored.
+  If-Unmodified-Since, If-Range, upgrades, GETs with a body, requests with
+  `Cache-Control: no-store`, and requests carrying a header the upstream may
+  build its answer from but the key does not hold (`Forwarded`, X-Original-URL,
+  X-Forwarded-Scheme and the like, or a trusted proxy's X-Forwarded-Host naming
+  another host than Host: `keys.unkeyed`), so that no client can poison the
+  entry others get; `only-if-cached` gets a 504 when nothing usable is stored.
 
 Heuristic freshness (section 4.2.2) is the site's `default_ttl` and nothing
 else: a response with a validator but no explicit lifetime, and a status that
@@ -58,7 +62,7 @@ oversized body discards it, so no half entry is ever stored.
 
 The package, one concern a module:
 
-- `keys`: the cache key (site, scheme, host, target) and Vary variants;
+- `keys`: the cache key (site, scheme, authority, target), Vary variants, unkeyed headers;
 - `policy`: RFC 9111 parsing and rules (Cache-Control, HTTP dates, freshness lifetime,
   age, which fields an entry keeps, a request's directives);
 - `store`: `Entry` and `SharedCache` (bounded memory, eviction, invalidation, purge,

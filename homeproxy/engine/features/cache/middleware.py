@@ -18,8 +18,10 @@ from homeproxy.engine.features.cache.keys import (
     Headers,
     Key,
     Slot,
+    _authority,
     _scheme,
     _target,
+    unkeyed,
     variant_of,
     vary_fields,
 )
@@ -119,7 +121,12 @@ def make_cache(site: Site, ctx: FeatureContext) -> Middleware:
         req = _request_directives(headers)
         if req is None:  # request no-store
             return label(await nxt(ex), ex, BYPASS)
-        key: Key = (name, _scheme(ex), ex.host, _target(ex))
+        authority = _authority(ex)
+        if unkeyed(ex, authority) is not None:
+            # The answer may be built from a header the key does not hold (X-Original-URL,
+            # Forwarded, ...): neither answered from the cache nor stored (cache poisoning).
+            return label(await nxt(ex), ex, BYPASS)
+        key: Key = (name, _scheme(ex), authority, _target(ex))
         return await serve(ex, nxt, key, req, collapse=True)
 
     async def serve(ex: Exchange, nxt: Handler, key: Key, req: _Request, *, collapse: bool) -> Reply:
@@ -344,7 +351,10 @@ def make_cache(site: Site, ctx: FeatureContext) -> Middleware:
             # RFC 9111 section 4.4: the target and same-host Location/Content-Location go.
             scheme = _scheme(ex)
             target = _target(ex)
-            store.invalidate((name, scheme, ex.host, target))
+            authority = _authority(ex)
+            # The URL under the Host as sent, and under the bare host name (the usual spelling).
+            for spelling in {authority, ex.host}:
+                store.invalidate((name, scheme, spelling, target))
             base = f"{scheme}://{ex.host}{target}"
             for field_name in ("Location", "Content-Location"):
                 value = reply.headers.get(field_name)
@@ -353,11 +363,13 @@ def make_cache(site: Site, ctx: FeatureContext) -> Middleware:
                 try:
                     parts = urlsplit(urljoin(base, value.strip()))
                     host = (parts.hostname or "").lower()
+                    netloc = parts.netloc.rpartition("@")[2].lower()
                 except ValueError:
                     continue
                 if host == ex.host:
                     path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-                    store.invalidate((name, parts.scheme or scheme, host, path))
+                    for spelling in {host, netloc or host}:
+                        store.invalidate((name, parts.scheme or scheme, spelling, path))
         return label(reply, ex, BYPASS)
 
     return cache

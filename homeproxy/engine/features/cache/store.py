@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from multidict import CIMultiDict
 
-from homeproxy.engine.features.cache.keys import Headers, Key, Slot, Variant, _split_url, variant_of
+from homeproxy.engine.features.cache.keys import Headers, Key, Slot, Variant, _split_url, hostname, variant_of
 from homeproxy.engine.features.cache.policy import Directives, freshness_lifetime, http_date, parse_http_date
 
 #: Variants kept per URL (the least recently used goes first), e.g. `Vary: User-Agent`.
@@ -129,7 +129,7 @@ class SharedCache:
         """Requests waiting right now for another request's fetch of the same key."""
         self._solo: OrderedDict[Slot, float] = OrderedDict()
         self._epoch = 0
-        # (epoch, site, host or None for any, target or None for all): what was invalidated when.
+        # (epoch, site, host name or None for any, target or None for all): what was invalidated when.
         self._invalidations: deque[tuple[int, str, str | None, str | None]] = deque(maxlen=MAX_INVALIDATIONS)
 
     # --- sizes ---------------------------------------------------------------------------
@@ -261,11 +261,12 @@ class SharedCache:
 
     def invalidate(self, key: Key) -> int:
         """Drop every variant of `key`, over http and https alike (RFC 9111 section 4.4);
-        how many were dropped."""
+        how many were dropped. A fetch of the same host name and target that is under way
+        (any spelling of the host, `app.test:8443` too) is not stored."""
         site, scheme, host, target = key
         with self._lock:
             self._epoch += 1
-            self._invalidations.append((self._epoch, site, host, target))
+            self._invalidations.append((self._epoch, site, hostname(host), target))
             dropped = 0
             for s in {scheme, "http", "https"}:
                 res = self._resources.get((site, s, host, target))
@@ -291,7 +292,7 @@ class SharedCache:
                 victims = [
                     e
                     for e in (lru.values() if lru else ())
-                    if e.key[3] == target and (host is None or e.key[2] == host)
+                    if e.key[3] == target and (host is None or hostname(e.key[2]) == host)
                 ]
             for entry in victims:
                 self._drop(entry)
@@ -302,8 +303,9 @@ class SharedCache:
             return False
         if not self._invalidations or self._invalidations[0][0] > since + 1:
             return True  # history lost: assume the worst
+        name = hostname(key[2])
         return any(
-            epoch > since and site == key[0] and (host is None or host == key[2]) and (target in (None, key[3]))
+            epoch > since and site == key[0] and (host is None or host == name) and (target in (None, key[3]))
             for epoch, site, host, target in self._invalidations
         )
 
