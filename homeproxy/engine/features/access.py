@@ -10,7 +10,8 @@ reports for IPv4 peers) are matched as the IPv4 address they are, and a rule
 written in mapped form matches the plain IPv4 client too. A client address that
 does not parse is refused when any rule is set (fail closed).
 
-`Networks` and `client_address()` are shared with auth's `bypass`.
+`Networks` and `client_address()` are shared with auth's `bypass`; `client_key()` keys
+per-client tables (rate limit), `client_group()` auth's failed logins (an IPv6 /64 is one).
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def client_address(client: str) -> Address | None:
 def client_key(client: str) -> str:
     """A stable key for per-client tables: the normalised address, or the raw text."""
     ip = client_address(client)
+    return str(ip) if ip is not None else client
+
+
+def client_group(client: str) -> str:
+    """The key of the budget a client shares (auth's failed logins): an IPv4 address as it is,
+    an IPv6 one by its /64 (`2001:db8:1:2::/64`), since one host commonly holds a whole /64
+    (RFC 4291 section 2.5.1; SLAAC, privacy addresses) and can take a fresh address per
+    guess. IPv4-mapped addresses count as the IPv4 address; anything else as its raw text."""
+    ip = client_address(client)
+    if isinstance(ip, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
     return str(ip) if ip is not None else client
 
 

@@ -16,8 +16,9 @@ All three modes share:
   constant time, so a browser's every request does not pay for scrypt again.
   An unknown user costs the same scrypt run as a known one (no user enumeration
   by timing), and user names are compared in constant time too.
-- Failed checks are counted per client IP (in `FeatureContext.state`, so a config
-  apply does not reset them): after `FREE_FAILURES` the client waits 1 s, then
+- Failed checks are counted per client (in `FeatureContext.state`, so a config
+  apply does not reset them), an IPv4 address or an IPv6 /64 (`client_group`: a
+  host that holds a /64 could take a fresh address per guess): after `FREE_FAILURES` the client waits 1 s, then
   2, 4, ... up to `MAX_BACKOFF`, and its attempts meanwhile get 429 with
   Retry-After, without a check (even credentials that would be right: a
   throttled client learns nothing). A success forgets the client's failures.
@@ -48,7 +49,7 @@ from homeproxy.config.model import Site
 from homeproxy.engine.chain import Handler, Middleware
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.features import FeatureContext
-from homeproxy.engine.features.access import Networks, client_address, client_key
+from homeproxy.engine.features.access import Networks, client_address, client_group
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import Reply
 from homeproxy.passwords import verify_password
@@ -164,7 +165,7 @@ class PasswordCheck:
         return found
 
     async def verify(self, client: str, user: str, password: bytes) -> Verdict:
-        """Whether `password` is `user`'s, as seen from `client` (a key from `client_key`)."""
+        """Whether `password` is `user`'s, as seen from `client` (a key from `client_group`)."""
         now = self._clock()
         wait = self.throttle.wait(client, now)
         if wait > 0.0:
@@ -290,7 +291,7 @@ class _Basic:
             user, password = parse_basic(values[0])
         except BadCredentials as e:
             return self.unauthorized(ex, f"auth: {e}")
-        verdict = await self.check.verify(client_key(ex.client), user, password)
+        verdict = await self.check.verify(client_group(ex.client), user, password)
         if verdict.retry_after:
             return too_many(ex, verdict)
         if not verdict.ok:

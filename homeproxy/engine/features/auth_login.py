@@ -55,7 +55,7 @@ from homeproxy.config.model import Site
 from homeproxy.engine.chain import Handler
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.features import FeatureContext
-from homeproxy.engine.features.access import client_key
+from homeproxy.engine.features.access import client_group
 from homeproxy.engine.features.auth import PasswordCheck, quoted, too_many
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import Reply
@@ -336,7 +336,7 @@ class LoginMode:
         user, password = form.get("username", ""), form.get("password", "")
         if not user or not password:
             return self._form(401, next_path=next_path, message="Enter your user name and password.", user=user)
-        verdict = await self.check.verify(client_key(ex.client), user, password.encode("utf-8"))
+        verdict = await self.check.verify(client_group(ex.client), user, password.encode("utf-8"))
         if verdict.retry_after:
             reply = too_many(ex, verdict)
             if wants_html(ex):

@@ -50,7 +50,9 @@ async def upstream(backend: StartBackend) -> str:
     return (await backend(reflecting)).url
 
 
-async def page(session: aiohttp.ClientSession, p: Proxy, path: str, **headers: str) -> tuple[dict[str, str], str]:
+async def page(
+    session: aiohttp.ClientSession, p: Proxy, path: str, **headers: str
+) -> tuple[dict[str, str | None], str]:
     got = await fetch(session, p, path, host=headers.pop("Host", HOST), headers=headers)
     assert got.status == 200, got.body[:200]
     return json.loads(got.body), got.headers.get("X-Cache", "")

@@ -17,6 +17,7 @@ import hashlib
 import struct
 import zlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -87,7 +88,7 @@ async def raw_session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-FEATURES = {
+FEATURES: dict[str, dict[str, Any]] = {
     "plain": {},
     "compression": {"compression": {"min_bytes": 0}},
     "cache+compression": {"compression": {"min_bytes": 0}, "cache": True},
