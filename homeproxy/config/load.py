@@ -121,6 +121,15 @@ SERVER_KEYS: Schema = {
     "trusted_proxies": _list_of(_cidr, "networks"),
     "drain_timeout": _duration,
     "default_site": _str,
+    "max_request_line": _size,
+    "max_header_size": _size,
+    "max_headers": _count,
+    "client_header_timeout": _duration,
+    "client_body_timeout": _duration,
+    "send_timeout": _duration,
+    "keepalive_timeout": _duration,
+    "max_connections": _count,
+    "max_connections_per_ip": _count,
 }
 
 

@@ -47,6 +47,46 @@ class ServerSettings:
     """The name of the site that answers requests for host names no site claims; "" (the
     default) gives them homeproxy's neutral 404 page."""
 
+    max_request_line: int = 8190
+    """Longest request target, and longest single header line, in bytes (nginx's
+    `large_client_header_buffers` size): a longer target is a 414, a longer header line a 431."""
+
+    max_header_size: int = 64 * 1024
+    """Bytes of header lines one request may send in all: more is a 431."""
+
+    max_headers: int = 200
+    """Header lines one request may send: more is a 431. 0: no count limit (`max_header_size`
+    still holds)."""
+
+    client_header_timeout: float = 60.0
+    """Seconds a client has to send a whole request head, counted from its first byte (and from
+    the connection's opening for its first request): then a 408 and the connection is closed
+    (nginx's `client_header_timeout`)."""
+
+    client_body_timeout: float = 60.0
+    """Seconds a client may stay silent while it sends a request body (between two reads, not
+    for the whole body): then a 408, the connection is closed and the upstream request is
+    aborted (nginx's `client_body_timeout`). Time that homeproxy itself holds the body back
+    (a slow upstream, a pending `100 Continue`) does not count."""
+
+    send_timeout: float = 60.0
+    """Seconds a client may leave a response unread while homeproxy has more of it to send
+    (between two writes): then the connection is closed and the upstream's response abandoned
+    (nginx's `send_timeout`)."""
+
+    keepalive_timeout: float = 75.0
+    """Seconds an idle keep-alive connection is kept open between two requests (nginx's
+    `keepalive_timeout`)."""
+
+    max_connections: int = 4096
+    """Client connections open at once, in all; a new one over it is closed at once. 0: no limit
+    (the process's open-file limit still holds: each proxied request uses two)."""
+
+    max_connections_per_ip: int = 256
+    """Client connections open at once from one address (an IPv6 client counts by its /64);
+    a new one over it is closed at once. 0: no limit. Addresses in `trusted_proxies` are not
+    capped (they carry many clients)."""
+
 
 @dataclass(frozen=True, slots=True)
 class LoggingSettings:

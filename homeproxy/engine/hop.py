@@ -61,6 +61,20 @@ def in_networks(addr: str, networks: tuple[Network, ...]) -> bool:
     return any(ip in n for n in networks)
 
 
+def ip_key(addr: str) -> str:
+    """The address a client connection counts against in per-IP limits: an IPv4 address as is,
+    an IPv6 one by its /64 (one host commonly holds a whole /64, and can pick any address in it)."""
+    if ":" not in addr:
+        return addr
+    try:
+        ip = ipaddress.IPv6Address(addr.partition("%")[0])
+    except ValueError:
+        return addr
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+
+
 def client_ip(peer: str, xff: str, trusted: tuple[Network, ...]) -> str:
     """The first address from the right of X-Forwarded-For that is not a trusted proxy."""
     hops = [h.strip() for h in xff.split(",") if h.strip()]

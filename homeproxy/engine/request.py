@@ -25,7 +25,13 @@ BODY_LOW_WATER = 64 * 1024
 
 
 class BodyError(ConnectionResetError):
-    """The client's body ended before its framing said (the connection closed or broke)."""
+    """The client's body ended before its framing said (the connection closed or broke), or the
+    server refused the rest of it (malformed, too slow, a chunk line too long)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+        """The answer it calls for when none has begun: 400, 408 (too slow) or 413."""
 
 
 class RequestBody:
@@ -81,6 +87,11 @@ class RequestBody:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    @property
+    def failed(self) -> bool:
+        """It broke off before its end (the client's connection closed, or it was refused)."""
+        return self._error is not None
 
     # --- read by the chain ---------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 An `asyncio.Protocol` that feeds each read to llhttp, turns heads into `Request`s, runs the
 server's handler for one request at a time (pipelined ones wait), writes what `reply.send()`
 gives it, and decides after each answer whether the connection goes on, closes or lingers.
+It enforces the `[server]` limits on what a client sends (sizes at parse time, timeouts when
+the server's sweep calls `check_timeouts()`, `send_timeout` while a response waits on it).
 """
 
 from __future__ import annotations
@@ -17,16 +19,12 @@ from typing import TYPE_CHECKING
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from homeproxy.config.model import ServerSettings
 from homeproxy.engine.h1.limits import (
-    HEAD_TIMEOUT,
-    KEEPALIVE,
     LINGER_BYTES,
     LINGER_TIME,
-    MAX_FIELD,
-    MAX_HEAD,
-    MAX_HEADERS,
+    MAX_CHUNK_LINE,
     MAX_QUEUED,
-    MAX_TARGET,
     WRITE_HIGH_WATER,
     Refused,
     check_head,
@@ -58,6 +56,12 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.remote = ""
         self.local_port = ""
+        self.ip_key = ""
+        """What the server counts this connection against (its client's address); "" when not counted."""
+        self._limits = server.settings()
+        """The `[server]` settings for the request being read (taken again at each request's start)."""
+        self._served = False
+        """A request has begun on this connection (before, its wait counts as a head's)."""
         self._parser = httptools.HttpRequestParser(self)
         self._queue: collections.deque[Request] = collections.deque()
         self._current: Request | None = None
@@ -70,6 +74,7 @@ class ClientConnection(asyncio.Protocol):
         self._url_len = 0
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
+        self._header_bytes = 0
         self._in_head = False
         self._head_began = 0.0
         self.idle_since = 0.0
@@ -90,6 +95,16 @@ class ClientConnection(asyncio.Protocol):
         """Close once the current response is written."""
         self._lingering = 0.0
         """When the connection began dropping the rest of an answered request's body (0: not)."""
+        self._body_at = 0.0
+        """When the body being read last made progress (or began to be awaited)."""
+        self._chunked = False
+        """The body being read is chunked."""
+        self._read_body = 0
+        """Body bytes the read being parsed held."""
+        self._chunk_mark = False
+        """A chunk began or ended, or a trailer field did, in the read being parsed."""
+        self._chunk_bytes = 0
+        """Bytes of chunk framing read since the last chunk began or ended (`MAX_CHUNK_LINE`)."""
 
     # --- asyncio.Protocol -------------------------------------------------------------------------
 
@@ -103,8 +118,7 @@ class ClientConnection(asyncio.Protocol):
         # Room for a few upstream reads before a stream waits on the client (asyncio's 64 KiB
         # makes a fast download stop and start for every read).
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[attr-defined]
-        self.server.connections.add(self)
-        if self.server.closing:
+        if not self.server.admit(self):  # stopping, or over a connection cap: closed at once
             self.abort()
 
     def data_received(self, data: bytes) -> None:
@@ -148,15 +162,32 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             self._refuse(Refused(400, reason(e)))
             return
+        if self._read_body:
+            self._body_at = self.loop.time()
         if self._lingering:
             body = self._parsing.content if self._parsing is not None else None
             if body is not None and (body.discarded or 0) > LINGER_BYTES:
                 self.abort()
+            self._read_body = 0
             return
         if self._in_head:
+            # What llhttp has not handed over yet (a header line still coming) is counted here.
             self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD + MAX_TARGET:
+            limits = self._limits
+            if self._head_bytes > limits.max_header_size + limits.max_request_line:
                 self._refuse(Refused(431, "request head too large"))
+        elif self._chunked and self._parsing is not None:
+            # SECURITY: chunk-size lines (with extensions) and trailer fields have no length limit in
+            # llhttp, and httptools keeps a trailer field until it ends. Bytes of framing that bring
+            # no chunk and no field, over reads, are bounded (a read that ends a line starts over).
+            if self._chunk_mark:
+                self._chunk_bytes = 0
+            else:
+                self._chunk_bytes += len(data) - self._read_body
+                if self._chunk_bytes > MAX_CHUNK_LINE:
+                    self._refuse(Refused(413, "chunk extensions or trailer too long"))
+        self._chunk_mark = False
+        self._read_body = 0
 
     def eof_received(self) -> bool | None:
         parsing = self._parsing
@@ -166,7 +197,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.server.connections.discard(self)
+        self.server.release(self)
         for request in (self._parsing, self._current, *self._queue):
             if request is not None:
                 request.content.fail(BodyError("the client's connection closed"))
@@ -195,22 +226,31 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._in_head = True
         self._head_began = self.loop.time()
+        self._limits = self.server.settings()
         self._url = []
         self._url_len = 0
         self._headers = []
+        self._header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url_len += len(url)
-        if self._url_len > MAX_TARGET:
+        if self._url_len > self._limits.max_request_line:
             raise Refused(414, "request target too long")
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) > MAX_FIELD:
+        # Also a chunked body's trailer fields, which are counted here and dropped.
+        limits = self._limits
+        size = len(name) + len(value)
+        if size > limits.max_request_line:
             raise Refused(431, "header line too long")
+        self._header_bytes += size + 4  # ": " and CRLF
+        if self._header_bytes > limits.max_header_size:
+            raise Refused(431, "request head too large")
         headers = self._headers
-        if len(headers) >= MAX_HEADERS:
+        if limits.max_headers and len(headers) >= limits.max_headers:
             raise Refused(431, "too many headers")
+        self._chunk_mark = True
         headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
@@ -223,6 +263,9 @@ class ClientConnection(asyncio.Protocol):
         target = (url[0] if len(url) == 1 else b"".join(url)).decode("utf-8", "surrogateescape")
         chunked, length = check_head(version, target, headers)
         body = RequestBody(self) if chunked or length else EMPTY_BODY
+        self._chunked = chunked
+        self._chunk_bytes = 0
+        self._body_at = self.loop.time()
         request = Request(
             self,
             parser.get_method().decode("ascii"),
@@ -243,9 +286,16 @@ class ClientConnection(asyncio.Protocol):
                 self._pause(_QUEUE_FULL)
 
     def on_body(self, body: bytes) -> None:
+        self._read_body += len(body)
         parsing = self._parsing
         if parsing is not None:
             parsing.content.feed(body)
+
+    def on_chunk_header(self) -> None:
+        self._chunk_mark = True
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_mark = True
 
     def on_message_complete(self) -> None:
         parsing, self._parsing = self._parsing, None
@@ -261,6 +311,7 @@ class ClientConnection(asyncio.Protocol):
         """`request` is the one answered now; its handler starts now (`start`) or once the read
         that brought it has been parsed whole (`data_received`)."""
         self._current = request
+        self._served = True
         self.response_started = False
         self._continued = False
         self.must_close = False
@@ -287,6 +338,9 @@ class ClientConnection(asyncio.Protocol):
         if transport is None or self._sink is not None:
             return
         body = request.content
+        if body.failed:  # malformed, too slow or too long: nothing more is read from this client
+            transport.close()
+            return
         if not body.eof:  # the rest of its body is still on the way: read and drop it, then close
             self._linger(body)
             return
@@ -324,17 +378,24 @@ class ClientConnection(asyncio.Protocol):
         transport.write(data)
 
     async def drain(self) -> None:
-        """Wait while the client's transport holds too much unsent (a slow reader)."""
+        """Wait while the client's transport holds too much unsent (a slow reader), up to
+        `send_timeout`; then the connection is cut (ConnectionResetError)."""
         if self.write_paused and self.transport is not None:
             self._drain = self.loop.create_future()
+            timeout = self.server.settings().send_timeout
             try:
-                await self._drain
+                async with asyncio.timeout(timeout):
+                    await self._drain
+            except TimeoutError:
+                self.abort()
+                raise ConnectionResetError(f"the client read nothing for {timeout:g} s") from None
             finally:
                 self._drain = None
 
     def send_continue(self, request: Request) -> None:
         if request is self._current and not self._continued and not self.response_started and request.version == "1.1":
             self._continued = True
+            self._body_at = self.loop.time()  # the client's body is awaited from now on
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -389,19 +450,40 @@ class ClientConnection(asyncio.Protocol):
             with contextlib.suppress(RuntimeError):
                 self.transport.resume_reading()
 
-    def check_timeouts(self, now: float) -> None:
-        """Called about once a second: a head too slow to arrive, or a keep-alive idle too long."""
-        if self._current is not None or self.transport is None or self._sink is not None:
+    def check_timeouts(self, now: float, limits: ServerSettings) -> None:
+        """Called about once a second: a head or a body too slow to arrive, or a keep-alive
+        connection idle too long."""
+        if self.transport is None or self._sink is not None:
             return
         if self._lingering:
             if now - self._lingering > LINGER_TIME:
                 self.abort()
             return
+        parsing = self._parsing
+        if parsing is not None:
+            if self._refused is not None:
+                return
+            if self._reading_paused or self._awaits_continue(parsing):
+                self._body_at = now  # homeproxy holds the body back, not the client
+            elif now - self._body_at > limits.client_body_timeout:
+                self._refuse(Refused(408, "request body not received in time"))
+            return
+        if self._current is not None:
+            return
         if self._in_head:
-            if now - self._head_began > HEAD_TIMEOUT:
+            if now - self._head_began > limits.client_header_timeout:
                 self._refuse(Refused(408, "request head not received in time"))
-        elif not self._queue and self._parsing is None and now - self.idle_since > KEEPALIVE:
-            self.transport.close()
+        elif not self._queue:
+            # Before its first request a connection waits as for a head (nginx does the same).
+            idle = limits.keepalive_timeout if self._served else limits.client_header_timeout
+            if now - self.idle_since > idle:
+                self.transport.close()
+
+    def _awaits_continue(self, request: Request) -> bool:
+        """The client waits for a `100 Continue` before it sends `request`'s body."""
+        if request.version != "1.1" or request.headers.get("Expect", "").lower() != "100-continue":
+            return False
+        return not (request is self._current and self._continued)
 
     def _refuse(self, refused: Refused) -> None:
         if self._lingering:
@@ -409,11 +491,15 @@ class ClientConnection(asyncio.Protocol):
             return
         self._in_head = False
         self._pause(_REFUSED)
-        if self._current is not None and self._current is self._ready:  # refused before it started
+        current = self._current
+        if current is not None and current is self._ready and current is self._parsing:
+            # Its own body turned out malformed in the read that brought its head: it never starts.
+            # A whole request before a malformed one is answered first, as it would be had the
+            # two come in two reads.
             self._current = self._ready = None
         parsing = self._parsing
-        if parsing is not None:  # its body broke off: whoever reads it hears so
-            parsing.content.fail(BodyError(f"the client's body was malformed: {refused.why}"))
+        if parsing is not None:  # its body broke off: whoever reads it hears so (and answers `status`)
+            parsing.content.fail(BodyError(f"the client's body was refused: {refused.why}", refused.status))
         self._refused = refused  # nothing more is read
         if self._current is None:  # else it goes out after the answer being written now
             self._send_refusal(refused)

@@ -1,25 +1,19 @@
 """What homeproxy's HTTP/1.1 server takes from a client, and how it says no.
 
-The limits (nginx's and aiohttp's defaults where they have one), `Refused` (raised in a
-parser callback: the request gets `status` and the connection closes), and `check_head()`,
-the checks on a parsed head that llhttp does not make itself.
+The fixed limits (the configurable ones, with nginx's defaults, are `ServerSettings`'
+`max_*` and `*_timeout` in the config's `[server]` table), `Refused` (raised in a parser
+callback: the request gets `status` and the connection closes), and `check_head()`, the
+checks on a parsed head that llhttp does not make itself.
 """
 
 from __future__ import annotations
 
 from multidict import CIMultiDict
 
-MAX_TARGET = 8190
-"""Longest request target (aiohttp's and nginx's default line limit): longer is a 414."""
-MAX_FIELD = 8190
-"""Longest single header line: longer is a 431."""
-MAX_HEADERS = 200
-MAX_HEAD = 64 * 1024
-"""Bytes of request line and headers together: more is a 431."""
-HEAD_TIMEOUT = 60.0
-"""Seconds a client has to send a whole request head once it began (nginx's client_header_timeout)."""
-KEEPALIVE = 75.0
-"""Seconds an idle keep-alive connection is kept open (nginx's keepalive_timeout)."""
+MAX_CHUNK_LINE = 16 * 1024
+"""Bytes of chunk framing without progress (a chunk-size line with its extensions, or a trailer
+field) a chunked request body may send: more is a 413 (Node's limit, CVE-2024-22019).
+llhttp reads extensions without keeping them, but httptools keeps a trailer field being read."""
 MAX_QUEUED = 8
 """Pipelined requests parsed ahead of the one being answered before reading pauses."""
 LINGER_TIME = 10.0
@@ -42,10 +36,14 @@ class Refused(Exception):
 
 
 def check_head(version: str, target: str, headers: CIMultiDict[str]) -> tuple[bool, int | None]:
-    """(chunked, Content-Length) of a request head llhttp accepted, or `Refused`: two Host
-    headers, HTTP/1.1 without one, Transfer-Encoding on HTTP/1.0 or other than `chunked`.
+    """(chunked, Content-Length) of a request head llhttp accepted, or `Refused`: a version other
+    than HTTP/1.0 and 1.1 (505), two Host headers, HTTP/1.1 without one, Transfer-Encoding on
+    HTTP/1.0 or other than `chunked`.
     An absolute-form target's authority becomes the Host header (RFC 9112 section 3.2.2), for
     the routing and for every header that quotes Host further on."""
+    if version not in ("1.1", "1.0"):
+        # llhttp reads `HTTP/2.0` or `HTTP/0.9` heads as it reads 1.x ones; they are not framed so.
+        raise Refused(505, f"HTTP/{version} is not supported")
     hosts = headers.getall("Host", ())
     if len(hosts) > 1:
         raise Refused(400, "two Host headers")
