@@ -230,7 +230,7 @@ class Engine:
         self._cert_task = asyncio.get_running_loop().create_task(self.certs.run(), name="homeproxy-certs")
         await self._client.open()
         self._client.health.commit()
-        self._http = HttpServer(self._handle, self._bad_request)
+        self._http = HttpServer(self._handle, self._bad_request, lambda: self._config.server)
         self._http.start()
         try:
             await self._bind(self._config, initial=True)

@@ -25,14 +25,11 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable
 
 from yarl import URL
 
 from homeproxy.config.model import STICKY_COOKIE, Route, Site
-from homeproxy.discovery.service import parse_mdns_ref
 from homeproxy.engine.balance import Balancer, sticky_value
-from homeproxy.engine.events import Event
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.h1.errors import (
     CERT_REFUSED_ERROR,
@@ -42,8 +39,7 @@ from homeproxy.engine.h1.errors import (
     UpstreamError,
     UpstreamLost,
 )
-from homeproxy.engine.h1.pool import Origin, OriginKey, Pool
-from homeproxy.engine.health import HealthBoard
+from homeproxy.engine.h1.pool import Origin, OriginKey
 from homeproxy.engine.hop import HOP_BY_HOP, connection_tokens, forwarded_for
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.paths import match_prefix, upstream_target
@@ -58,6 +54,7 @@ from homeproxy.engine.upstream_exchange import (
     failed,
     not_replayed,
 )
+from homeproxy.engine.upstream_targets import MdnsUpstream, Resolver, UpstreamClient, no_resolver
 from homeproxy.engine.upstream_ws import is_websocket_upgrade, relay_websocket
 
 log = logging.getLogger(__name__)
@@ -86,63 +83,11 @@ ALL_DOWN_RETRY_AFTER = 30
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-class UpstreamClient:
-    """What every site forwards through; lives on the engine's loop: the HTTP/1.1 pool.
-    (Forward auth has its own aiohttp client, made only when a site uses it.)"""
-
-    def __init__(self, publish: Callable[[Event], None] | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.pool = Pool()
-        self.health = HealthBoard(self.pool, publish or (lambda event: None), clock)
-
-    async def open(self) -> None:
-        self.pool.start()
-
-    async def close(self) -> None:
-        await self.health.close()
-        await self.pool.close()
-
-
-Resolver = Callable[[str], str | None]
-"""Maps an `mdns://` upstream to the base URL where its service is now (`"http://10.0.0.5:32400"`),
-or None while the service is not on the network. Discovery provides it; the engine only calls it."""
-
-
-def _no_resolver(ref: str) -> str | None:
-    return None
-
-
-class MdnsUpstream:
-    """An `mdns://` upstream: looked up in the resolver for each request, so the site follows
-    the device when its address or port changes (a new DHCP lease) without a config change."""
-
-    __slots__ = ("_resolver", "_urls", "path", "ref")
-
-    def __init__(self, ref: str, resolver: Resolver) -> None:
-        self.ref = ref
-        self.path = parse_mdns_ref(ref).path
-        self._resolver = resolver
-        self._urls: dict[str, URL] = {}
-
-    def resolve(self) -> URL | None:
-        base = self._resolver(self.ref)
-        if base is None:
-            return None
-        url = self._urls.get(base)
-        if url is None:
-            if len(self._urls) > 16:
-                self._urls.clear()
-            url = self._urls[base] = URL(base + self.path)
-        return url
-
-    def __str__(self) -> str:
-        return self.ref
-
-
 class Forwarder:
     """Forwards a site's (or one route's) requests to its upstreams, in turn."""
 
     def __init__(
-        self, client: UpstreamClient, site: Site, route: Route | None = None, *, resolver: Resolver = _no_resolver
+        self, client: UpstreamClient, site: Site, route: Route | None = None, *, resolver: Resolver = no_resolver
     ) -> None:
         self.client = client
         self.site = site

@@ -205,7 +205,7 @@ def failed(ex: Exchange, e: BaseException) -> Reply:
         return Reply(CLIENT_CLOSED)
     if isinstance(e, BodyError):
         ex.error = str(e)
-        return error_reply(400, ex.request)
+        return error_reply(e.status, ex.request)
     if isinstance(e, BodyTooLarge):
         ex.error = "request body over the site's max_body"
         return error_reply(413, ex.request)
