@@ -58,6 +58,14 @@ def p99_ms(port: int) -> tuple[float, float]:
     return value, float(rps.group(1))
 
 
+def rss_mib(pid: int) -> float:
+    """RSS of `pid` and its children (taskset execs homeproxy in place: one process)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 class Holder:
     """Connections that send a request head, a line at a time, and never finish it."""
 
@@ -99,7 +107,7 @@ async def run(args: argparse.Namespace, work: str) -> None:
     hp = spawn("homeproxy", ["taskset", "-c", "1", str(ROOT / ".venv/bin/homeproxy"), "serve", "--config", str(config)])
     wait_ready(port, "/small", "app.test", hp, "homeproxy", timeout=20, request_timeout=2)
     base, base_rps = await asyncio.to_thread(p99_ms, port)
-    rows = [(0, base, base_rps)]
+    rows = [(0, base, base_rps, rss_mib(hp.pid))]
     log(f"none held: p99 {base:.2f} ms")
     holder = Holder(port)
     trickle = asyncio.ensure_future(holder.trickle())
@@ -109,7 +117,7 @@ async def run(args: argparse.Namespace, work: str) -> None:
             await holder.open(n)
             p99, rps = await asyncio.to_thread(p99_ms, port)
             held = sum(1 for w in holder.writers if not w.is_closing())
-            rows.append((held, p99, rps))
+            rows.append((held, p99, rps, rss_mib(hp.pid)))
             log(f"{held} held: p99 {p99:.2f} ms, {rps:.0f} req/s")
             if p99 >= 2 * base:
                 break
@@ -117,11 +125,11 @@ async def run(args: argparse.Namespace, work: str) -> None:
     finally:
         trickle.cancel()
     print("## Held connections (slowloris heads) vs other clients' latency\n")
-    print("| held open | others' p99 ms | others' req/s |")
-    print("|---:|---:|---:|")
-    for held, p99, rps in rows:
-        print(f"| {held} | {p99:.2f} | {rps:.0f} |")
-    doubled = next((held for held, p99, _ in rows if p99 >= 2 * base), None)
+    print("| held open | others' p99 ms | others' req/s | homeproxy RSS MiB |")
+    print("|---:|---:|---:|---:|")
+    for held, p99, rps, rss in rows:
+        print(f"| {held} | {p99:.2f} | {rps:.0f} | {rss:.1f} |")
+    doubled = next((held for held, p99, _, _ in rows if p99 >= 2 * base), None)
     verdict = f"p99 doubled at {doubled} held" if doubled else f"p99 had not doubled at {rows[-1][0]} held"
     print(f"\n{verdict} (baseline {base:.2f} ms); {holder.refused} connection attempts refused.")
 
