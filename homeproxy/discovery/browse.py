@@ -7,7 +7,9 @@ waits: resolving a name (`AsyncServiceInfo.async_request`, bounded by a
 timeout) runs in a task per name, and the updates that arrive while it runs
 are coalesced into one more pass. The result is cleaned (`clean_text`) into a
 `DiscoveredService`, stored in the directory, and announced on the bus as
-`ServiceFound` / `ServiceUpdated`; a goodbye becomes `ServiceLost`.
+`ServiceFound` / `ServiceUpdated`; a goodbye becomes `ServiceLost`. With a
+`SelfIdentity`, homeproxy's own adverts are marked `own` (and marked again
+when the identity changes: new interfaces, another port).
 
 Everything here runs on zeroconf's event loop; only `Discovery` (the runner)
 and `homeproxy discover` create a `Browser`.
@@ -25,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from zeroconf import BadTypeInNameException, DNSQuestionType, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
@@ -36,6 +39,7 @@ from homeproxy.discovery.service import (
     MAX_PROPERTIES,
     DiscoveredService,
     MdnsRef,
+    SelfIdentity,
     clean_path,
     clean_text,
     normalize_type,
@@ -139,8 +143,10 @@ class Browser:
         resolve_timeout: float = RESOLVE_TIMEOUT,
         retry_delay: float = RETRY_DELAY,
         max_types: int = MAX_TYPES,
+        identity: SelfIdentity | None = None,
     ) -> None:
         self._zc: Zeroconf = aiozc.zeroconf
+        self._identity = identity
         self._loop = asyncio.get_running_loop()
         self.directory = directory
         self._publish = publish
@@ -204,6 +210,24 @@ class Browser:
         """The `mdns://` upstreams in use: their types are browsed and their instances kept."""
         self._refs = {r.key: r.type for r in refs}
         self._sync()
+
+    def set_identity(self, identity: SelfIdentity | None) -> None:
+        """Recognise homeproxy's own adverts by `identity` from now on; the services already kept
+        are marked again (`ServiceUpdated` for each that changes)."""
+        if identity == self._identity:
+            return
+        self._identity = identity
+        for key in list(self._known):
+            service = self.directory.get(key)
+            if service is None:
+                continue
+            marked = self._mark(service)
+            if marked.own != service.own and isinstance(previous := self.directory.upsert(marked), DiscoveredService):
+                self._publish(ServiceUpdated(marked, previous))
+
+    def _mark(self, service: DiscoveredService) -> DiscoveredService:
+        own = self._identity is not None and self._identity.recognizes(service)
+        return service if own == service.own else replace(service, own=own)
 
     def watch(self, ref: MdnsRef) -> None:
         """Make sure `ref` is browsed and kept (adds to the refs given so far)."""
@@ -320,7 +344,7 @@ class Browser:
             await info.async_request(self._zc, self.resolve_timeout * 1000, question_type=DNSQuestionType.QM)
         if self._closed or self._zc.done:
             return None
-        return service_from_info(info, type_, name, seen=self._clock())
+        return self._mark(service_from_info(info, type_, name, seen=self._clock()))
 
     def _store(self, service: DiscoveredService, name: str, key: str) -> None:
         if self._closed or not self._keeps(service.type, key):

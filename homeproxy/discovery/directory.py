@@ -66,7 +66,7 @@ class ServiceDirectory:
 
     def resolve(self, ref: MdnsRef | str) -> str | None:
         """The current base URL (`"http://192.168.1.20:32400"`, no path) of an `mdns://`
-        upstream, or None while the service is unknown or unresolved."""
+        upstream, or None while the service is unknown or unresolved, or is homeproxy's own advert."""
         if isinstance(ref, str):
             key = self._keys.get(ref)
             if key is None:
@@ -78,7 +78,10 @@ class ServiceDirectory:
         else:
             key = ref.key
         service = self._services.get(key)
-        return service.base_url() if service is not None else None
+        if service is None or service.own:
+            # Our own advert: forwarding to it would send each request back to us, for ever.
+            return None
+        return service.base_url()
 
     def maps(self, service: DiscoveredService, upstreams: tuple[str, ...]) -> bool:
         """Does one of `upstreams` point at `service` (by `mdns://` name or by its current URL)?"""
@@ -97,11 +100,12 @@ class ServiceDirectory:
 
 def _same(a: DiscoveredService, b: DiscoveredService) -> bool:
     """Equal apart from `seen`."""
-    return (a.host, a.addresses, a.port, a.properties, a.path, a.instance) == (
+    return (a.host, a.addresses, a.port, a.properties, a.path, a.instance, a.own) == (
         b.host,
         b.addresses,
         b.port,
         b.properties,
         b.path,
         b.instance,
+        b.own,
     )

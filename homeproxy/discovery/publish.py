@@ -17,13 +17,29 @@ one-second multicast limit). If another machine answers (or its answer is still
 in zeroconf's cache), the name is left alone: state "conflict", a
 `NameConflict` event, a warning in the log, and another try on the next `apply`
 or after `retry_interval` seconds.
+
+A held name is defended. zeroconf itself answers queries and probes for it
+(its registry holds the address records), so a machine probing for the name
+hears our answer and picks another. zeroconf does not notice a machine that
+announces the name later without probing (RFC 6762 §9), so the publisher
+listens to every address record received: one for a held name with an address
+that is not ours makes it probe again. If the other machine answers that probe,
+it keeps the name (withdrawn here with goodbyes, state "conflict",
+`NameConflict`, retried later); if it does not (a stray or stale announcement),
+homeproxy keeps the name and announces it again, which flushes the other
+record from the LAN's caches (§10.2).
+
+Every registration carries the TXT key `homeproxy` (`SELF_KEY`) with this
+process's instance id, so the browser can tell homeproxy's own adverts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
+import math
 import random
 import re
 import time
@@ -32,7 +48,15 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
-from zeroconf import NonUniqueNameException, ServiceInfo, ServiceNameAlreadyRegistered, current_time_millis
+from zeroconf import (
+    NonUniqueNameException,
+    RecordUpdate,
+    RecordUpdateListener,
+    ServiceInfo,
+    ServiceNameAlreadyRegistered,
+    Zeroconf,
+    current_time_millis,
+)
 from zeroconf._dns import DNSAddress, DNSQuestion
 from zeroconf._protocol.outgoing import DNSOutgoing
 from zeroconf.asyncio import AsyncZeroconf
@@ -49,6 +73,7 @@ from zeroconf.const import (
 
 from homeproxy.config.model import Config
 from homeproxy.discovery.events import NameAnnounced, NameConflict, NameWithdrawn
+from homeproxy.discovery.service import SELF_KEY, new_instance_id
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +95,17 @@ PROBE_JITTER = 0.25
 
 RETRY_INTERVAL = 60.0
 """Seconds between new attempts at names in conflict (or that failed)."""
+
+REPROBE_HOLDOFF = 1.0
+"""Seconds between re-probes of one held name that other machines keep claiming (a bound on the
+packets a flood of conflicting announcements can make us send; RFC 6762 §8.1 rate-limits too)."""
+
+FLUSH_AGE = 1.1
+"""RFC 6762 §10.2: a record with the cache-flush bit flushes only those received more than one
+second before it, so a name kept after a stray claim is announced again no sooner than this."""
+
+MAX_HEARD = 16
+"""Most foreign addresses remembered per held name."""
 
 MAX_INSTANCE_BYTES = 63
 """RFC 6763 §4.1.1: an instance name is at most 63 bytes of UTF-8."""
@@ -169,6 +205,24 @@ class _Held:
     advert: ServiceInfo | None = None
 
 
+class _ClaimWatch(RecordUpdateListener):
+    """Hands every address record zeroconf receives to `heard(name, packed address)` (on its loop)."""
+
+    def __init__(self, heard: Callable[[str, bytes], None]) -> None:
+        super().__init__()
+        self._heard = heard
+
+    def async_update_records(self, zc: Zeroconf, now: float, records: list[RecordUpdate]) -> None:
+        for update in records:
+            record = update.new
+            # TTL 0 is a goodbye: giving the name up is no claim on it.
+            if isinstance(record, DNSAddress) and record.ttl > 0:
+                try:
+                    self._heard(record.name, record.address)
+                except Exception:  # a bug here must not break zeroconf's dispatch
+                    log.exception("mDNS: checking %r for a name conflict failed", record)
+
+
 @dataclass(slots=True)
 class _Tasks:
     """Tasks the publisher started, kept referenced (asyncio holds only weak ones) and cancellable."""
@@ -196,8 +250,11 @@ class Publisher:
         *,
         clock: Callable[[], float] = time.time,
         retry_interval: float = RETRY_INTERVAL,
+        instance_id: str | None = None,
     ) -> None:
         self._aiozc = aiozc
+        self.instance_id = new_instance_id() if instance_id is None else instance_id
+        """Put in every registration's TXT (`SELF_KEY`): how a browser tells our adverts."""
         self._publish = publish
         self._clock = clock
         self._retry_interval = retry_interval
@@ -214,6 +271,11 @@ class Publisher:
         self._announcing: dict[str, asyncio.Future[Any]] = {}
         """zeroconf's announcement broadcasts by service key: cancelled before a goodbye, so a late
         announcement never brings a withdrawn record back into the LAN's caches."""
+        self._watch: _ClaimWatch | None = None
+        self._heard: dict[str, dict[str, float]] = {}
+        """Held name -> addresses other machines announced for it -> when (loop time), newest last."""
+        self._defending: set[str] = set()
+        self._last_defence: dict[str, float] = {}
         self._closed = False
 
     # -- reading ---------------------------------------------------------------------------------
@@ -284,6 +346,10 @@ class Publisher:
         # Announcement and goodbye broadcasts already under way are left to finish (< 0.5 s).
         for task in (*self._claims.running, *([self._retry_task] if self._retry_task else [])):
             task.cancel()
+        if self._watch is not None:
+            with contextlib.suppress(Exception):  # zeroconf already closed
+                self._aiozc.zeroconf.async_remove_listener(self._watch)
+            self._watch = None
         async with self._lock:
             hosts = list(self._held)
             await self._withdraw(hosts, keep_state=True)
@@ -330,6 +396,7 @@ class Publisher:
             # private type matters to nobody, the host name does. This saves ~1.2 s per name.
             broadcast = await self._aiozc.async_register_service(info, cooperating_responders=True)
             self._held[host] = _Held(spec, info)
+            self._watch_claims()
             self._announce(info, broadcast)
             self._announced(host)
             if spec.advertise:
@@ -395,6 +462,8 @@ class Publisher:
         goodbyes: list[Awaitable[Any]] = []
         for host in hosts:
             held = self._held.pop(host)
+            self._heard.pop(host, None)
+            self._last_defence.pop(host, None)
             if held.advert is not None:
                 # First the advert: the address goodbyes go out with the last registration on the name.
                 goodbyes.append(await self._unregister(held.advert, wait=False))
@@ -407,11 +476,13 @@ class Publisher:
         if not keep_state:
             self._drop_states(hosts)
 
-    async def _probe(self, fqdn: str) -> tuple[str, ...]:
-        """The addresses another machine gives for `fqdn` (empty: the name is free)."""
+    async def _probe(self, fqdn: str, heard: Callable[[], tuple[str, ...]] | None = None) -> tuple[str, ...]:
+        """The addresses another machine gives for `fqdn` (empty: the name is free): those in
+        zeroconf's cache, or what `heard()` returns (a re-probe counts only fresh answers)."""
         zc = self._aiozc.zeroconf
         await zc.async_wait_for_start()
-        holders = self._holders(fqdn)
+        holders_of = heard or (lambda: self._holders(fqdn))
+        holders = holders_of()
         if holders:
             return holders
         loop = asyncio.get_running_loop()
@@ -429,10 +500,85 @@ class Publisher:
             while (remaining := deadline - loop.time()) > 0:
                 # Woken early by any new record in the cache.
                 await zc.async_wait(remaining * 1000)
-                holders = self._holders(fqdn)
+                holders = holders_of()
                 if holders:
                     return holders
         return ()
+
+    # -- defending held names (RFC 6762 §9) ------------------------------------------------------
+
+    def _watch_claims(self) -> None:
+        """Start listening to the address records zeroconf receives (once)."""
+        if self._watch is None and not self._closed:
+            self._watch = _ClaimWatch(self._on_address)
+            self._aiozc.zeroconf.async_add_listener(self._watch, None)
+
+    def _on_address(self, name: str, packed: bytes) -> None:
+        """An address record arrived: for a held name with an address not ours, defend the name."""
+        host = name.lower().rstrip(".")
+        if self._closed or host not in self._held:
+            return
+        try:
+            address = str(ipaddress.ip_address(packed))
+        except ValueError:
+            return
+        if address in self._ours:
+            return  # our own announcement, echoed (or another responder on this machine)
+        heard = self._heard.setdefault(host, {})
+        heard.pop(address, None)
+        heard[address] = asyncio.get_running_loop().time()
+        while len(heard) > MAX_HEARD:
+            del heard[next(iter(heard))]
+        if host not in self._defending:
+            self._defending.add(host)
+            self._claims.spawn(self._defend(host), "homeproxy-mdns-defend")
+
+    def _heard_since(self, host: str, since: float) -> tuple[str, ...]:
+        heard = self._heard.get(host, {})
+        return _sorted_addresses(a for a, when in heard.items() if when >= since)
+
+    async def _defend(self, host: str) -> None:
+        """Another machine announced `host`, which we hold: probe for it again (RFC 6762 §9). If the
+        other machine answers, the name is its (withdrawn here: conflict); if not, we announce again."""
+        loop = asyncio.get_running_loop()
+        try:
+            wait = self._last_defence.get(host, -math.inf) + REPROBE_HOLDOFF - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            async with self._lock:
+                held = self._held.get(host)
+                if held is None or self._closed:
+                    return
+                since = self._last_defence[host] = loop.time()
+                claimed = ", ".join(self._heard.get(host, {})) or "another device"
+                log.info("mDNS: %s announced %s, which homeproxy holds; probing for it again", claimed, host)
+                self._set_state(
+                    host,
+                    "probing",
+                    addresses=self._addresses,
+                    detail=f"Another device ({claimed}) announced {host}: checking whether it still answers for it.",
+                )
+                # Only answers heard from now on count: the announcement itself may be stale or stray.
+                holders = await self._probe(host + ".", lambda: self._heard_since(host, since))
+                if holders:
+                    await self._withdraw([host], keep_state=True)
+                    self._conflict(host, holders)
+                    return
+                log.info("mDNS: nobody else answered for %s; homeproxy keeps it and announces it again", host)
+                last_heard = max(self._heard.get(host, {}).values(), default=-math.inf)
+                if (wait := last_heard + FLUSH_AGE - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                for info in (held.name_info, held.advert):
+                    if info is not None:
+                        # Our records carry the cache-flush bit: peers drop the other one (§10.2).
+                        self._announce(info, await self._aiozc.async_update_service(info))
+                self._announced(host)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("mDNS: defending %s failed: %s", host, e)
+        finally:
+            self._defending.discard(host)
 
     def _announce(self, info: ServiceInfo, broadcast: Awaitable[Any]) -> None:
         """Keep zeroconf's announcement future for `info`, replacing (cancelling) an older one."""
@@ -516,7 +662,7 @@ class Publisher:
             NAME_TYPE,
             name,
             port=spec.port,
-            properties={},
+            properties={SELF_KEY: self.instance_id},
             server=spec.host + ".",
             addresses=self._packed(),
         )
@@ -526,7 +672,7 @@ class Publisher:
             HTTPS_TYPE if spec.https else HTTP_TYPE,
             name,
             port=spec.port,
-            properties={"path": "/"},
+            properties={"path": "/", SELF_KEY: self.instance_id},
             server=spec.host + ".",
             addresses=self._packed(),
         )

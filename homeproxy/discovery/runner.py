@@ -9,6 +9,11 @@ names). Nothing here may stop the proxy: failures (no usable interface, a
 socket error) are logged and kept in `error`, and retried every
 `recheck_interval` seconds, when the interfaces are also looked at again (an
 address from DHCP, a cable plugged in).
+
+It also knows homeproxy itself (`identity`: the instance id its adverts carry,
+its addresses and ports), so the browser marks homeproxy's own adverts, and a
+site whose upstream is homeproxy itself is reported (`ProblemReported`) when
+the config is applied: every request would loop back.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from zeroconf.asyncio import AsyncZeroconf
 
@@ -31,7 +37,8 @@ from homeproxy.discovery.directory import ServiceDirectory
 from homeproxy.discovery.events import ServiceLost
 from homeproxy.discovery.interfaces import Interface, addresses_of, choose_interfaces, zeroconf_addresses
 from homeproxy.discovery.publish import NameState, Publisher, PublishSpec, wanted_names
-from homeproxy.discovery.service import MdnsRef, is_mdns_ref, parse_mdns_ref
+from homeproxy.discovery.service import MdnsRef, SelfIdentity, is_mdns_ref, new_instance_id, parse_mdns_ref
+from homeproxy.engine.events import ProblemReported
 
 if TYPE_CHECKING:
     from homeproxy.engine.events import EventBus
@@ -64,6 +71,45 @@ def mdns_refs(config: Config) -> tuple[MdnsRef, ...]:
     return tuple(refs.values())
 
 
+def self_identity(instance_id: str, config: Config, port: int, interfaces: tuple[Interface, ...]) -> SelfIdentity:
+    """This homeproxy as the LAN sees it: the interfaces' and listen addresses, the plain-HTTP `port`
+    (as bound) and the HTTPS port while a site has TLS."""
+    ports = [port, config.server.https_port] if config.tls_sites else [port]
+    return SelfIdentity.of(instance_id, [*addresses_of(interfaces), *config.server.listen], ports)
+
+
+def upstream_loops(config: Config, identity: SelfIdentity, directory: ServiceDirectory) -> dict[tuple[str, str], str]:
+    """(site, upstream) -> why, for each enabled site's upstream that is homeproxy itself: a URL with
+    one of its addresses (or `localhost`) and ports, or the `mdns://` name of one of its adverts."""
+    loops: dict[tuple[str, str], str] = {}
+    for site in config.sites:
+        if not site.enabled:
+            continue
+        for upstream in site.all_upstreams:
+            if is_mdns_ref(upstream):
+                try:
+                    service = directory.get(parse_mdns_ref(upstream).name)
+                except ValueError:
+                    continue
+                if service is not None and service.own:
+                    loops[(site.name, upstream)] = (
+                        f"The site {site.name} forwards to {upstream}, which is homeproxy's own advert: "
+                        "homeproxy does not forward to it, since every request would loop back."
+                    )
+                continue
+            try:
+                url = urlsplit(upstream)
+                host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+            except ValueError:
+                continue
+            if host and identity.is_us(host, port):
+                loops[(site.name, upstream)] = (
+                    f"The site {site.name} forwards to {upstream}, which is homeproxy itself: "
+                    "every request would loop back. Point it at the service's own address."
+                )
+    return loops
+
+
 class Discovery:
     """Browsing and announcing over mDNS, for a `Runtime`. Thread-safe; never raises into the proxy."""
 
@@ -78,6 +124,12 @@ class Discovery:
         self.error = ""
         """Why mDNS is not running although it should ("" when all is well)."""
         self.recheck_interval = RECHECK_INTERVAL
+        self.instance_id = new_instance_id()
+        """This run's id, in the TXT of every advert (how the browser knows homeproxy's own)."""
+        self.identity = SelfIdentity(self.instance_id)
+        """How homeproxy recognises itself (updated with the config and the interfaces)."""
+        self._loops: dict[tuple[str, str], str] = {}
+        """Upstreams that are homeproxy itself, reported (`ProblemReported`) once each."""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: tuple[Config, int] | None = None
@@ -219,34 +271,56 @@ class Discovery:
             if self._closing:
                 return
             self._last = (config, port)
-            d = config.discovery
-            self.directory.max_services = d.max_services
-            refs = mdns_refs(config)
-            wanted = wanted_names(config, port)
-            if not (d.browse or wanted or refs):
-                await self._shutdown(forget=True)
-                for service in self.directory.snapshot():  # left by an earlier zeroconf, if any
-                    if self.directory.remove(service.name) is not None:
-                        self.bus.publish(ServiceLost(service))
-                self.error = ""
-                return
-            try:
-                chosen = choose_interfaces(d.interfaces)
-            except ValueError as e:
-                await self._shutdown(forget=False)
-                self._fail(str(e))
-                return
-            if self._aiozc is not None and chosen != self.interfaces:
-                await self._change_interfaces(chosen)
-            if self._aiozc is None and not await self._open(chosen):
-                return
-            assert self._browser is not None
-            self.running = True
+            await self._follow(config, port)
+            self.identity = self_identity(self.instance_id, config, port, self.interfaces)
+            if self._browser is not None:
+                self._browser.set_identity(self.identity)
+            self._report_loops(upstream_loops(config, self.identity, self.directory))
+
+    def _report_loops(self, loops: dict[tuple[str, str], str]) -> None:
+        """Say once (log and `ProblemReported`) when an upstream is homeproxy itself, and once when
+        it no longer is."""
+        for key, message in loops.items():
+            if key not in self._loops:
+                log.warning("%s", message)
+                self.bus.publish(ProblemReported(self.clock(), f"site {key[0]}", message))
+        for (site, upstream), _message in self._loops.items():
+            if (site, upstream) not in loops:
+                message = f"The site {site} no longer forwards to homeproxy itself ({upstream})."
+                log.info("%s", message)
+                self.bus.publish(ProblemReported(self.clock(), f"site {site}", message, solved=True))
+        self._loops = loops
+
+    async def _follow(self, config: Config, port: int) -> None:
+        """`_reconcile`'s work, under its lock."""
+        d = config.discovery
+        self.directory.max_services = d.max_services
+        refs = mdns_refs(config)
+        wanted = wanted_names(config, port)
+        if not (d.browse or wanted or refs):
+            await self._shutdown(forget=True)
+            for service in self.directory.snapshot():  # left by an earlier zeroconf, if any
+                if self.directory.remove(service.name) is not None:
+                    self.bus.publish(ServiceLost(service))
             self.error = ""
-            self._browser.configure(
-                d.service_types if d.browse else (), browse_all_types=d.browse and d.browse_all_types, refs=refs
-            )
-            self._want_published(wanted=wanted)
+            return
+        try:
+            chosen = choose_interfaces(d.interfaces)
+        except ValueError as e:
+            await self._shutdown(forget=False)
+            self._fail(str(e))
+            return
+        if self._aiozc is not None and chosen != self.interfaces:
+            await self._change_interfaces(chosen)
+        if self._aiozc is None and not await self._open(chosen):
+            return
+        assert self._browser is not None
+        self.running = True
+        self.error = ""
+        self._browser.configure(
+            d.service_types if d.browse else (), browse_all_types=d.browse and d.browse_all_types, refs=refs
+        )
+        self._want_published(wanted=wanted)
 
     async def _open(self, chosen: tuple[Interface, ...]) -> bool:
         """Start zeroconf on `chosen` with a browser and a publisher; False (and `error`) if it fails."""
@@ -265,8 +339,10 @@ class Discovery:
             return False
         self._aiozc = aiozc
         self.interfaces = chosen
-        self._browser = Browser(aiozc, self.directory, self.bus.publish, clock=self.clock)
-        self._publisher = Publisher(aiozc, self.bus.publish, addresses_of(chosen), clock=self.clock)
+        self._browser = Browser(aiozc, self.directory, self.bus.publish, clock=self.clock, identity=self.identity)
+        self._publisher = Publisher(
+            aiozc, self.bus.publish, addresses_of(chosen), clock=self.clock, instance_id=self.instance_id
+        )
         self._pub_wanted = None
         self._pub_addresses = None
         assert self._pub_wake is not None

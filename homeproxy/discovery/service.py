@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import secrets
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: Service types browsed by default: web UIs a home lab is likely to have.
@@ -56,6 +58,10 @@ TYPE_LABELS: dict[str, str] = {
 
 #: Types whose upstream speaks HTTPS.
 HTTPS_TYPES = frozenset({"_https._tcp.local.", "_ipps._tcp.local.", "_hue._tcp.local."})
+
+SELF_KEY = "homeproxy"
+"""The TXT key homeproxy puts in its own adverts (at most 9 characters, RFC 6763 §6.4); its value
+is the advertising process's instance id (`new_instance_id`), so a browser can tell its own."""
 
 MAX_TEXT = 255
 """Longest name or TXT value kept (a DNS label is at most 63 bytes, a TXT string 255)."""
@@ -176,6 +182,8 @@ class DiscoveredService:
     """The TXT `path` property, normalised to `/x` ("" when absent or `/`)."""
     seen: float = 0.0
     """When it was last added or updated (seconds since the epoch)."""
+    own: bool = False
+    """One of this homeproxy's own adverts (see `SelfIdentity`): adding it as a site would loop back."""
 
     @property
     def ref(self) -> MdnsRef:
@@ -251,3 +259,54 @@ def sort_addresses(addresses: list[str] | tuple[str, ...]) -> tuple[str, ...]:
         return (3 if ip.is_link_local else 1, a)
 
     return tuple(sorted(dict.fromkeys(addresses), key=rank))
+
+
+def new_instance_id() -> str:
+    """A random id for one running homeproxy, put in its adverts' TXT (`SELF_KEY`)."""
+    return secrets.token_hex(8)
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.split("%", 1)[0].strip("[] "))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SelfIdentity:
+    """How this homeproxy recognises itself on the LAN: the instance id in its adverts' TXT, and
+    the addresses and ports it listens on (for adverts without the id: an older homeproxy's, or a
+    crashed run's still in the LAN's caches). Loopback addresses are always ours."""
+
+    instance_id: str
+    addresses: frozenset[str] = frozenset()
+    """This machine's addresses as mDNS sees them (and the listen addresses), without zone ids."""
+    ports: frozenset[int] = frozenset()
+    """The ports the proxy listens on (plain HTTP, and HTTPS while a site has TLS)."""
+
+    @classmethod
+    def of(cls, instance_id: str, addresses: Iterable[str], ports: Iterable[int]) -> SelfIdentity:
+        """An identity from address strings (normalised; wildcards and junk dropped) and ports."""
+        ips = (_ip(a) for a in addresses)
+        return cls(
+            instance_id,
+            frozenset(str(ip) for ip in ips if ip is not None and not ip.is_unspecified),
+            frozenset(p for p in ports if p > 0),
+        )
+
+    def is_us(self, host: str, port: int) -> bool:
+        """Does `host:port` (an address, or `localhost`) reach this homeproxy's own listener?"""
+        if port not in self.ports:
+            return False
+        if host.lower().rstrip(".") == "localhost":
+            return True
+        ip = _ip(host)
+        return ip is not None and (ip.is_loopback or str(ip) in self.addresses)
+
+    def recognizes(self, service: DiscoveredService) -> bool:
+        """Is `service` this homeproxy's own advert: our instance id in its TXT, or one of our
+        addresses with one of our ports?"""
+        if self.instance_id and any(k.lower() == SELF_KEY and v == self.instance_id for k, v in service.properties):
+            return True
+        return service.port > 0 and any(self.is_us(a, service.port) for a in service.addresses)

@@ -16,7 +16,16 @@ from zeroconf.asyncio import AsyncZeroconf
 from homeproxy.discovery.browse import Browser
 from homeproxy.discovery.directory import ServiceDirectory
 from homeproxy.discovery.events import ServiceFound, ServiceLost, ServiceUpdated
-from homeproxy.discovery.service import MAX_PROPERTIES, MAX_TEXT, DiscoveredService, MdnsRef, clean_text
+from homeproxy.discovery.service import (
+    MAX_PROPERTIES,
+    MAX_TEXT,
+    SELF_KEY,
+    DiscoveredService,
+    MdnsRef,
+    SelfIdentity,
+    clean_text,
+    new_instance_id,
+)
 from tests.discovery.conftest import LOOPBACK, Peer, unique_name, unique_type
 from tests.waiting import wait_for
 
@@ -249,3 +258,32 @@ async def test_a_burst_of_updates_is_resolved_once(browsing: Browsing, peer: Pee
     assert len(browser._tasks) == 1
     await wait_for(lambda: not browser._tasks, description="the coalesced resolution done")
     assert len(browsing.events) == 1  # nothing changed: no ServiceUpdated
+
+
+async def test_homeproxys_own_adverts_are_marked(browsing: Browsing, peer: Peer) -> None:
+    type_ = unique_type()
+    me = SelfIdentity.of(new_instance_id(), ["192.0.2.5"], [8080])
+    browsing.browser(types=[type_], identity=me)
+    by_id, old, other_hp, device = (unique_name(n) for n in ("ById", "Old", "OtherHp", "Device"))
+    # Our id in the TXT (wherever it points); an older homeproxy's advert (no id) on our address
+    # and port; another homeproxy (its own id); a device on this machine (another port).
+    await peer.register(peer.info(by_id, type_, port=9999, properties={SELF_KEY: me.instance_id, "path": "/"}))
+    await peer.register(peer.info(old, type_, port=8080))
+    await peer.register(peer.info(other_hp, type_, port=9998, properties={SELF_KEY: new_instance_id()}))
+    await peer.register(peer.info(device, type_, port=5000))
+    names = (by_id, old, other_hp, device)
+    await wait_for(lambda: all(browsing.get(n, type_) for n in names), description="all four")
+
+    def own() -> dict[str, bool]:
+        return {n: s.own for n in names if (s := browsing.get(n, type_)) is not None}
+
+    assert own() == {by_id: True, old: True, other_hp: False, device: False}
+    assert [e.service.own for e in browsing.of(ServiceFound, by_id)] == [True]
+
+    # homeproxy moved to port 5000 (a config change): the marks follow, each change an update.
+    browser = browsing.browsers[0]
+    browser.set_identity(SelfIdentity.of(me.instance_id, ["192.0.2.5"], [5000]))
+    assert own() == {by_id: True, old: False, other_hp: False, device: True}
+    assert [(e.previous.own, e.service.own) for e in browsing.of(ServiceUpdated, device)] == [(False, True)]
+    assert [(e.previous.own, e.service.own) for e in browsing.of(ServiceUpdated, old)] == [(True, False)]
+    assert browsing.of(ServiceUpdated, by_id) == []

@@ -16,10 +16,20 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import pytest
-from zeroconf import DNSQuestionType, IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf import (
+    DNSQuestionType,
+    IPVersion,
+    NonUniqueNameException,
+    ServiceInfo,
+    ServiceStateChange,
+    Zeroconf,
+    current_time_millis,
+)
+from zeroconf._dns import DNSAddress, DNSQuestion
+from zeroconf._protocol.outgoing import DNSOutgoing
 from zeroconf._services.info import AddressResolver
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
-from zeroconf.const import _CLASS_IN, _TYPE_A
+from zeroconf.const import _CLASS_IN, _CLASS_UNIQUE, _FLAGS_AA, _FLAGS_QR_QUERY, _FLAGS_QR_RESPONSE, _TYPE_A
 
 from homeproxy.config.model import Config, DiscoverySettings, Site, Upstream
 from homeproxy.discovery.events import NameAnnounced, NameConflict, NameWithdrawn
@@ -122,9 +132,11 @@ async def resolve(zc: Zeroconf, host: str, timeout_ms: float = 3000) -> list[str
 
 
 def cached_a(zc: Zeroconf, host: str) -> list[str]:
-    """The A records for `host` in `zc`'s cache (what a peer would answer from)."""
+    """The live A records for `host` in `zc`'s cache (what a peer would answer from; a flushed
+    record stays in the cache, expired, until zeroconf's next clean-up)."""
+    now = current_time_millis()
     records = zc.cache.async_all_by_details(host + ".", _TYPE_A, _CLASS_IN)
-    return sorted(socket.inet_ntoa(r.address) for r in records)  # type: ignore[attr-defined]
+    return sorted(socket.inet_ntoa(r.address) for r in records if not r.is_expired(now))  # type: ignore[attr-defined]
 
 
 def holder(server: str, instance: str, address: str = "127.0.0.2") -> ServiceInfo:
@@ -179,7 +191,9 @@ async def test_advertise_registers_an_http_service_and_goodbye_removes_it(
         print(f"\napply -> advert seen by the peer's browser {time.monotonic() - start:.3f} s")
         info = AsyncServiceInfo(HTTP, f"{site}.{HTTP}")
         assert await info.async_request(peer.zeroconf, 3000)
-        assert (info.port, info.server, info.decoded_properties) == (8081, plex + ".", {"path": "/"})
+        # The TXT carries the publisher's instance id: how homeproxy's browser knows its own adverts.
+        props = {"path": "/", "homeproxy": publisher.instance_id}
+        assert (info.port, info.server, info.decoded_properties) == (8081, plex + ".", props)
         assert info.parsed_addresses(IPVersion.V4Only) == ["127.0.0.1"]
         assert f"advertised as the HTTP service “{site}”" in publisher.states[plex].detail
 
@@ -365,4 +379,129 @@ async def test_a_new_port_updates_the_name_and_re_registers_the_advert(make_zc: 
     assert [i.port for i in ours.zeroconf.registry.async_get_infos_server(plex + ".")] == [8082, 8082]
     # The name itself never left: one announcement, no withdrawal.
     assert events.events == [NameAnnounced(plex, ("127.0.0.1",))]
+    await publisher.close()
+
+
+# -- defending a held name (RFC 6762 §8.1 and §9) ------------------------------------------------
+
+
+def send_a(zc: Zeroconf, host: str, address: str, *, probe: bool = False) -> None:
+    """What another machine sends for `host`: a probe (A question, the proposed record in the
+    Authority section) or an unsolicited announcement (a response with the record, cache-flush bit)."""
+    record = DNSAddress(host + ".", _TYPE_A, _CLASS_IN | _CLASS_UNIQUE, 120, socket.inet_aton(address))
+    if probe:
+        out = DNSOutgoing(_FLAGS_QR_QUERY)
+        out.add_question(DNSQuestion(host + ".", _TYPE_A, _CLASS_IN))
+        out.authorities.append(record)  # type: ignore[arg-type]  # typed DNSPointer, writes any record
+    else:
+        out = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
+        out.add_answer_at_time(record, 0)
+    zc.async_send(out)
+
+
+async def test_a_probe_for_a_held_name_gets_our_answer_at_once(make_zc: Callable[[], AsyncZeroconf]) -> None:
+    ours, peer = make_zc(), make_zc()
+    plex = unique("plex") + ".local"
+    publisher = Publisher(ours, Recorder(), LOOPBACK)
+    await publisher.apply({plex: spec(plex)})
+    assert cached_a(peer.zeroconf, plex) == []
+
+    # zeroconf answers a probe for a name it holds at once, by multicast (query_handler.py,
+    # `_QueryResponse.add_mcast_question_response`: a probe's answers go out "now", not aggregated).
+    start = time.monotonic()
+    send_a(peer.zeroconf, plex, "127.0.0.2", probe=True)
+    await wait_for(lambda: cached_a(peer.zeroconf, plex) == ["127.0.0.1"], timeout=1, description="our answer")
+    print(f"\nprobe -> our answer in the prober's cache: {(time.monotonic() - start) * 1000:.0f} ms")
+    await publisher.close()
+
+
+async def test_another_homeproxy_probing_for_a_held_name_leaves_it(make_zc: Callable[[], AsyncZeroconf]) -> None:
+    ours, theirs = make_zc(), make_zc()
+    plex = unique("plex") + ".local"
+    publisher = Publisher(ours, Recorder(), LOOPBACK)
+    await publisher.apply({plex: spec(plex)})
+
+    # A second machine's homeproxy (its own address) wants the same name: its probe hears ours.
+    events = Recorder()
+    other = Publisher(theirs, events, ["127.0.0.2"])
+    await other.apply({plex: spec(plex)})
+    assert (other.states[plex].status, other.states[plex].holders) == ("conflict", ("127.0.0.1",))
+    assert events.events == [NameConflict(plex, ("127.0.0.1",))]
+    assert theirs.zeroconf.registry.async_get_infos_server(plex + ".") == []
+    # ... and ours never wavered.
+    assert status(publisher, plex) == "announced"
+    await other.close()
+    await publisher.close()
+
+
+async def test_a_held_service_name_is_not_unique_to_a_peer_that_registers_it(
+    make_zc: Callable[[], AsyncZeroconf],
+) -> None:
+    ours, peer = make_zc(), make_zc()
+    plex, site = unique("plex") + ".local", unique("Plex")
+    publisher = Publisher(ours, Recorder(), LOOPBACK)
+    await publisher.apply({plex: spec(plex, site=site, advertise=True)})
+    label = plex.removesuffix(".local")
+    # zeroconf's own probe (for the instance name, _core.py `async_check_service`) hears our answer.
+    for type_, instance in ((NAME_TYPE, label), (HTTP, site)):
+        claim = ServiceInfo(
+            type_,
+            f"{instance}.{type_}",
+            addresses=[socket.inet_aton("127.0.0.2")],
+            port=5000,
+            server=plex + ".",
+        )
+        with pytest.raises(NonUniqueNameException):
+            await peer.async_register_service(claim, allow_name_change=False)
+    await publisher.close()
+
+
+async def test_a_later_claim_by_a_machine_that_answers_for_it_is_a_conflict(
+    make_zc: Callable[[], AsyncZeroconf],
+) -> None:
+    ours, peer, third = make_zc(), make_zc(), make_zc()
+    plex = unique("plex") + ".local"
+    events = Recorder()
+    publisher = Publisher(ours, events, LOOPBACK, retry_interval=30)
+    await publisher.apply({plex: spec(plex)})
+    assert await resolve(third.zeroconf, plex) == ["127.0.0.1"]
+
+    # zeroconf probes instance names only, never the host name a service points at: a device
+    # (here zeroconf itself) registers a service on our host name, and announces it, without noticing us.
+    start = time.monotonic()
+    await (await peer.async_register_service(holder(plex, unique("NAS")), cooperating_responders=True))
+    await wait_for(lambda: status(publisher, plex) == "conflict", timeout=5, description="the conflict")
+    print(f"\nlater claim -> conflict: {time.monotonic() - start:.3f} s")
+    state = publisher.states[plex]
+    assert state.holders == ("127.0.0.2",)
+    assert f"Another device (127.0.0.2) already answers for {plex}" in state.detail
+    assert events.of(NameConflict) == [NameConflict(plex, ("127.0.0.2",))]
+    assert events.of(NameWithdrawn) == [NameWithdrawn(plex)]
+    # Our records are gone (goodbyes): the LAN hears only the other machine now.
+    assert ours.zeroconf.registry.async_get_infos_server(plex + ".") == []
+    await wait_for(lambda: cached_a(third.zeroconf, plex) == ["127.0.0.2"], timeout=2, description="our goodbye")
+    await publisher.close()
+
+
+async def test_a_stray_claim_nobody_answers_for_is_outlived(make_zc: Callable[[], AsyncZeroconf]) -> None:
+    ours, peer = make_zc(), make_zc()
+    plex = unique("plex") + ".local"
+    events = Recorder()
+    publisher = Publisher(ours, events, LOOPBACK)
+    await publisher.apply({plex: spec(plex)})
+    assert await resolve(peer.zeroconf, plex) == ["127.0.0.1"]
+
+    # One announcement (a device that went away, a stale packet) and no responder behind it.
+    start = time.monotonic()
+    send_a(peer.zeroconf, plex, "127.0.0.9")
+    await wait_for(lambda: status(publisher, plex) == "probing", timeout=1, description="the re-probe")
+    assert "Another device (127.0.0.9) announced" in publisher.states[plex].detail
+    await wait_for(lambda: status(publisher, plex) == "announced", timeout=3, description="the name kept")
+    # Our announcement again, with the cache-flush bit: the peer forgets the stray record (§10.2).
+    await wait_for(
+        lambda: cached_a(peer.zeroconf, plex) == ["127.0.0.1"], timeout=3, description="the stray record flushed"
+    )
+    print(f"\nstray claim -> name kept and the stray flushed: {time.monotonic() - start:.3f} s")
+    assert events.of(NameConflict) == [] and events.of(NameWithdrawn) == []
+    assert [i.type for i in ours.zeroconf.registry.async_get_infos_server(plex + ".")] == [NAME_TYPE]
     await publisher.close()

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import pytest
@@ -19,7 +20,7 @@ from homeproxy.discovery.events import DISCOVERY_EVENTS, NameAnnounced, NameWith
 from homeproxy.discovery.interfaces import Interface
 from homeproxy.discovery.runner import Discovery, mdns_refs
 from homeproxy.discovery.service import MdnsRef
-from homeproxy.engine import EventBus
+from homeproxy.engine import EventBus, ProblemReported, Subscription
 from homeproxy.runtime import Runtime
 from tests.discovery.conftest import Peer, unique_name, unique_type
 from tests.waiting import wait_for
@@ -216,3 +217,69 @@ async def test_an_mdns_upstream_follows_its_service_to_a_new_port(
             assert runtime.store.config.sites[0].upstream_urls == (f"mdns://{name}._http._tcp",)
     finally:
         await asyncio.to_thread(runtime.stop)
+
+
+# --- homeproxy itself: its own adverts, and upstreams that loop back -----------------------------
+
+
+def gathered(sub: Subscription, into: list[ProblemReported], count: int) -> Callable[[], bool]:
+    """A `wait_for` predicate: drain `sub` into `into` until it holds `count` events."""
+
+    def check() -> bool:
+        into.extend(cast("list[ProblemReported]", sub.drain()))
+        return len(into) >= count
+
+    return check
+
+
+async def test_its_own_advert_is_marked_and_an_upstream_to_itself_is_reported(running: Running, peer: Peer) -> None:
+    problems = running.bus.subscribe("problems", kinds=(ProblemReported,))
+    port = 18093
+    name, host = unique_name("hpt-own"), f"hpt-{unique_name()}.local"
+    discovery = 'service_types = ["_http._tcp"]\nbrowse_all_types = false\nadvertise = true'
+    cfg = config(discovery, site(name, host, "http://127.0.0.1:9"))
+    d = running.discovery
+    started = time.monotonic()
+    await running.start(cfg, port=port)
+    assert (d.identity.instance_id, d.identity.ports) == (d.instance_id, frozenset({port}))
+    assert "127.0.0.1" in d.identity.addresses
+    device = unique_name("Device")
+    await peer.register(peer.info(device, "_http._tcp.local.", port=5000))
+
+    # Its own advert (the site's, with this run's id in the TXT) comes back through its own browser.
+    key = f"{name}._http._tcp.local."
+    await wait_for(lambda: running.directory.get(key), timeout=6, description="its own advert, browsed")
+    print(f"\nstart -> own advert in the directory: {time.monotonic() - started:.3f} s")
+    mine = running.directory.get(key)
+    assert mine is not None and mine.own and dict(mine.properties)["homeproxy"] == d.instance_id
+    assert mine.port == port
+    await wait_for(lambda: running.directory.get(f"{device}._http._tcp.local."), description="the device")
+    theirs = running.directory.get(f"{device}._http._tcp.local.")
+    assert theirs is not None and not theirs.own
+    assert problems.drain() == []
+
+    # Sites forwarding to homeproxy itself: said once each, when the config is applied.
+    own_ref = f"mdns://{name}._http._tcp"
+    loops = (
+        site("by-name", "a.test", own_ref)
+        + site("by-url", "b.test", f"http://localhost:{port}/x")
+        + site("fine", "c.test", f"mdns://{device}._http._tcp")
+    )
+    d.apply(config(discovery, site(name, host, "http://127.0.0.1:9") + loops), port=port)
+    said: list[ProblemReported] = []
+    await wait_for(gathered(problems, said, 2), description="two problems")
+    assert sorted((p.source, p.solved) for p in said) == [("site by-name", False), ("site by-url", False)]
+    by_name = next(p.message for p in said if p.source == "site by-name")
+    assert f"forwards to {own_ref}, which is homeproxy's own advert" in by_name
+    by_url = next(p.message for p in said if p.source == "site by-url")
+    assert f"forwards to http://localhost:{port}/x, which is homeproxy itself" in by_url
+    # The engine's resolver never hands out homeproxy's own advert; the device's it does.
+    assert running.directory.resolve(own_ref) is None
+    assert running.directory.resolve(f"mdns://{device}._http._tcp") == "http://127.0.0.1:5000"
+
+    # Applying the same again says nothing more; fixing them says so once.
+    d.apply(config(discovery, site(name, host, "http://127.0.0.1:9") + loops), port=port)
+    d.apply(cfg, port=port)
+    solved: list[ProblemReported] = []
+    await wait_for(gathered(problems, solved, 2), description="both solved")
+    assert sorted((p.source, p.solved) for p in solved) == [("site by-name", True), ("site by-url", True)]

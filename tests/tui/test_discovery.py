@@ -69,8 +69,8 @@ def text_of(screen: DiscoveryScreen, selector: str) -> str:
 
 
 def toasts(app: HomeproxyApp) -> list[str]:
-    """What the toasts say, as shown (their markup read)."""
-    return [Content.from_markup(n.message).plain for n in app._notifications]
+    """What the toasts say, as shown (their markup read, if they have any)."""
+    return [Content.from_markup(n.message).plain if n.markup else n.message for n in app._notifications]
 
 
 def screen_text(app: HomeproxyApp) -> str:
@@ -424,3 +424,38 @@ async def test_enter_adds_the_next_service_after_the_table_was_empty(runtime: Ru
         await pilot.press("backspace", "backspace")
         await wait_for(lambda: names(screen) == ["NAS 2"], description="the filter matching again")
         assert isinstance(app.focused, Input)
+
+
+async def test_homeproxys_own_advert_is_dimmed_labelled_and_cannot_be_added(runtime: Runtime) -> None:
+    mine = replace(service("Plex", addresses=("192.0.2.5",), port=8080, host="plex.local."), own=True)
+    other = service("NAS", addresses=("192.0.2.6",), port=5000)
+    found(runtime, mine, other)
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_discovery(app, pilot)
+        assert names(screen) == ["NAS", "Plex"]
+        row = screen.table.get_row(mine.key)
+        assert str(row[4]) == "this homeproxy"
+        assert all(str(cell.style) == "dim" for cell in row), [cell.style for cell in row]
+        assert not any(str(cell.style) == "dim" for cell in screen.table.get_row(other.key)[:3])
+        assert "2 services · 0 mapped · 1 this homeproxy" in text_of(screen, "#discovery-count")
+
+        screen.table.move_cursor(row=names(screen).index("Plex"))
+        await pilot.pause()
+        assert text_of(screen, "#service-detail").startswith("this homeproxy · Plex · _http._tcp.local.")
+        said = "Plex: this is homeproxy itself: adding it would loop back"
+        for key in ("a", "enter"):
+            await pilot.press(key)
+            await wait_for(lambda: any(t.startswith(said) for t in toasts(app)), description=f"why not ({key})")
+            app.clear_notifications()
+        await pilot.pause()
+        assert isinstance(app.screen, DiscoveryScreen)  # no site editor
+
+        # No longer ours (homeproxy moved to another port): the row is drawn as any other, and can be added.
+        found(runtime, replace(mine, own=False))
+        await wait_for(lambda: str(screen.table.get_row(mine.key)[4]) == "—", description="the label gone")
+        row = screen.table.get_row(mine.key)
+        assert [str(cell.style) for cell in row] == ["", "", "", "dim", "dim"]  # path "/" and site "—" are dim
+        assert "this homeproxy" not in text_of(screen, "#service-detail")
+        await pilot.press("a")
+        await wait_for(lambda: isinstance(app.screen, SiteEditorModal), description="the site editor")

@@ -9,7 +9,7 @@ a canned stand-in, since the real one depends on the machine's interfaces.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,19 @@ RECORDED = (
     _service("WLED-Kitchen", "_wled._tcp.local.", ("192.168.1.60",), 80, host="wled-kitchen.local."),
 )
 
+# homeproxy's own advert of its site "plex" (`[discovery] advertise`), as its browser marks it.
+OWN = replace(
+    _service(
+        "plex",
+        "_http._tcp.local.",
+        ("192.168.1.5",),
+        8080,
+        host="plex.local.",
+        properties=(("path", "/"), ("homeproxy", "3f2a9c1e5b7d4a60")),
+    ),
+    own=True,
+)
+
 
 @dataclass
 class CannedDiscovery:
@@ -117,18 +130,18 @@ def discovery_runtime(in_tmp: Path) -> Iterator[Runtime]:
         yield rt
 
 
-async def show_discovery(pilot: Pilot[None]) -> DiscoveryScreen:
+async def show_discovery(pilot: Pilot[None], services: Sequence[DiscoveredService] = RECORDED) -> DiscoveryScreen:
     app = pilot.app
     assert isinstance(app, HomeproxyApp)
     runtime = app.runtime
-    for s in RECORDED:
+    for s in services:
         runtime.directory.upsert(s)
         runtime.bus.publish(ServiceFound(s))
     await pilot.press("5")
     await wait_for(lambda: isinstance(app.screen, DiscoveryScreen), description="the Discovery screen")
     screen = app.screen
     assert isinstance(screen, DiscoveryScreen)
-    await wait_for(lambda: screen.table.row_count == len(RECORDED), description="every recorded service")
+    await wait_for(lambda: screen.table.row_count == len(services), description="every recorded service")
     screen.query_one("#discovery-filter", Input).cursor_blink = False
     await pilot.pause()
     return screen
@@ -137,6 +150,12 @@ async def show_discovery(pilot: Pilot[None]) -> DiscoveryScreen:
 async def show_hostile(pilot: Pilot[None]) -> None:
     screen = await show_discovery(pilot)
     screen.table.move_cursor(row=screen.table.get_row_index(RECORDED[5].key))
+    await pilot.pause()
+
+
+async def show_own_advert(pilot: Pilot[None]) -> None:
+    screen = await show_discovery(pilot, (*RECORDED, OWN))
+    screen.table.move_cursor(row=screen.table.get_row_index(OWN.key))
     await pilot.pause()
 
 
@@ -180,6 +199,10 @@ def test_discovery_hostile_selected(
     snap_compare: Callable[..., bool], discovery_runtime: Runtime, size: tuple[int, int]
 ) -> None:
     assert snap_compare(HomeproxyApp(discovery_runtime), terminal_size=size, run_before=show_hostile)
+
+
+def test_discovery_own_advert_selected(snap_compare: Callable[..., bool], discovery_runtime: Runtime) -> None:
+    assert snap_compare(HomeproxyApp(discovery_runtime), terminal_size=(120, 40), run_before=show_own_advert)
 
 
 def test_discovery_filtered(snap_compare: Callable[..., bool], discovery_runtime: Runtime) -> None:

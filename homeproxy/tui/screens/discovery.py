@@ -7,6 +7,11 @@ nothing is missed while another screen shows. Adding a service opens the site
 editor filled in: a name and host names from the instance name, and the
 `mdns://` upstream that follows the device when its address changes.
 
+homeproxy's own adverts (`DiscoveredService.own`: the browser knows them by
+the instance id in their TXT, or by homeproxy's addresses and port) are shown
+dimmed, labelled "this homeproxy", and cannot be added: the site would forward
+every request back to homeproxy.
+
 Every string here came from the network: it is shown as `Text`, never markup.
 """
 
@@ -22,6 +27,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets.data_table import CellDoesNotExist
 
 from homeproxy.config import Config, Site
 from homeproxy.config.model import DiscoverySettings, Upstream
@@ -29,7 +35,7 @@ from homeproxy.discovery.directory import ServiceDirectory
 from homeproxy.discovery.service import DiscoveredService, slugify
 from homeproxy.tui.bridge import ConfigEventArrived, DiscoveryEventsArrived
 from homeproxy.tui.screens.site_editor import SiteEditorModal, new_site
-from homeproxy.tui.widgets.service_table import ServiceTable, matches
+from homeproxy.tui.widgets.service_table import COLUMNS, ServiceTable, matches, row_cells
 
 if TYPE_CHECKING:
     from homeproxy.tui.app import HomeproxyApp
@@ -74,6 +80,11 @@ class DiscoveryView(Protocol):
 
 
 # --- pure helpers ----------------------------------------------------------------------
+
+THIS_HOMEPROXY = "this homeproxy"
+"""The label of homeproxy's own adverts, in the Site column and the detail."""
+
+OWN_STYLE = "dim"
 
 
 def interfaces_text(interfaces: Sequence[InterfaceView]) -> str:
@@ -133,10 +144,14 @@ def names_text(names: Mapping[str, NameView], settings: DiscoverySettings) -> Te
 
 
 def mapped_sites(directory: ServiceDirectory, services: Sequence[DiscoveredService], config: Config) -> dict[str, str]:
-    """Service key -> the names of the sites whose upstreams point at it (only those that have one)."""
+    """Service key -> the names of the sites whose upstreams point at it (only those that have one);
+    homeproxy's own adverts are "this homeproxy"."""
     upstreams = [(s.name, s.all_upstreams) for s in config.sites]
     out: dict[str, str] = {}
     for service in services:
+        if service.own:
+            out[service.key] = THIS_HOMEPROXY
+            continue
         names = [name for name, ups in upstreams if directory.maps(service, ups)]
         if names:
             out[service.key] = ", ".join(names)
@@ -181,8 +196,15 @@ def suggestion_note(service: DiscoveredService) -> Text:
 
 
 def detail_text(service: DiscoveredService) -> Text:
-    """Two lines about one service: its names and addresses, then its TXT properties."""
-    text = Text.assemble((service.instance, "bold"), " · ", service.type)
+    """Two lines about one service: its names and addresses, then its TXT properties (dimmed, and
+    labelled, for homeproxy's own adverts)."""
+    text = Text()
+    if service.own:
+        text.append(THIS_HOMEPROXY, style="bold")
+        text.append(" · ")
+    text.append(service.instance, style="bold")
+    text.append(" · ")
+    text.append(service.type)
     text.append(" · host ")
     text.append(service.host or "unknown")
     if service.resolved:
@@ -198,6 +220,8 @@ def detail_text(service: DiscoveredService) -> Text:
             text.append(key if value is None else f"{key}={value}")
     else:
         text.append("none", style="dim")
+    if service.own:
+        text.stylize(OWN_STYLE)
     return text
 
 
@@ -213,7 +237,8 @@ class DiscoveryScreen(Screen[None]):
         "its type, address, path and the site that already points at it. The top lines say what is browsed, "
         "on which interfaces, and which `.local` names homeproxy answers for. Type to filter (**/**); "
         "**Enter** or **a** opens the site editor filled in from the selected service: its upstream is the "
-        "service's `mdns://` name, so the site follows the device when its address changes."
+        "service's `mdns://` name, so the site follows the device when its address changes. homeproxy's own "
+        "adverts are dimmed and marked *this homeproxy*; they cannot be added, since they loop back."
     )
     BINDINGS = [
         Binding(
@@ -246,6 +271,10 @@ class DiscoveryScreen(Screen[None]):
         """The filter, lower case."""
         self._shown: list[DiscoveredService] = []
         self._status: Text | None = None
+        self._dimmed: set[str] = set()
+        """Rows shown dimmed (homeproxy's own adverts)."""
+        self._sites: dict[str, str] = {}
+        """The Site column's text by service key, as last shown."""
 
     @property
     def hp(self) -> HomeproxyApp:
@@ -278,6 +307,7 @@ class DiscoveryScreen(Screen[None]):
         # Discovery's state (running, interfaces, an error) changes without an event.
         if self.is_current:
             self._show_status()
+            self._dim_own_rows()  # the table re-renders cells when it is resized
 
     @on(DiscoveryEventsArrived)
     def _discovered(self, _message: DiscoveryEventsArrived) -> None:
@@ -297,11 +327,16 @@ class DiscoveryScreen(Screen[None]):
         sites = mapped_sites(runtime.directory, every, config)
         self._shown = [s for s in every if matches(s, self.query_text)]
         self.table.show(self._shown, sites)
+        self._sites = sites
+        self._dim_own_rows()
         self._show_status()
         self._show_detail()
-        count = Text(f"{len(every)} service{'s' if len(every) != 1 else ''} · {len(sites)} mapped")
+        own = sum(1 for s in every if s.own)
+        count = Text(f"{len(every)} service{'s' if len(every) != 1 else ''} · {len(sites) - own} mapped")
         if self.query_text:
             count.append(f" · {len(self._shown)} match the filter")
+        if own:
+            count.append(f" · {own} {THIS_HOMEPROXY}", style=OWN_STYLE)
         resolving = sum(1 for s in every if not s.resolved)
         if resolving:
             count.append(f" · {resolving} resolving", style="dim")
@@ -325,6 +360,31 @@ class DiscoveryScreen(Screen[None]):
             idle_filter = self.focused is filter_ and was_empty and not filter_.value
             if self.focused is None or idle_filter:
                 self.table.focus()
+
+    def _dim_own_rows(self) -> None:
+        """Dim the rows of homeproxy's own adverts, and undim rows that are no longer (the table
+        updates only the cells whose text or style it changed)."""
+        table = self.table
+        own = {s.key: s for s in self._shown if s.own}
+        for key in own.keys() | self._dimmed:
+            service = own.get(key)
+            restore = None if service is not None else self.hp.runtime.directory.get(key)
+            for i, (column, _heading) in enumerate(COLUMNS):
+                try:
+                    cell = table.get_cell(key, column)
+                except CellDoesNotExist:
+                    break  # not shown (filtered out, or gone)
+                dimmed = isinstance(cell, Text) and str(cell.style) == OWN_STYLE and not cell.spans
+                if service is not None and not dimmed:
+                    plain = cell.plain if isinstance(cell, Text) else str(cell)
+                    table.update_cell(key, column, Text(plain, style=OWN_STYLE, no_wrap=True, overflow="ellipsis"))
+                elif service is None and dimmed and restore is not None:
+                    # As the table draws it, cut to the width it had (the table cut it so).
+                    fresh = row_cells(restore, self._sites.get(key, ""))[i]
+                    if fresh.cell_len > cell.cell_len:
+                        fresh.truncate(cell.cell_len, overflow="ellipsis")
+                    table.update_cell(key, column, fresh)
+        self._dimmed = set(own)
 
     def _show_status(self) -> None:
         runtime = self.hp.runtime
@@ -380,6 +440,16 @@ class DiscoveryScreen(Screen[None]):
         service = self.selected
         if service is None:
             self.notify("Select a service first.", title="Discovery", markup=False)
+            return
+        if service.own:
+            # The instance name came from the LAN: plain text (markup=False), never markup.
+            self.notify(
+                f"{service.instance}: this is homeproxy itself: adding it would loop back (every request "
+                "would come back to homeproxy). It is homeproxy's own advert for one of its sites.",
+                title=THIS_HOMEPROXY.capitalize(),
+                severity="warning",
+                markup=False,
+            )
             return
         if not service.resolved:
             self.notify(
