@@ -17,33 +17,21 @@ import contextlib
 import copy
 import hashlib
 import logging
-import math
-import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import tomlkit
-from tomlkit.items import AoT, Array, Comment, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
 from homeproxy.config.load import ConfigError, ConfigInvalid, decode_config, parse_config
-from homeproxy.config.model import (
-    AuthSettings,
-    CacheSettings,
-    CompressionSettings,
-    Config,
-    HeaderRules,
-    RateLimit,
-    Route,
-    Site,
-)
-from homeproxy.config.store_upstreams import error_pages_value, upstream_side_value
+from homeproxy.config.model import Config, Site
+from homeproxy.config.store_document import _find_site, _model_site, _remove_table, _set_key
+from homeproxy.config.store_files import ConfigSaveError, atomic_write, default_config_text
+from homeproxy.config.store_toml import route_table, site_table
 from homeproxy.paths import backups_dir
 
 log = logging.getLogger(__name__)
@@ -67,49 +55,6 @@ class ConfigRejected:
 
 
 ConfigEvent = ConfigChanged | ConfigRejected
-
-
-def default_config_text() -> str:
-    """The commented default config (`assets/default-config.toml`)."""
-    packaged = resources.files("homeproxy").joinpath("_assets/default-config.toml")
-    if packaged.is_file():
-        return packaged.read_text(encoding="utf-8")
-    # Running from a source checkout (editable install): the file is at the top level.
-    return (Path(__file__).resolve().parents[2] / "assets" / "default-config.toml").read_text(encoding="utf-8")
-
-
-class ConfigSaveError(OSError):
-    """A save that could not be written (a full disk, a read-only folder): the file on disk
-    and the config in force are both as they were; `str()` says so in homeproxy's words."""
-
-
-def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
-    """Write `text` to `path` so that a crash leaves either the old or the new file, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if mode is None:
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    # The rename is done: the new file is in place. Flushing the directory makes the
-    # rename itself durable; if that fails the save still happened, so it is only logged.
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as e:
-        log.warning("could not flush directory %s after saving %s: %s", path.parent, path.name, e)
 
 
 SETTLE = 0.15
@@ -374,220 +319,6 @@ class ConfigStore:
         if self._watcher is not None:
             self._watcher.join(timeout=5)
             self._watcher = None
-
-
-# --- model -> TOML ---------------------------------------------------------------------
-
-
-def _find_site(doc: TOMLDocument, name: str) -> Table:
-    for table in doc.get("sites", []):
-        if table.get("name") == name:
-            return table  # type: ignore[no-any-return]
-    raise KeyError(f'no site named "{name}"')
-
-
-def _model_site(config: Config, name: str) -> Site:
-    site = config.site(name)
-    if site is None:
-        raise KeyError(f'no site named "{name}"')
-    return site
-
-
-def _duration_text(secs: float) -> str | float:
-    """Seconds as people write them ("30s", "500ms", "1.5s"), exactly; else a plain number."""
-    if secs.is_integer():
-        return f"{int(secs)}s"
-    ms = secs * 1000
-    if secs < 1 and ms.is_integer():
-        return f"{int(ms)}ms"
-    text = repr(secs)
-    return f"{text}s" if "e" not in text else secs
-
-
-_DURATION_KEYS = frozenset(
-    {
-        "connect_timeout",
-        "read_timeout",
-        "header_timeout",
-        "retry_deadline",
-        "upstream_keepalive",
-        "default_ttl",
-        "stale_on_error",
-        "session_ttl",
-    }
-)
-
-
-def _settings_value(obj: Any) -> Any:
-    """A feature's settings as TOML: `true`/`false` when only the switch differs, else an inline table."""
-    if isinstance(obj, RateLimit):
-        per_second = f"{obj.rate:g}/s"
-        if obj.burst == max(1, math.ceil(obj.rate)) and obj.rate == float(f"{obj.rate:g}"):
-            return per_second
-        table = tomlkit.inline_table()
-        table.update({"rate": per_second, "burst": obj.burst})
-        return table
-    items = dict(_non_default(obj))
-    if hasattr(obj, "enabled") and set(items) <= {"enabled"}:
-        return bool(obj.enabled)
-    if getattr(obj, "enabled", False):
-        items.pop("enabled", None)  # a table means on
-    elif hasattr(obj, "enabled"):
-        items = {"enabled": False, **items}  # off, with options kept for later
-    if isinstance(obj, AuthSettings) and items.get("mode") in ("basic", "forward"):
-        items.pop("mode")  # inferred from users / forward
-    table = tomlkit.inline_table()
-    if isinstance(obj, HeaderRules):
-        if obj.security:
-            table["security"] = True
-        for side in ("request", "response"):
-            rules = tomlkit.inline_table()
-            if items.get(f"{side}_set"):
-                rules["set"] = _pairs(items[f"{side}_set"])
-            if items.get(f"{side}_remove"):
-                rules["remove"] = list(items[f"{side}_remove"])
-            if rules:
-                table[side] = rules
-        return table
-    for k, v in items.items():
-        table[k] = _pairs(v) if k == "users" else _toml_value(k, v)
-    return table
-
-
-def _pairs(pairs: tuple[tuple[str, str], ...]) -> Any:
-    table = tomlkit.inline_table()
-    for k, v in pairs:
-        table[k] = v
-    return table
-
-
-def _toml_value(key: str, value: Any) -> Any:
-    if key in _DURATION_KEYS and isinstance(value, float):
-        return _duration_text(value)
-    if key == "error_pages":
-        return error_pages_value(value)
-    upstream_side = upstream_side_value(value, _duration_text)
-    if upstream_side is not None:
-        return upstream_side
-    if isinstance(value, (CacheSettings, CompressionSettings, AuthSettings, RateLimit, HeaderRules)):
-        return _settings_value(value)
-    if isinstance(value, tuple) and value and isinstance(value[0], Route):
-        aot = tomlkit.aot()
-        for r in value:
-            aot.append(route_table(r))
-        return aot
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-def _is_default_settings(value: Any) -> bool:
-    settings = (CacheSettings, CompressionSettings, AuthSettings, HeaderRules)
-    return isinstance(value, settings) and value == type(value)()
-
-
-def _trailing_start(table: Table) -> int:
-    """Index in `table`'s body where its trailing comments and blank lines start.
-
-    tomlkit files the comments above a `[[sites]]` heading under the table
-    before it; edits must keep them where the user sees them, above the heading.
-    """
-    body = table.value.body
-    i = len(body)
-    while i > 0 and body[i - 1][0] is None and isinstance(body[i - 1][1], (Comment, Whitespace)):
-        i -= 1
-    return i
-
-
-def _set_key(table: Table, key: str, value: Any) -> None:
-    """Set one key, keeping comments: an existing array is edited in place, a new key
-    goes after the table's last key (not under the next table's heading comment)."""
-    if (key == "routes" and not value) or value is None or _is_default_settings(value):
-        table.pop(key, None)  # back to the default: the key goes (e.g. auth turned off)
-        return
-    new = _toml_value(key, value)
-    old = table.get(key)
-    if isinstance(old, Array) and isinstance(new, list) and not isinstance(new, AoT):
-        for i in reversed(range(len(old))):
-            if old[i] not in new:
-                del old[i]
-        for v in new:
-            if v not in old:
-                old.append(v)
-        if list(old) == new:
-            return
-    at = _trailing_start(table)
-    if key in table or key == "routes" or at >= len(table.value.body):
-        table[key] = new
-        return
-    table.value._insert_at(at, key, tomlkit.item(new))
-
-
-def _remove_table(doc: TOMLDocument, sites: AoT, index: int) -> None:
-    """Delete `sites[index]`, moving the comments that head the next table (or end the
-    file), which tomlkit keeps inside the deleted one, to where they belong."""
-    table = sites[index]
-    start = _trailing_start(table)
-    carried = table.value.body[start:]
-    # The blank lines that separated the deleted table from what follows go with it.
-    while carried and isinstance(carried[0][1], Whitespace):
-        carried = carried[1:]
-    del table.value.body[start:]
-    del sites[index]
-    if not carried:
-        return
-    if index > 0:
-        target = sites[index - 1].value
-        for _, item in carried:
-            target.append(None, item)
-    elif not len(sites):
-        for _, item in carried:
-            doc.append(None, item)
-    else:
-        # They head what is now the first table: put them in the document, above the array.
-        body = doc.body
-        pos = next(i for i, (k, v) in enumerate(body) if v is sites)
-        for n, (_, item) in enumerate(carried):
-            body.insert(pos + n, (None, item))
-        shift = len(carried)
-        # tomlkit's key -> body index map must follow the insertion.
-        for k, v in doc._map.items():
-            doc._map[k] = (
-                tuple(i + shift if i >= pos else i for i in v)
-                if isinstance(v, tuple)
-                else (v + shift if v >= pos else v)
-            )
-
-
-def _non_default(obj: Any) -> Iterator[tuple[str, Any]]:
-    """The fields of a dataclass that are required or differ from their defaults."""
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if f.default is not MISSING and value == f.default:
-            continue
-        if f.default_factory is not MISSING and value == f.default_factory():
-            continue
-        yield f.name, value
-
-
-def site_table(site: Site) -> Table:
-    """A `[[sites]]` table for `site`, writing only the keys that differ from the defaults."""
-    table = tomlkit.table()
-    for key, value in _non_default(site):
-        if key == "routes":
-            continue
-        table[key] = _toml_value(key, value)
-    if site.routes:
-        table["routes"] = _toml_value("routes", site.routes)
-    return table
-
-
-def route_table(route: Route) -> Table:
-    """A `[[sites.routes]]` table for `route`."""
-    table = tomlkit.table()
-    for key, value in _non_default(route):
-        table[key] = _toml_value(key, value)
-    return table
 
 
 __all__ = [
