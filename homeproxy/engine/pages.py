@@ -38,6 +38,7 @@ _TITLES = {
     502: "Bad Gateway",
     503: "Service Unavailable",
     504: "Gateway Timeout",
+    508: "Loop Detected",
 }
 
 _TEXT = {
@@ -53,6 +54,7 @@ _TEXT = {
     502: "The service behind this address could not be reached. It may be down or restarting; try again shortly.",
     503: "The service behind this address is not available right now.",
     504: "The service behind this address took too long to answer.",
+    508: "This site's upstream is this proxy itself: the request went round in a loop.",
 }
 
 _HTML = """<!doctype html>

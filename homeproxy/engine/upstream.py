@@ -24,6 +24,7 @@ import asyncio
 import functools
 import logging
 import math
+import secrets
 import time
 
 from yarl import URL
@@ -75,6 +76,10 @@ _FORWARDING = frozenset(
     {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip", "expect"}
 )
 _DROP = HOP_BY_HOP | _FORWARDING | {"host", "content-length"}
+VIA_TOKEN = f"homeproxy-{secrets.token_hex(4)}"
+"""This process's name in the `Via` header (RFC 9110 section 7.6.3) it adds upstream; a request
+that comes back with it has looped through homeproxy (its own address as an upstream)."""
+VIA = f"Via: 1.1 {VIA_TOKEN}"
 QUEUE_WAIT = 2.0
 """Seconds a request waits for a free slot when every upstream is at its `max_conns`."""
 ALL_DOWN_RETRY_AFTER = 30
@@ -235,6 +240,11 @@ class Forwarder:
     async def __call__(self, ex: Exchange) -> Reply:
         request = ex.request
         site = self.site
+        if "Via" in ex.headers and VIA_TOKEN in ",".join(ex.headers.getall("Via")):
+            # This request went through this homeproxy already: a site whose upstream is homeproxy
+            # itself. Forwarding it again would loop until connections ran out.
+            ex.error = "loop: the upstream is this homeproxy (the request came back with its Via)"
+            return error_reply(508, request)
         if site.websockets and is_websocket_upgrade(request):
             return await relay_websocket(self, ex)
         body = Body(ex)
@@ -389,6 +399,7 @@ class Forwarder:
         lines = [f"{request.method} {base_path}{self.target(request)} HTTP/1.1"]
         lines += [f"{name}: {value}" for name, value in self._kept(ex)]
         lines += [f"{name}: {value}" for name, value in self._forwarding(ex, base.raw_authority)]
+        lines.append(VIA)
         lines += extra
         lines.append("\r\n")
         # The client's header bytes were decoded as UTF-8 with surrogateescape: the same bytes go on.
