@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from homeproxy import paths
 from homeproxy.certs.ca import LocalCA
 from homeproxy.cli import main
-from homeproxy.cli_ca import SYSTEM_CA_DIR, SYSTEM_CA_FILE, UPDATE_TOOL
+from homeproxy.cli.ca import SYSTEM_CA_DIR, SYSTEM_CA_FILE, UPDATE_TOOL
 
 REPO = Path(__file__).resolve().parents[1]
 
