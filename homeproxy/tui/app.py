@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from rich.text import Text
 from textual import on
 from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding
@@ -29,6 +28,7 @@ from homeproxy.discovery.events import DISCOVERY_EVENTS, DiscoveryEvent, NameAnn
 from homeproxy.engine import ProblemReported, RequestCompleted, Stats, UpstreamHealthChanged
 from homeproxy.runtime import Runtime
 from homeproxy.tui.bridge import ConfigEventArrived, RequestBuffer, drain
+from homeproxy.tui.format import safe_text
 from homeproxy.tui.health import HealthBook
 from homeproxy.tui.screens.certificates import CertificatesScreen
 from homeproxy.tui.screens.confirm import ConfirmModal
@@ -119,11 +119,10 @@ class HomeproxyApp(App[None]):
         self.switch_mode("dashboard")
         if self.runtime.store.created:
             self.notify(
-                Text(
-                    f"No config file was found, so homeproxy wrote a commented one to {self.runtime.config_path}"
-                ).markup,
+                f"No config file was found, so homeproxy wrote a commented one to {self.runtime.config_path}",
                 title="Welcome",
                 timeout=15,
+                markup=False,
             )
         self.set_interval(0.1, self._pump)
 
@@ -151,7 +150,7 @@ class HomeproxyApp(App[None]):
         for problem in batch.problems:
             # Said once when it starts and once when it ends (a full disk), never per request.
             self.notify(
-                problem.message,
+                safe_text(problem.message),
                 title=f"{problem.source.capitalize()} {'works again' if problem.solved else 'problem'}",
                 severity="information" if problem.solved else "error",
                 timeout=8 if problem.solved else 30,
@@ -162,11 +161,13 @@ class HomeproxyApp(App[None]):
         """A toast per upstream that went down or came back; past `HEALTH_TOASTS` in one batch
         (a switch that lost every server at once), one more toast counts the rest."""
         for ev in events[:HEALTH_TOASTS]:
+            # The reason may quote the upstream (an error, a status line): plain text, never markup.
             self.notify(
-                Text(f"{ev.site}: {ev.upstream} {'is back' if ev.up else 'is down'}: {ev.reason}").markup,
+                safe_text(f"{ev.site}: {ev.upstream} {'is back' if ev.up else 'is down'}: {ev.reason}"),
                 title="Upstream back" if ev.up else "Upstream down",
                 severity="information" if ev.up else "warning",
                 timeout=5 if ev.up else 10,
+                markup=False,
             )
         if len(events) > HEALTH_TOASTS:
             rest = events[HEALTH_TOASTS:]
@@ -183,12 +184,14 @@ class HomeproxyApp(App[None]):
         announced: dict[str, tuple[str, ...]] = {}
         for ev in events:
             if isinstance(ev, NameConflict):
+                # The holders are what other machines on the LAN call themselves: plain text, never markup.
                 holder = " and ".join(ev.holders) if ev.holders else "another machine"
                 self.notify(
-                    Text(f"{ev.host} is already answered by {holder} on the LAN; homeproxy does not take it").markup,
+                    safe_text(f"{ev.host} is already answered by {holder} on the LAN; homeproxy does not take it"),
                     title="mDNS name in use",
                     severity="error",
                     timeout=10,
+                    markup=False,
                 )
             elif isinstance(ev, NameAnnounced):
                 announced[ev.host] = ev.addresses
@@ -196,7 +199,9 @@ class HomeproxyApp(App[None]):
             # One toast per batch: at start-up every site's name is announced at once.
             addresses = sorted({a for addrs in announced.values() for a in addrs})
             where = f" ({', '.join(addresses)})" if addresses else ""
-            self.notify(Text(f"Answering {', '.join(announced)} on the LAN{where}").markup, title="mDNS", timeout=3)
+            self.notify(
+                safe_text(f"Answering {', '.join(announced)} on the LAN{where}"), title="mDNS", timeout=3, markup=False
+            )
 
     def upstream_state(self, site: str, url: str) -> str:
         """The health of `site`'s upstream `url`: "up", "down", "cooling", "unchecked", or "" if unknown."""
@@ -210,15 +215,17 @@ class HomeproxyApp(App[None]):
                 self.notify(
                     f"The config file changed on disk and was applied: {len(event.config.sites)} site(s).",
                     title="Config",
+                    markup=False,
                 )
         elif isinstance(event, ConfigRejected):
             first = str(event.errors[0]) if event.errors else "invalid config"
             more = f" (+{len(event.errors) - 1} more)" if len(event.errors) > 1 else ""
             self.notify(
-                Text(first + more).markup,
+                first + more,  # may quote the file: plain text, never markup
                 title="Config file rejected; still serving the last good one",
                 severity="error",
                 timeout=10,
+                markup=False,
             )
         self._to_screen(message)
 

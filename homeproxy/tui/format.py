@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from rich.text import Text
@@ -9,6 +10,30 @@ from rich.text import Text
 from homeproxy.config import Site
 
 _BLOCKS = " ▁▂▃▄▅▆▇█"
+
+# SECURITY: neither Rich's `Text` nor Textual's `Content` drops ESC or the C1 controls (they
+# strip only BEL, BS, VT, FF and CR), and Textual writes a segment's text to the terminal as
+# it is: an ESC in a Host header would be a terminal escape sequence. So every string from the
+# network goes through `safe_text` on its way to the screen: C0 and C1 controls and DEL, the line
+# and paragraph separators, the bidi overrides and isolates (they reorder what is shown), and
+# lone surrogates (aiohttp decodes header bytes that are not UTF-8 with "surrogateescape"; a
+# surrogate cannot even be written to the terminal).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as surrogateescape keeps it
+        code -= 0xDC00
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe_text(text: str) -> str:
+    """`text` (from the network) with control characters shown as escapes (`\\x1b`, `\\u202e`),
+    so it is only ever text. Pass the result on as `Text`/`Content` or with `markup=False`:
+    escaping markup is not enough (Textual's markup reads `[ @click=app.quit]`, which
+    `rich.markup.escape` and `textual.markup.escape` leave alone)."""
+    return text if text.isprintable() else _UNSAFE.sub(_escape, text)
 
 
 def sparkline(values: Sequence[int | float]) -> str:

@@ -27,6 +27,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from homeproxy.certs.status import CertStatus
 from homeproxy.tui.bridge import ConfigEventArrived
+from homeproxy.tui.format import safe_text
 from homeproxy.tui.widgets.cert_table import ISSUERS, CertTable, span
 from homeproxy.tui.widgets.root_panel import RootInfo, RootPanel, load_root, root_line
 
@@ -78,7 +79,7 @@ def detail_text(status: CertStatus, now: datetime, *, wide: bool = True) -> Text
     if status.state in ("issuing", "renewing"):
         text.append(f"{status.state.capitalize()} now: {status.step or 'starting'}.", style="cyan")
     elif status.state == "error":
-        error = status.last_error or "The last attempt failed."
+        error = safe_text(status.last_error) or "The last attempt failed."  # may quote the ACME server
         text.append("✗ " + error + ("" if error.endswith((".", "!", "?")) else "."), style="red")
         keeps = f" The old certificate serves until {status.not_after:%Y-%m-%d}." if status.not_after else ""
         retry = f" Next try in {span(nxt - now)}." if nxt is not None and nxt > now else ""
@@ -92,9 +93,11 @@ def detail_text(status: CertStatus, now: datetime, *, wide: bool = True) -> Text
         )
         if status.last_error:
             retry = f" Next try in {span(nxt - now)}." if nxt is not None and nxt > now else ""
-            text.append("\n✗ " + status.last_error.rstrip(".") + "." + retry, style="red")
+            text.append("\n✗ " + safe_text(status.last_error).rstrip(".") + "." + retry, style="red")
     elif status.state == "missing":
-        text.append(status.last_error or "No certificate yet: the site is not served over HTTPS.", style="red")
+        text.append(
+            safe_text(status.last_error) or "No certificate yet: the site is not served over HTTPS.", style="red"
+        )
     else:
         text.append(until[:1].upper() + until[1:] + ".")
         if status.issuer == "files":
@@ -310,7 +313,8 @@ class CertificatesScreen(Screen[None]):
         try:
             await asyncio.to_thread(source.renew, site)
         except Exception as e:  # the engine refused (unknown site, stopped) or the renewal failed outright
-            self.notify(f"{type(e).__name__}: {e}", title=f"Not renewed: {site}", severity="error", markup=False)
+            message = safe_text(f"{type(e).__name__}: {e}")  # may quote the ACME server
+            self.notify(message, title=f"Not renewed: {site}", severity="error", markup=False)
             self.refresh_data()
             return
         statuses = await asyncio.to_thread(source.certificates)
@@ -319,7 +323,7 @@ class CertificatesScreen(Screen[None]):
             pass
         elif now.state == "error":
             self.notify(
-                now.last_error or "The renewal failed; the old certificate keeps serving.",
+                safe_text(now.last_error) or "The renewal failed; the old certificate keeps serving.",
                 title=f"Not renewed: {site}",
                 severity="error",
                 markup=False,

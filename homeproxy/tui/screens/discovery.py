@@ -12,7 +12,9 @@ the instance id in their TXT, or by homeproxy's addresses and port) are shown
 dimmed, labelled "this homeproxy", and cannot be added: the site would forward
 every request back to homeproxy.
 
-Every string here came from the network: it is shown as `Text`, never markup.
+Every string here came from the network: it is shown as `Text`, never markup, with
+control characters escaped (`safe_text`: discovery cleans names and TXT records on the
+way in, but what reaches the terminal is the TUI's to guard).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from homeproxy.config.model import DiscoverySettings, Upstream
 from homeproxy.discovery.directory import ServiceDirectory
 from homeproxy.discovery.service import DiscoveredService, slugify
 from homeproxy.tui.bridge import ConfigEventArrived, DiscoveryEventsArrived
+from homeproxy.tui.format import safe_text
 from homeproxy.tui.screens.site_editor import SiteEditorModal, new_site
 from homeproxy.tui.widgets.service_table import COLUMNS, ServiceTable, matches, row_cells
 
@@ -97,7 +100,7 @@ def status_text(discovery: DiscoveryView | None, settings: DiscoverySettings) ->
     if discovery is None:
         return Text("mDNS discovery is off in this run, so nothing is browsed or announced.", style="dim")
     if discovery.error:
-        return Text.assemble(("✗ mDNS discovery failed: ", "bold red"), discovery.error)
+        return Text.assemble(("✗ mDNS discovery failed: ", "bold red"), safe_text(discovery.error))
     if not settings.browse and not settings.publish_hostnames and not settings.advertise:
         return Text("mDNS is off: turn on Browse in Settings → Discovery (key 4).", style="dim")
     if not discovery.running:
@@ -130,16 +133,16 @@ def names_text(names: Mapping[str, NameView], settings: DiscoverySettings) -> Te
     for i, name in enumerate(sorted(names.values(), key=lambda n: n.host)):
         if i:
             text.append(" · ", style="dim")
-        text.append(name.host)
+        text.append(safe_text(name.host))
         if name.status == "announced":
             text.append(" ●", style="green")
         elif name.status == "conflict":
             held = f" held by {', '.join(name.holders)}" if name.holders else " held by another machine"
-            text.append(" ✗" + held, style="red")
+            text.append(" ✗" + safe_text(held), style="red")
         elif name.status == "error":
-            text.append(" ✗ " + (name.detail or "error"), style="red")
+            text.append(" ✗ " + safe_text(name.detail or "error"), style="red")
         else:
-            text.append(f" {name.status}", style="dim")
+            text.append(f" {safe_text(name.status)}", style="dim")
     return text
 
 
@@ -181,10 +184,12 @@ def suggest_site(service: DiscoveredService, config: Config) -> Site:
 
 def suggestion_note(service: DiscoveredService) -> Text:
     """What the editor says about a site made from `service`."""
-    text = Text.assemble("From discovery: ", (service.instance, "bold"), f" ({service.label}), now at ")
-    text.append(service.url() or "an unknown address", style="bold")
+    text = Text.assemble(
+        "From discovery: ", (safe_text(service.instance), "bold"), f" ({safe_text(service.label)}), now at "
+    )
+    text.append(safe_text(service.url() or "an unknown address"), style="bold")
     text.append(". The upstream ")
-    text.append(str(service.ref))
+    text.append(safe_text(str(service.ref)))
     text.append(" follows the device when its address changes.")
     if service.scheme == "https":
         text.append(
@@ -202,14 +207,14 @@ def detail_text(service: DiscoveredService) -> Text:
     if service.own:
         text.append(THIS_HOMEPROXY, style="bold")
         text.append(" · ")
-    text.append(service.instance, style="bold")
+    text.append(safe_text(service.instance), style="bold")
     text.append(" · ")
-    text.append(service.type)
+    text.append(safe_text(service.type))
     text.append(" · host ")
-    text.append(service.host or "unknown")
+    text.append(safe_text(service.host or "unknown"))
     if service.resolved:
         text.append(" · ")
-        text.append(", ".join(service.addresses))
+        text.append(safe_text(", ".join(service.addresses)))
     else:
         text.append(" · not resolved yet: no address and port", style="dim")
     text.append("\nTXT ", style="dim")
@@ -217,7 +222,7 @@ def detail_text(service: DiscoveredService) -> Text:
         for i, (key, value) in enumerate(service.properties):
             if i:
                 text.append(" ")
-            text.append(key if value is None else f"{key}={value}")
+            text.append(safe_text(key if value is None else f"{key}={value}"))
     else:
         text.append("none", style="dim")
     if service.own:
@@ -453,13 +458,11 @@ class DiscoveryScreen(Screen[None]):
             return
         if not service.resolved:
             self.notify(
-                Text.assemble(
-                    service.instance,
-                    " has not told its address and port yet, so there is nothing to forward to. "
-                    "It can be added once it resolves (its row then shows an address).",
-                ).markup,
+                safe_text(service.instance) + " has not told its address and port yet, so there is nothing to "
+                "forward to. It can be added once it resolves (its row then shows an address).",
                 title="Not resolved yet",
                 severity="warning",
+                markup=False,  # the name came from the LAN
             )
             return
         store = self.hp.runtime.store

@@ -20,8 +20,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from homeproxy.engine import RequestCompleted
-from homeproxy.tui.format import duration, size
-from homeproxy.tui.widgets.request_log import safe, status_class
+from homeproxy.tui.format import duration, safe_text, size
+from homeproxy.tui.widgets.request_log import status_class
 
 _STATUS_STYLE = {0: "bold red", 1: "dim", 2: "green", 3: "cyan", 4: "yellow", 5: "bold red"}
 
@@ -50,7 +50,7 @@ def fields(ev: RequestCompleted) -> Table:
     dash = Text("-", style="dim")
 
     def row(name: str, value: Text | str) -> None:
-        table.add_row(Text(name), value if isinstance(value, Text) else (Text(safe(value)) if value else dash))
+        table.add_row(Text(name), value if isinstance(value, Text) else (Text(safe_text(value)) if value else dash))
 
     row("Method", ev.method)
     row("Host", ev.host)
@@ -66,7 +66,7 @@ def fields(ev: RequestCompleted) -> Table:
     row("Request body", size(ev.bytes_in))
     row("Response body", size(ev.bytes_out))
     if ev.error:
-        row("Error", Text(safe(ev.error), style="red"))
+        row("Error", Text(safe_text(ev.error), style="red"))
     return table
 
 
@@ -78,7 +78,7 @@ def headers(pairs: tuple[tuple[str, str], ...]) -> RenderableType:
     table.add_column(style="bold", no_wrap=True, max_width=32, overflow="fold")
     table.add_column(overflow="fold")
     for name, value in pairs:
-        table.add_row(Text(safe(name)), Text(safe(value)))
+        table.add_row(Text(safe_text(name)), Text(safe_text(value)))
     return table
 
 
@@ -129,9 +129,9 @@ class RequestDetailModal(ModalScreen[None]):
         with Vertical(id="request-detail") as box:
             box.border_title = "Request"
             line = Text.assemble(
-                (safe(ev.method) or "-", "bold"),
+                (safe_text(ev.method) or "-", "bold"),
                 " ",
-                safe(ev.host + ev.path) or "-",
+                safe_text(ev.host + ev.path) or "-",
                 "  ",
                 status_text(ev.status),
             )

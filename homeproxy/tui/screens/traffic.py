@@ -20,6 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Input, Static
 
 from homeproxy.tui.bridge import RequestsArrived
+from homeproxy.tui.format import safe_text
 from homeproxy.tui.screens.request_detail import RequestDetailModal
 from homeproxy.tui.widgets.request_log import RequestFilter, RequestLog
 
@@ -254,7 +255,8 @@ class TrafficScreen(Screen[None]):
             ("method", "m", method, f.method is not None),
         ):
             button = self.query_one(f"#filter-{name}", Button)
-            # Site names may come from mDNS later: plain text, never markup.
-            button.label = Content.assemble((key, "bold underline"), f" {name}: ", (value, "bold" if active else ""))
+            # Methods come from the network (site names may come from mDNS): plain text, never markup.
+            label = (safe_text(value), "bold" if active else "")
+            button.label = Content.assemble((key, "bold underline"), f" {name}: ", label)
             button.set_class(active, "-filtering")
             button.refresh(layout=True)  # the label's width changed (Button.label does not relayout)

@@ -27,7 +27,7 @@ from homeproxy.config import Site
 from homeproxy.config.model import Upstream
 from homeproxy.engine import UpstreamStats, UpstreamStatus
 from homeproxy.tui.bridge import ConfigEventArrived, UpstreamHealthArrived
-from homeproxy.tui.format import ago, duration, health_dot
+from homeproxy.tui.format import ago, duration, health_dot, safe_text
 from homeproxy.tui.widgets.form_parts import duration_text
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def check_text(status: UpstreamStatus | None, site: Site, now: float) -> Text:
     if status is None or not status.checked:
         return Text("not yet", style="dim")
     text = Text("✓ " if status.check_ok else "✗ ", style="green" if status.check_ok else "red")
-    text.append(status.check_detail)  # may quote the upstream: text, never markup
+    text.append(safe_text(status.check_detail))  # may quote the upstream: text, never markup
     text.append(f" · {ago(now - status.checked)}", style="dim")
     return text
 
@@ -324,7 +324,7 @@ class UpstreamsScreen(Screen[None]):
                 text.append(part)
 
         if st is not None:
-            reason = Text(st.reason) if st.reason else Text("nothing happened", style="dim")
+            reason = Text(safe_text(st.reason)) if st.reason else Text("nothing happened", style="dim")
             line("Since", f"{ago(now - st.since)} · ", reason)
             if st.state == "cooling" and st.until:
                 text.append(f" · back in {max(0, int(st.until - now))}s", style="yellow")

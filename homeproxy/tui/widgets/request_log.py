@@ -23,7 +23,6 @@ with control characters escaped, never parsed as markup.
 
 from __future__ import annotations
 
-import re
 import time
 from bisect import bisect_left
 from collections import deque
@@ -44,28 +43,10 @@ from textual.timer import Timer
 
 from homeproxy.engine import RequestCompleted
 from homeproxy.tui.bridge import RequestBuffer
-from homeproxy.tui.format import duration
+from homeproxy.tui.format import duration, safe_text
 
 Row = tuple[int, RequestCompleted]
 """A request in the view: its sequence number in the buffer, and the event."""
-
-# C0 and C1 controls, DEL, the bidi overrides and isolates (any of them could
-# move the cursor, recolour the terminal or reorder what is shown), and lone
-# surrogates: aiohttp decodes header bytes that are not UTF-8 with
-# "surrogateescape", and a surrogate cannot even be written to the terminal.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, as surrogateescape keeps it
-        code -= 0xDC00
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def safe(text: str) -> str:
-    """`text` with control characters shown as escapes (`\\x1b`), so it is only ever text."""
-    return _UNSAFE.sub(_escape, text)
 
 
 def local_time(t: float) -> str:
@@ -633,17 +614,17 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
             if key == "time":
                 add(Segment(fit(local_time(ev.time), w), muted))
             elif key == "client":
-                add(Segment(fit(safe(ev.client), w), muted))
+                add(Segment(fit(safe_text(ev.client), w), muted))
             elif key == "site":
-                add(Segment(fit(safe(ev.site) or "-", w), base if ev.site else muted))
+                add(Segment(fit(safe_text(ev.site) or "-", w), base if ev.site else muted))
             elif key == "method":
-                add(Segment(fit(safe(ev.method) or "-", w), base))
+                add(Segment(fit(safe_text(ev.method) or "-", w), base))
             elif key == "status":
                 style = base + self._style(f"status-{status_class(ev.status)}")
                 add(Segment(fit(str(ev.status) if ev.status else "---", w), style))
             elif key == "path":
-                target = safe(ev.host + ev.path)
-                error = f"  {safe(ev.error)}" if ev.error else ""
+                target = safe_text(ev.host + ev.path)
+                error = f"  {safe_text(ev.error)}" if ev.error else ""
                 if cell_len(target) >= w or not error:
                     add(Segment(fit(target, w), base))
                 else:
@@ -656,6 +637,6 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
             elif key == "cache":
                 cache = _CACHE_SHORT.get(ev.cache, ev.cache)
                 hit = ev.cache in ("HIT", "REVALIDATED", "STALE")
-                add(Segment(fit(safe(cache), w), base + self._style("cache-hit") if hit else muted))
+                add(Segment(fit(safe_text(cache), w), base + self._style("cache-hit") if hit else muted))
             add(Segment(" ", base))
         return _exact(segments, width, base)

@@ -4,7 +4,8 @@ The table is given the whole list every time (`show`) and changes only what
 differs: a service that changed gets its cells updated, a new one is added, a
 lost one removed, and the row under the cursor stays under the cursor (rows
 are keyed by the service's mDNS name). Every cell is a `Text` built from the
-cleaned network strings, so a name such as `[red]x[/]` shows as typed.
+network strings with control characters escaped (`safe_text`), so a name such
+as `[red]x[/]` shows as typed and an ESC in one reaches no terminal.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import RowDoesNotExist
 
 from homeproxy.discovery.service import DiscoveredService
+from homeproxy.tui.format import safe_text
 
 #: Column key, heading.
 COLUMNS = (("name", "Name"), ("type", "Type"), ("address", "Address:Port"), ("path", "Path"), ("site", "Site"))
@@ -48,13 +50,13 @@ def matches(service: DiscoveredService, query: str) -> bool:
 
 def row_cells(service: DiscoveredService, site: str) -> tuple[Text, ...]:
     """One row: name, type, address, path, site (all `Text`: these strings came from the LAN)."""
-    address = address_text(service)
+    address = safe_text(address_text(service))
     return (
-        Text(service.instance, style="bold" if site else "", no_wrap=True, overflow="ellipsis"),
-        Text(service.label, no_wrap=True, overflow="ellipsis"),
+        Text(safe_text(service.instance), style="bold" if site else "", no_wrap=True, overflow="ellipsis"),
+        Text(safe_text(service.label), no_wrap=True, overflow="ellipsis"),
         Text(address) if address else Text("resolving…", style="dim italic"),
-        Text(service.path or "/", style="" if service.path else "dim"),
-        Text(site, style="green") if site else Text(NO_SITE, style="dim"),
+        Text(safe_text(service.path) or "/", style="" if service.path else "dim"),
+        Text(safe_text(site), style="green") if site else Text(NO_SITE, style="dim"),
     )
 
 
