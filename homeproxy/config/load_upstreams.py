@@ -64,6 +64,18 @@ def _probe_path(v: Any) -> str:
     return s
 
 
+def _options(v: Mapping[str, Any], converters: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    """The keys of table `v` that `converters` knows, converted; a bad value names its key."""
+    options: dict[str, Any] = {}
+    for key, convert in converters.items():
+        if key in v:
+            try:
+                options[key] = convert(v[key])
+            except ValueError as e:
+                raise ValueError(f"{key}: {e}") from None
+    return options
+
+
 def health_check(v: Any) -> HealthCheck | None:
     """`true` (the defaults), `false` (off) or a table of options."""
     if isinstance(v, bool):
@@ -73,7 +85,6 @@ def health_check(v: Any) -> HealthCheck | None:
     _keys(v, ("enabled", "path", "interval", "timeout", "status", "body", "passes", "fails"), "health")
     if "enabled" in v and not _bool(v["enabled"]):
         return None
-    options: dict[str, Any] = {}
     converters: dict[str, Callable[[Any], Any]] = {
         "path": _probe_path,
         "interval": _duration,
@@ -83,13 +94,7 @@ def health_check(v: Any) -> HealthCheck | None:
         "passes": lambda x: _positive(x, 100),
         "fails": lambda x: _positive(x, 100),
     }
-    for key, convert in converters.items():
-        if key in v:
-            try:
-                options[key] = convert(v[key])
-            except ValueError as e:
-                raise ValueError(f"{key}: {e}") from None
-    return HealthCheck(**options)
+    return HealthCheck(**_options(v, converters))
 
 
 def passive_health(v: Any) -> PassiveHealth:
@@ -99,7 +104,6 @@ def passive_health(v: Any) -> PassiveHealth:
     if not isinstance(v, Mapping):
         raise ValueError(f'expected true, false or a table such as {{ fails = 3, window = "30s" }}, got {_show(v)}')
     _keys(v, ("enabled", "fails", "window", "cooldown", "status_5xx"), "passive_health")
-    options: dict[str, Any] = {}
     converters: dict[str, Callable[[Any], Any]] = {
         "enabled": _bool,
         "fails": lambda x: _positive(x, 1000),
@@ -107,13 +111,7 @@ def passive_health(v: Any) -> PassiveHealth:
         "cooldown": _duration,
         "status_5xx": _bool,
     }
-    for key, convert in converters.items():
-        if key in v:
-            try:
-                options[key] = convert(v[key])
-            except ValueError as e:
-                raise ValueError(f"{key}: {e}") from None
-    return PassiveHealth(**options)
+    return PassiveHealth(**_options(v, converters))
 
 
 def error_pages(v: Any) -> tuple[tuple[int, str], ...]:
