@@ -34,19 +34,12 @@ travels in its own cookie, which the upstream never sees.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
-import hashlib
 import hmac
 import json
 import logging
 import math
-import os
-import secrets
-import threading
-from collections.abc import Iterable
 from html import escape
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from multidict import CIMultiDict
@@ -56,142 +49,29 @@ from homeproxy.engine.chain import Handler
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.features import FeatureContext
 from homeproxy.engine.features.access import client_group
-from homeproxy.engine.features.auth import PasswordCheck, quoted, too_many
+from homeproxy.engine.features.auth_check import PasswordCheck, quoted, too_many
+from homeproxy.engine.features.auth_login_page import (
+    _FORM,
+    _FORM_HEADERS,
+    LOGIN_PATH,
+    LOGOUT_PATH,
+    _redirect,
+    safe_next,
+    wants_html,
+)
+from homeproxy.engine.features.auth_session import COOKIE, _mac, _unb64, cookie_values, load_or_create_key, make_token
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import Reply
 
 log = logging.getLogger(__name__)
 
-COOKIE = "homeproxy_session"
-LOGIN_PATH = "/.homeproxy/login"
-LOGOUT_PATH = "/.homeproxy/logout"
-KEY_FILE = "session.key"
-KEY_BYTES = 32
 #: Bigger login posts are refused unread (413).
 MAX_FORM = 16 * 1024
 #: Longer cookie values are not even parsed.
 MAX_TOKEN = 4096
-#: Longer `next` values become "/".
-MAX_NEXT = 2048
 #: Seconds a client has to send the login form's body.
 FORM_TIMEOUT = 10.0
 _STATE_KEY = "auth.session_key"
-_KEY_LOCK = threading.Lock()
-_MAC_LABEL = b"homeproxy-session-v1\0"
-
-
-def load_or_create_key(data_dir: Path) -> bytes:
-    """The session key in `data_dir`, made (32 random bytes, mode 0600, the dir 0700) if missing.
-    Blocking: call it in a thread."""
-    path = data_dir / KEY_FILE
-    with _KEY_LOCK:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another process made it just now
-                fd = os.open(path, os.O_RDONLY)
-            else:
-                try:
-                    os.write(fd, secrets.token_bytes(KEY_BYTES))
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                fd = os.open(path, os.O_RDONLY)
-        try:
-            if os.fstat(fd).st_mode & 0o077:
-                log.warning("%s was readable by others; making it 0600", path)
-                os.fchmod(fd, 0o600)
-            key = os.read(fd, 4096)
-        finally:
-            os.close(fd)
-    if len(key) < KEY_BYTES:
-        raise ValueError(f"{path} is damaged (shorter than {KEY_BYTES} bytes); delete it and homeproxy makes a new one")
-    return key
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(key: bytes, payload: bytes, stored_hash: str) -> bytes:
-    return hmac.new(key, _MAC_LABEL + payload + b"\0" + stored_hash.encode(), hashlib.sha256).digest()
-
-
-def make_token(key: bytes, user: str, issued: int, expires: int, scope: str, stored_hash: str) -> str:
-    """A session cookie value."""
-    payload = json.dumps([user, issued, expires, scope], separators=(",", ":")).encode()
-    return f"v1.{_b64(payload)}.{_b64(_mac(key, payload, stored_hash))}"
-
-
-def cookie_values(lines: Iterable[str]) -> list[str]:
-    """Every `homeproxy_session` value in these Cookie header lines (at most a few)."""
-    out: list[str] = []
-    for line in lines:
-        for part in line.split(";"):
-            name, eq, value = part.strip().partition("=")
-            if eq and name.strip() == COOKIE:
-                out.append(value.strip().strip('"'))
-                if len(out) >= 4:
-                    return out
-    return out
-
-
-def safe_next(value: str) -> str:
-    """`value` if it is a relative path on this site, else "/" (no open redirect)."""
-    if (
-        not value
-        or len(value) > MAX_NEXT
-        or not value.startswith("/")
-        or value.startswith("//")  # protocol-relative: another host
-        or "\\" in value  # browsers read "/\evil.example" as "//evil.example"
-        or any(not 0x21 <= ord(c) <= 0x7E for c in value)  # controls, spaces, non-ASCII
-    ):
-        return "/"
-    if urlsplit(value).path in (LOGIN_PATH, LOGOUT_PATH):
-        return "/"
-    return value
-
-
-def wants_html(ex: Exchange) -> bool:
-    return "text/html" in ",".join(ex.request.headers.getall("Accept", ())).lower()
-
-
-_FORM = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<meta name="robots" content="noindex"><title>Sign in: {realm}</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:22em;margin:15vh auto;padding:0 1em;color:#333}}
-h1{{font-size:1.4em}}label{{display:block;margin:.8em 0}}input{{display:block;width:100%;box-sizing:border-box;
-padding:.4em;font:inherit}}button{{margin-top:.6em;padding:.4em 1.2em;font:inherit}}
-.error{{color:#a00}}small{{color:#888}}</style></head>
-<body><main><h1>{realm}</h1>{message}
-<form method="post" action="{action}">
-<input type="hidden" name="next" value="{next}">
-<label>User name<input name="username" autocomplete="username" autocapitalize="none" required{autofocus_user}
- value="{user}"></label>
-<label>Password<input name="password" type="password" autocomplete="current-password" required{autofocus_pw}></label>
-<button type="submit">Sign in</button>
-</form><p><small>homeproxy</small></p></main></body></html>
-"""
-
-#: The form's own headers: it is never cached, framed, sniffed, or able to load anything.
-_FORM_HEADERS = (
-    ("Content-Type", "text/html; charset=utf-8"),
-    ("Cache-Control", "no-store"),
-    (
-        "Content-Security-Policy",
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    ),
-    ("X-Frame-Options", "DENY"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "same-origin"),
-)
 
 
 class LoginMode:
@@ -441,9 +321,3 @@ class LoginMode:
         if status == 401:
             headers["WWW-Authenticate"] = self.challenge
         return Reply(status, headers, html.encode("utf-8"))
-
-
-def _redirect(location: str) -> Reply:
-    """303 See Other to a (validated) path on this host."""
-    headers: CIMultiDict[str] = CIMultiDict({"Location": location, "Cache-Control": "no-store"})
-    return Reply(303, headers, b"")

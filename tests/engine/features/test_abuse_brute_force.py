@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from homeproxy.engine.features.access import client_group
-from homeproxy.engine.features.auth import FREE_FAILURES
+from homeproxy.engine.features.auth_check import FREE_FAILURES
 from homeproxy.passwords import hash_password
 from tests.engine.conftest import Backend, Fetched, Proxy, fetch, make_config, site
 from tests.engine.features.conftest import FakeClock, StartFeatureProxy

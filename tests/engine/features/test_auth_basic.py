@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from homeproxy.engine.features import auth as auth_module
-from homeproxy.engine.features.auth import FailureThrottle
+from homeproxy.engine.features import auth_check as auth_module
+from homeproxy.engine.features.auth_check import FailureThrottle
 from homeproxy.passwords import hash_password, verify_password
 from tests.engine.conftest import (
     Backend,

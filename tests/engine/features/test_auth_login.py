@@ -20,8 +20,8 @@ import pytest
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from homeproxy.engine.features import auth as auth_module
-from homeproxy.engine.features.auth_login import COOKIE, KEY_FILE, make_token
+from homeproxy.engine.features import auth_check as auth_module
+from homeproxy.engine.features.auth_session import COOKIE, KEY_FILE, make_token
 from homeproxy.passwords import hash_password
 from tests.engine.conftest import Backend, Proxy, Seen, make_config, raw_request, record, site
 from tests.engine.features.conftest import FakeClock, StartFeatureProxy, client_at
