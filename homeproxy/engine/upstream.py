@@ -8,7 +8,8 @@
   read whole so a body cut short becomes a clean 502 instead of a truncated 200.
 - Hop-by-hop headers (RFC 9110 section 7.6.1), and every header named in `Connection`, are
   removed in both directions. X-Forwarded-For/-Proto/-Host/-Port and X-Real-IP are set; a
-  client's own X-Forwarded-* values are believed only from a configured trusted proxy.
+  client's own X-Forwarded-* values are believed only from a configured trusted proxy
+  (the request head is built in `upstream_head.py`).
 - Per-site connect and read timeouts; an unreachable upstream is a 502 page, a timeout a 504;
   with several upstreams, one that refuses the connection hands the request to the next.
 - A pooled connection that the upstream closed as the request went out (its idle keep-alive
@@ -24,12 +25,12 @@ import asyncio
 import functools
 import logging
 import math
-import secrets
 import time
 
 from yarl import URL
 
 from homeproxy.config.model import STICKY_COOKIE, Route, Site
+from homeproxy.engine import upstream_head
 from homeproxy.engine.balance import Balancer, sticky_value
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.h1.errors import (
@@ -43,9 +44,8 @@ from homeproxy.engine.h1.errors import (
 from homeproxy.engine.h1.pool import Origin, OriginKey
 from homeproxy.engine.hop import HOP_BY_HOP, connection_tokens, forwarded_for
 from homeproxy.engine.pages import error_reply
-from homeproxy.engine.paths import match_prefix, upstream_target
+from homeproxy.engine.paths import match_prefix
 from homeproxy.engine.reply import CLIENT_CLOSED, Reply, client_gone
-from homeproxy.engine.request import Request
 from homeproxy.engine.upstream_exchange import (
     IDEMPOTENT_METHODS,
     SMALL_BODY,
@@ -55,6 +55,7 @@ from homeproxy.engine.upstream_exchange import (
     failed,
     not_replayed,
 )
+from homeproxy.engine.upstream_head import VIA_TOKEN, framed_head
 from homeproxy.engine.upstream_targets import MdnsUpstream, Resolver, UpstreamClient, no_resolver
 from homeproxy.engine.upstream_ws import is_websocket_upgrade, relay_websocket
 
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "HOP_BY_HOP",
     "UPSTREAM_CERT_REFUSED",
+    "VIA_TOKEN",
     "Forwarder",
     "Resolver",
     "UpstreamClient",
@@ -71,21 +73,10 @@ __all__ = [
 ]
 
 
-#: Request headers that homeproxy sets itself (the client's copies are not passed on as they are).
-_FORWARDING = frozenset(
-    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip", "expect"}
-)
-_DROP = HOP_BY_HOP | _FORWARDING | {"host", "content-length"}
-VIA_TOKEN = f"homeproxy-{secrets.token_hex(4)}"
-"""This process's name in the `Via` header (RFC 9110 section 7.6.3) it adds upstream; a request
-that comes back with it has looped through homeproxy (its own address as an upstream)."""
-VIA = f"Via: 1.1 {VIA_TOKEN}"
 QUEUE_WAIT = 2.0
 """Seconds a request waits for a free slot when every upstream is at its `max_conns`."""
 ALL_DOWN_RETRY_AFTER = 30
 """The most seconds a 503 for a site whose upstreams are all down tells clients to wait."""
-#: Methods whose requests carry a body by definition: without one, say Content-Length: 0.
-_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class Forwarder:
@@ -121,6 +112,11 @@ class Forwarder:
         for i, entry in enumerate(self.health):
             entry.resolve = functools.partial(self._resolve, i)
             entry.origin_for = self._origin
+
+    head = upstream_head.head
+    """The request line and headers sent to an upstream (`upstream_head.py`; `upstream_ws.py` calls it)."""
+    target = upstream_head.target
+    """The request target sent upstream, the route's prefix replaced (`upstream_head.py`)."""
 
     def _load(self, i: int) -> int:
         """Upstream `i`'s requests in flight now (an mDNS service not on the network: as busy as can be)."""
@@ -172,57 +168,6 @@ class Forwarder:
                 self._origins.clear()
             found = self._origins[base] = (self.client.pool.origin(key), base.raw_path.rstrip("/"))
         return found
-
-    def target(self, request: Request) -> str:
-        """The request target sent upstream: the raw path and query, with the route's prefix
-        replaced (`strip_prefix`, `rewrite`); for a path with dot segments, its normal form
-        (`paths.py`, which also cuts prefixes spelled otherwise, such as `/%61pi/`)."""
-        target = request.path_qs
-        rewrite = self.rewrite
-        if rewrite is None:
-            path = request.path
-            if "%" in path or "/." in path or "\\" in path:  # may have dot segments
-                return upstream_target(target, path, "", None)
-            return target
-        path = request.path
-        if "%" in path or "/." in path or "//" in path or "\\" in path:
-            return upstream_target(target, path, self.prefix, rewrite)
-        prefix = self.prefix
-        if target.startswith(prefix):
-            target = target[len(prefix) :]
-            target = rewrite + (target if target.startswith("/") else "/" + target)
-        return target
-
-    def _kept(self, ex: Exchange) -> list[tuple[str, str]]:
-        """The client's headers that go on: all but hop-by-hop ones and those homeproxy sets."""
-        src = ex.headers
-        drop = _DROP | connection_tokens(src) if "Connection" in src else _DROP
-        return [(name, value) for name, value in src.items() if name.lower() not in drop]
-
-    def _forwarding(self, ex: Exchange, authority: str) -> tuple[tuple[str, str], ...]:
-        """Host and the X-Forwarded-* / X-Real-IP headers homeproxy sets."""
-        request = ex.request
-        src = ex.headers
-        host = src.get("Host", authority) if self.site.preserve_host else authority
-        peer = request.remote
-        if not ex.trusted_peer:  # the common case: nothing the client says about itself is believed
-            return (
-                ("Host", host),
-                ("X-Forwarded-For", peer),
-                ("X-Forwarded-Proto", request.scheme),
-                ("X-Forwarded-Host", src.get("Host") or ""),
-                ("X-Forwarded-Port", request.local_port),
-                ("X-Real-IP", ex.client),
-            )
-        xff = forwarded_for(src)
-        return (
-            ("Host", host),
-            ("X-Forwarded-For", f"{xff}, {peer}" if xff else peer),
-            ("X-Forwarded-Proto", src.get("X-Forwarded-Proto") or request.scheme),
-            ("X-Forwarded-Host", src.get("X-Forwarded-Host") or src.get("Host") or ""),
-            ("X-Forwarded-Port", src.get("X-Forwarded-Port") or request.local_port),
-            ("X-Real-IP", ex.client),
-        )
 
     def candidates(self, ex: Exchange) -> list[int]:
         """The upstreams to try, in order: the primaries that are up in the policy's order, then
@@ -337,7 +282,7 @@ class Forwarder:
         health = self.health[i]
         pool = self.client.pool
         origin, base_path = self._origin(base)
-        head = self._head(ex, base, base_path, body)
+        head = framed_head(self, ex, base, base_path, body)
         try:
             try:
                 return await exchange(pool, site, ex, origin, health, head, body, fresh=False)
@@ -381,29 +326,6 @@ class Forwarder:
     def _replayable(self, method: str, body: Body) -> bool:
         """May a request that upstream may have acted on go to another (`retry_idempotent`)?"""
         return self.site.retry_idempotent and method in IDEMPOTENT_METHODS and not body.used
-
-    def _head(self, ex: Exchange, base: URL, base_path: str, body: Body) -> bytes:
-        """The request line and headers, as bytes, with the body's framing."""
-        if body.data is not None:
-            framing = [f"Content-Length: {len(body.data)}"]
-        elif body.streamed:
-            framing = ["Transfer-Encoding: chunked" if body.length is None else f"Content-Length: {body.length}"]
-        else:
-            framing = ["Content-Length: 0"] if ex.request.method in _BODY_METHODS else []
-        return self.head(ex, base, base_path, framing)
-
-    def head(self, ex: Exchange, base: URL, base_path: str, extra: list[str]) -> bytes:
-        """The request line and headers sent to `base`, with `extra` header lines last (the body's
-        framing, or a WebSocket handshake's Connection and Upgrade)."""
-        request = ex.request
-        lines = [f"{request.method} {base_path}{self.target(request)} HTTP/1.1"]
-        lines += [f"{name}: {value}" for name, value in self._kept(ex)]
-        lines += [f"{name}: {value}" for name, value in self._forwarding(ex, base.raw_authority)]
-        lines.append(VIA)
-        lines += extra
-        lines.append("\r\n")
-        # The client's header bytes were decoded as UTF-8 with surrogateescape: the same bytes go on.
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape")
 
 
 def _sticky(ex: Exchange) -> str:
