@@ -8,7 +8,7 @@ from any thread and block until the loop has done the work, so a caller (the
 TUI, the headless server, the config store) never touches the loop itself.
 
 The engine knows nothing of the TUI: it publishes one `RequestCompleted` per
-request on the `EventBus`, and that is all it tells anyone.
+request on the `EventBus` (`handling.py`), and that is all it tells anyone.
 """
 
 from __future__ import annotations
@@ -27,24 +27,19 @@ from typing import Any, TypeVar
 from homeproxy import paths
 from homeproxy.certs.manager import CertError, CertManager, Prepared
 from homeproxy.certs.status import CertStatus, Renewal
-from homeproxy.config.model import Config, Route, Site
-from homeproxy.engine.chain import Handler, Middleware, compose
-from homeproxy.engine.events import EventBus, RequestCompleted
-from homeproxy.engine.exchange import Exchange
-from homeproxy.engine.features import FeatureContext, build_middlewares
+from homeproxy.config.model import Config
+from homeproxy.engine.compiler import compile_routes
+from homeproxy.engine.events import EventBus
+from homeproxy.engine.features import FeatureContext
 from homeproxy.engine.h1.pool import OriginLoad
 from homeproxy.engine.h1.server import HttpServer
+from homeproxy.engine.handling import RequestHandler
 from homeproxy.engine.health_types import UpstreamStatus
-from homeproxy.engine.hop import client_ip, forwarded_for, in_networks, trusted_networks
+from homeproxy.engine.hop import trusted_networks
 from homeproxy.engine.listeners import BindError, Listener, listen_set, open_listeners
-from homeproxy.engine.pages import error_reply, load_error_pages, own_page
-from homeproxy.engine.paths import normalize_path
-from homeproxy.engine.reply import CLIENT_CLOSED, client_gone, send
-from homeproxy.engine.request import Request
-from homeproxy.engine.routing import RoutingTable, compile_table, normalize_host
-from homeproxy.engine.site_answers import site_answer
-from homeproxy.engine.tls_paths import ROOT_URL_PATH, WELL_KNOWN, https_redirect, misdirected, well_known
-from homeproxy.engine.upstream import Forwarder, Resolver, UpstreamClient
+from homeproxy.engine.routing import RoutingTable
+from homeproxy.engine.tls_paths import ROOT_URL_PATH
+from homeproxy.engine.upstream import Resolver, UpstreamClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,8 +67,9 @@ class Engine:
         """Every TLS site's certificate; its `contexts.listener` is the HTTPS listener's SSL context."""
         self._cert_task: asyncio.Task[None] | None = None
         self._config = config
-        self._table = self._compile(config)
-        self._trusted = trusted_networks(config.server)
+        table, trusted = self._compile(config), trusted_networks(config.server)
+        self._requests = RequestHandler(self.bus, clock, self.certs, table, trusted, lambda: self._https_port)
+        """Each request's handling; it holds the routing table in force."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._http: HttpServer | None = None
@@ -159,7 +155,8 @@ class Engine:
         prepared = self.certs.prepare(config)  # off the loop: may issue (CPU) or read files
         table = self._compile(config)  # compiled here, off the loop
         if self._loop is None:
-            self._config, self._table, self._trusted = config, table, trusted_networks(config.server)
+            self._config = config
+            self._requests.table, self._requests.trusted = table, trusted_networks(config.server)
             self.certs.commit(prepared)
             return
         self._call(self._apply(config, table, prepared), timeout)
@@ -230,7 +227,7 @@ class Engine:
         self._cert_task = asyncio.get_running_loop().create_task(self.certs.run(), name="homeproxy-certs")
         await self._client.open()
         self._client.health.commit()
-        self._http = HttpServer(self._handle, self._bad_request, lambda: self._config.server)
+        self._http = HttpServer(self._requests.handle, self._requests.bad_request, lambda: self._config.server)
         self._http.start()
         try:
             await self._bind(self._config, initial=True)
@@ -242,8 +239,9 @@ class Engine:
             await self._bind(config)  # raises BindError with the old listeners intact
         self.certs.commit(prepared)
         self.tls_errors = ()
-        # The swap: a request reads self._table once when it arrives.
-        self._config, self._table, self._trusted = config, table, trusted_networks(config.server)
+        # The swap: a request reads the table once when it arrives.
+        self._config = config
+        self._requests.table, self._requests.trusted = table, trusted_networks(config.server)
         self._client.health.commit()
 
     async def _bind(self, config: Config, *, initial: bool = False) -> None:
@@ -274,6 +272,10 @@ class Engine:
         assert self._http is not None
         return await open_listeners(self._http, wanted, lambda: self.certs.contexts.listener)
 
+    def _compile(self, config: Config) -> RoutingTable:
+        """`config`'s routing table (`compiler.py`), built with this engine's features and upstream client."""
+        return compile_routes(config, self.features, self._client, self.resolver, self.clock)
+
     async def _stop(self) -> None:
         for lst in self._listeners:
             lst.server.close()
@@ -294,133 +296,6 @@ class Engine:
                 await close()
             except Exception:
                 log.exception("error closing a feature's resources")
-
-    # --- requests ------------------------------------------------------------------------
-
-    def _compile(self, config: Config) -> RoutingTable:
-        ctx = self.features
-        ctx.cache_header = config.cache.header
-        if ctx.cache is None and any(s.cache.enabled for s in config.sites):
-            from homeproxy.engine.features.cache import SharedCache
-
-            ctx.cache = SharedCache(config.cache.max_bytes, clock=self.clock)
-        elif ctx.cache is not None:
-            ctx.cache.resize(config.cache.max_bytes)
-        # One chain per site, shared by its routes (a site's rate limit and cache are the site's).
-        chains: dict[str, list[Middleware]] = {}
-        self._client.health.begin()
-
-        def make_handler(site: Site, route: Route | None) -> Handler:
-            if site.name not in chains:
-                chains[site.name] = build_middlewares(site, ctx)
-            terminal = site_answer(site) or Forwarder(self._client, site, route, resolver=self.resolver)
-            return compose(chains[site.name], terminal)
-
-        return compile_table(config, make_handler, load_error_pages)
-
-    async def _handle(self, request: Request) -> None:
-        started = time.monotonic()
-        table = self._table
-        headers = request.headers
-        target = request.raw_path
-        # For an absolute-form target the server has set Host to its authority (RFC 9112 section 3.2.2).
-        host = normalize_host(headers.get("Host", ""))
-        peer = request.remote
-        trusted = bool(self._trusted) and in_networks(peer, self._trusted)
-        client = client_ip(peer, forwarded_for(headers), self._trusted) if trusted else peer
-        ex = Exchange(request, client, host, trusted)
-        try:
-            secure = request.secure
-            special = None
-            if not secure and target.startswith(WELL_KNOWN):  # ACME challenges, the root download
-                special = well_known(target, request, self.certs.challenges, self.certs.root)
-            compiled = table.lookup(host)
-            if special is not None:
-                reply = special
-            elif compiled is None:
-                reply = error_reply(404, request)
-            elif compiled.site.tls != secure and (secure or table.https_host(compiled, host)):
-                ex.site = compiled.site.name
-                # Over TLS: SNI named a TLS site, Host names one that is not served over TLS.
-                if secure:
-                    reply = misdirected(request)
-                else:
-                    reply = https_redirect(request, table.https_host(compiled, host), self._https_port)
-            else:
-                ex.site = compiled.site.name
-                path = request.path
-                if "%" in path or "/." in path or "//" in path or "\\" in path:  # rare: see paths.py
-                    normal = normalize_path(path)
-                    path = normal.path if normal is not None else ""
-                if path:
-                    reply = await compiled.route_for(path).handler(ex)
-                else:  # a ".." above the root: no route may be guessed for it
-                    ex.error = "path climbs above the root"
-                    reply = error_reply(400, request, "The address asked for goes above the site's root.")
-            if reply.status >= 400 and compiled is not None and compiled.error_pages:
-                reply = own_page(reply, compiled.error_pages)
-            await send(ex, reply)
-        except ConnectionError:
-            if not client_gone(request):
-                raise
-            ex.error = "client went away"
-            ex.status = ex.status or CLIENT_CLOSED
-        except Exception as e:  # never a stack trace to the client
-            log.exception("error handling %s %s", request.method, request.raw_path)
-            ex.error = f"internal error: {type(e).__name__}"
-            if not request.conn.response_started:
-                with contextlib.suppress(ConnectionError):
-                    await send(ex, error_reply(502, request))
-            else:
-                request.conn.abort()
-        finally:
-            self._publish(ex, started)
-
-    def _bad_request(self, peer: str, status: int, why: str) -> None:
-        """A request homeproxy could not parse or would not take: one event saying why.
-        Method and path are unknown: nothing of such a request is trusted."""
-        self.bus.publish(
-            RequestCompleted(
-                time=self.clock(),
-                client=peer,
-                site="",
-                host="",
-                method="",
-                path="",
-                status=status,
-                bytes_in=0,
-                bytes_out=0,
-                duration=0.0,
-                upstream="",
-                error=f"malformed request: {why}",
-            )
-        )
-
-    def _publish(self, ex: Exchange, started: float) -> None:
-        duration = time.monotonic() - started
-        request = ex.request
-        wants_headers = self.bus.wants_headers
-        sent = ex.response_headers
-        self.bus.publish(
-            RequestCompleted(
-                time=self.clock() - duration,
-                client=ex.client,
-                site=ex.site,
-                host=ex.host,
-                method=request.method,
-                path=request.raw_path,
-                status=ex.status,
-                bytes_in=ex.bytes_in,
-                bytes_out=ex.bytes_out or 0,
-                duration=duration,
-                upstream=ex.upstream,
-                cache=ex.cache,
-                error=ex.error,
-                # Copied only for a subscriber that shows them (the TUI), not on a headless hot path.
-                request_headers=tuple(request.headers.items()) if wants_headers else (),
-                response_headers=tuple(sent.items()) if sent is not None and wants_headers else (),
-            )
-        )
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
