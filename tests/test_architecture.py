@@ -133,3 +133,52 @@ def test_the_checker_sees_an_import_circle(tmp_path: Path) -> None:
     assert _circles(graph) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
     (package / "c.py").write_text("import pkg\n")
     assert _circles(_import_graph(package, "pkg")) == []
+
+
+TUI_PARTS = sorted([*(ROOT / "tui" / "screens").rglob("*.py"), *(ROOT / "tui" / "widgets").rglob("*.py")])
+
+
+def _imports_anywhere(path: Path, package: str) -> set[str]:
+    """Every module `path` (a module of `package`) imports, wherever the import is (at the top, in a
+    function, under TYPE_CHECKING), relative imports resolved; `from p import x` names `p` and `p.x`."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0]
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _package_of(path: Path) -> str:
+    return ".".join(["homeproxy", *path.parent.relative_to(ROOT).parts])
+
+
+def test_the_tui_parts_exist() -> None:
+    assert len(TUI_PARTS) >= 10, TUI_PARTS
+
+
+@pytest.mark.parametrize("path", TUI_PARTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_screens_and_widgets_do_not_import_the_app(path: Path) -> None:
+    found = _imports_anywhere(path, _package_of(path))
+    bad = sorted(n for n in found if n == "homeproxy.tui.app" or n.startswith("homeproxy.tui.app."))
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}: take what it needs from `Services` instead"
+
+
+def test_the_checker_sees_the_app_imported(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from homeproxy.tui.app import HomeproxyApp\n"
+    )
+    assert "homeproxy.tui.app" in _imports_anywhere(probe, "homeproxy.tui.screens")
+    probe.write_text("def f():\n    from .. import app\n")
+    assert "homeproxy.tui.app" in _imports_anywhere(probe, "homeproxy.tui.screens")
+    probe.write_text("from homeproxy.tui import app as a\n")
+    assert "homeproxy.tui.app" in _imports_anywhere(probe, "homeproxy.tui.widgets")
+    probe.write_text("from homeproxy.tui.format import safe_text\n")
+    assert "homeproxy.tui.app" not in _imports_anywhere(probe, "homeproxy.tui.widgets")

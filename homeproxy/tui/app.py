@@ -16,6 +16,8 @@ or comes back). The caller (the CLI, or a test) starts and stops the runtime.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import App, ScreenStackError, SystemCommand
@@ -38,6 +40,7 @@ from homeproxy.tui.screens.help import HelpScreen
 from homeproxy.tui.screens.settings import SettingsScreen
 from homeproxy.tui.screens.sites import SitesScreen
 from homeproxy.tui.screens.traffic import TrafficScreen
+from homeproxy.tui.services import Services
 
 SCREENS = (
     ("dashboard", "1", "Dashboard", "Engine state and per-site numbers"),
@@ -61,7 +64,9 @@ class HomeproxyApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "homeproxy"
-    MODES = {
+    MODES: ClassVar[dict[str, Any]] = {
+        # Each is called with the app's `Services` (a screen never reaches for the app class);
+        # Help reads the classes' bindings and HELP.
         "dashboard": DashboardScreen,
         "sites": SitesScreen,
         "traffic": TrafficScreen,
@@ -96,8 +101,12 @@ class HomeproxyApp(App[None]):
     def __init__(self, runtime: Runtime, *, buffer_size: int = 10_000) -> None:
         super().__init__()
         self.runtime = runtime
-        self.requests = RequestBuffer(buffer_size)
-        self.unsaved: dict[str, str] = {}
+        self.services = Services(runtime, RequestBuffer(buffer_size), HealthBook())
+        """What the screens use of the runtime; each screen gets it when it is built."""
+        # Textual calls a mode's factory with no arguments: each gets the services bound here.
+        self._modes = {mode: partial(make, self.services) for mode, make in self.MODES.items()}
+        self.requests = self.services.requests
+        self.unsaved = self.services.unsaved
         """What has unsaved work (e.g. an open editor), and a description of it."""
         self._subscription = runtime.bus.subscribe(
             "tui",
@@ -105,7 +114,7 @@ class HomeproxyApp(App[None]):
             headers=True,
             kinds=(RequestCompleted, UpstreamHealthChanged, ProblemReported, *DISCOVERY_EVENTS),
         )
-        self.health = HealthBook()
+        self.health = self.services.health
         """Each site upstream's health, as the engine tells it."""
 
     @property

@@ -120,6 +120,12 @@ def ago(seconds: float) -> str:
     return f"{s}s ago"
 
 
+#: The feature letters of the sites tables (Dashboard and Sites), and a shorter one for narrow terminals.
+LEGEND = "C cache  Z compression  A auth  L allow/deny  R rate limit  W websockets  T TLS"
+LEGEND_SHORT = "C cache  Z compress  A auth  L allow/deny  R rate limit  W websockets  T TLS"
+#: Cells left and right of each column's text (DataTable's cell padding).
+PADDING = 2
+
 #: An upstream's health state as a dot and its colour ("" is a state the TUI does not know yet).
 HEALTH_DOTS = {
     "up": ("●", "green"),

@@ -81,7 +81,7 @@ def ca(runtime: Runtime) -> LocalCA:
 
 async def test_key_6_shows_the_root_of_the_real_ca_and_its_qr_code(runtime: Runtime, ca: LocalCA) -> None:
     source = CAIssuer(ca, {"files": ("files.home.arpa",)})
-    app = app_with(runtime, lambda: CertificatesScreen(source))  # the real root loader
+    app = app_with(runtime, lambda services: CertificatesScreen(services, source))  # the real root loader
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await show(app, pilot)
         await wait_for(lambda: screen.root is not None, description="the root")
@@ -111,7 +111,9 @@ async def test_key_6_shows_the_root_of_the_real_ca_and_its_qr_code(runtime: Runt
 
 
 async def test_short_terminals_get_a_line_instead_of_the_panel(runtime: Runtime, ca: LocalCA) -> None:
-    app = app_with(runtime, lambda: CertificatesScreen(CAIssuer(ca, {"files": ("files.home.arpa",)})))
+    app = app_with(
+        runtime, lambda services: CertificatesScreen(services, CAIssuer(ca, {"files": ("files.home.arpa",)}))
+    )
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await show(app, pilot)
         await wait_for(lambda: screen.root is not None, description="the root")
@@ -141,7 +143,7 @@ async def test_no_tls_site_and_no_ca_is_an_empty_state_that_says_how(runtime: Ru
 
 async def test_renew_runs_in_a_thread_and_the_table_follows(runtime: Runtime, ca: LocalCA) -> None:
     source = CAIssuer(ca, {"files": ("files.home.arpa",), "[red]nas": ("nas.home.arpa", "*.nas.home.arpa")})
-    app = app_with(runtime, lambda: CertificatesScreen(source))
+    app = app_with(runtime, lambda services: CertificatesScreen(services, source))
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await show(app, pilot)
         await wait_for(lambda: screen.table.row_count == 2, description="two certificates")
@@ -174,7 +176,7 @@ async def test_the_table_follows_the_engine_without_a_key(runtime: Runtime) -> N
         def renew(self, site: str) -> None:
             pass
 
-    app = app_with(runtime, lambda: CertificatesScreen(Moving(), lambda: None))
+    app = app_with(runtime, lambda services: CertificatesScreen(services, Moving(), lambda: None))
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await show(app, pilot)
         await wait_for(lambda: "account" in screen.table.get_cell("files", "state").plain, description="step 1")
@@ -187,7 +189,7 @@ async def test_the_table_follows_the_engine_without_a_key(runtime: Runtime) -> N
 
 
 async def test_x_exports_only_the_root_into_the_current_directory(runtime: Runtime, ca: LocalCA, in_tmp: Path) -> None:
-    app = app_with(runtime, lambda: CertificatesScreen(CAIssuer(ca, {})))
+    app = app_with(runtime, lambda services: CertificatesScreen(services, CAIssuer(ca, {})))
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await show(app, pilot)
         await wait_for(lambda: screen.root is not None, description="the root")

@@ -20,6 +20,7 @@ from homeproxy.runtime import Runtime
 from homeproxy.tui import app as app_module
 from homeproxy.tui.app import HomeproxyApp
 from homeproxy.tui.screens.certificates import CertificatesScreen, TrustRootModal
+from homeproxy.tui.services import Services
 from homeproxy.tui.widgets.root_panel import RootInfo
 from tests.tui.conftest import SNAPSHOT_NOW, snapshot_config, snapshot_runtime_at
 from tests.waiting import wait_for
@@ -97,7 +98,7 @@ class CannedCertificates:
         pass
 
 
-def app_with(runtime: Runtime, screen: Callable[[], CertificatesScreen]) -> HomeproxyApp:
+def app_with(runtime: Runtime, screen: Callable[[Services], CertificatesScreen]) -> HomeproxyApp:
     """The real app, with its Certificates screen made by `screen`."""
 
     class App(HomeproxyApp):
@@ -110,7 +111,7 @@ def app_with(runtime: Runtime, screen: Callable[[], CertificatesScreen]) -> Home
 
 def canned_app(runtime: Runtime, statuses: tuple[CertStatus, ...], root: RootInfo | None) -> HomeproxyApp:
     """The real app, its Certificates screen reading `statuses` and `root`."""
-    return app_with(runtime, lambda: CertificatesScreen(CannedCertificates(statuses), lambda: root))
+    return app_with(runtime, lambda services: CertificatesScreen(services, CannedCertificates(statuses), lambda: root))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Protocol
 
 from rich.text import Text
 from textual import on, work
@@ -28,11 +28,9 @@ from textual.widgets import DataTable, Footer, Header, Static
 from homeproxy.certs.status import CertStatus
 from homeproxy.tui.bridge import ConfigEventArrived
 from homeproxy.tui.format import safe_text
+from homeproxy.tui.services import Services
 from homeproxy.tui.widgets.cert_table import ISSUERS, CertTable, span
 from homeproxy.tui.widgets.root_panel import RootInfo, RootPanel, load_root, root_line
-
-if TYPE_CHECKING:
-    from homeproxy.tui.app import HomeproxyApp
 
 #: The file `x` writes into the current directory (another name if one with other content is there).
 EXPORT_NAME = "homeproxy-root.crt"
@@ -178,10 +176,16 @@ class CertificatesScreen(Screen[None]):
         ),
     ]
 
-    def __init__(self, source: CertSource | None = None, root: Callable[[], RootInfo | None] | None = None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        source: CertSource | None = None,
+        root: Callable[[], RootInfo | None] | None = None,
+    ) -> None:
         """Read certificates from `source` and the root from `root` (both blocking, run in threads);
         by default the running engine and the CA in the runtime's data dir."""
         super().__init__()
+        self.services = services
         self._source = source
         self._root_loader = root
         self.statuses: tuple[CertStatus, ...] | None = None
@@ -189,10 +193,6 @@ class CertificatesScreen(Screen[None]):
         self.root: RootInfo | None = None
         self._root_checked = -ROOT_RETRY
         self._root_stale = True
-
-    @property
-    def hp(self) -> HomeproxyApp:
-        return cast("HomeproxyApp", self.app)
 
     @property
     def table(self) -> CertTable:
@@ -233,27 +233,27 @@ class CertificatesScreen(Screen[None]):
     def _engine_source(self) -> CertSource | None:
         if self._source is not None:
             return self._source
-        engine = self.hp.runtime.engine
+        engine = self.services.engine
         return engine if engine is not None and engine.running else None
 
     def _load_root(self) -> RootInfo | None:
         if self._root_loader is not None:
             return self._root_loader()
-        runtime = self.hp.runtime
+        runtime = self.services
         engine = runtime.engine
         port = engine.addresses[0][1] if engine is not None and engine.addresses else None
         config = runtime.store.config
         return load_root(runtime.data_dir / "ca", config, port if port is not None else config.server.http_port)
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.hp.runtime.clock(), UTC)
+        return datetime.fromtimestamp(self.services.clock(), UTC)
 
     @work(exclusive=True, group="certs-refresh")
     async def refresh_data(self) -> None:
         """Read the certificates (and, when due, the root) in a thread, then show them."""
         source = self._engine_source()
         statuses = await asyncio.to_thread(source.certificates) if source is not None else None
-        clock = self.hp.runtime.clock()
+        clock = self.services.clock()
         had = {s.site for s in self.statuses or ()}
         new_sites = {s.site for s in statuses or ()} - had
         retry = self.root is None and clock - self._root_checked >= ROOT_RETRY
@@ -268,7 +268,7 @@ class CertificatesScreen(Screen[None]):
 
     def _show(self) -> None:
         statuses = self.statuses
-        config = self.hp.runtime.store.config
+        config = self.services.store.config
         self.query_one("#certs-status", Static).update(status_line(statuses, config.server.https_port))
         self.table.show(statuses or (), self._now())
         self.set_class(not statuses, "-empty")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -30,20 +29,25 @@ from homeproxy import __version__
 from homeproxy.config import Config, Site
 from homeproxy.engine import TOTAL, SiteStats
 from homeproxy.tui.bridge import ConfigEventArrived, UpstreamHealthArrived
-from homeproxy.tui.format import HEALTH_DOTS, duration, feature_flags, rate, site_name, sparkline
+from homeproxy.tui.format import (
+    HEALTH_DOTS,
+    LEGEND,
+    LEGEND_SHORT,
+    PADDING,
+    duration,
+    feature_flags,
+    rate,
+    site_name,
+    sparkline,
+)
 from homeproxy.tui.screens.upstreams import UpstreamsScreen
-
-if TYPE_CHECKING:
-    from homeproxy.tui.app import HomeproxyApp
+from homeproxy.tui.services import Services
 
 #: Seconds of history in the per-site sparklines (at most, at least, in steps of) and the total chart.
 SPARK_SECONDS = 30
 SPARK_MIN = 10
 SPARK_STEP = 5
 CHART_SECONDS = 120
-
-LEGEND = "C cache  Z compression  A auth  L allow/deny  R rate limit  W websockets  T TLS"
-LEGEND_SHORT = "C cache  Z compress  A auth  L allow/deny  R rate limit  W websockets  T TLS"
 
 #: Every column, in order: its key and heading (the sparkline's heading says how many seconds it covers).
 COLUMNS = (
@@ -64,8 +68,6 @@ FIXED_WIDTHS = {"features": 7, "rps": 5, "p50": 7, "p95": 7, "errors": 5, "hits"
 OPTIONAL = ("upstreams", "hosts", "p50")
 #: Widths that the hosts and upstreams columns are cut to, in turn, before a column is dropped.
 TEXT_CAPS = (28, 24, 20, 16)
-#: Cells left and right of each column's text (DataTable's cell padding).
-PADDING = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,10 @@ class DashboardScreen(Screen[None]):
     table_plan: TableLayout | None = None
     """How the sites table is laid out now (None before the first config is shown)."""
 
+    def __init__(self, services: Services) -> None:
+        super().__init__()
+        self.services = services
+
     def compose(self) -> ComposeResult:
         yield Header(icon="⇄")
         with Vertical(id="dashboard"):
@@ -150,18 +156,14 @@ class DashboardScreen(Screen[None]):
             yield Static(id="legend")
         yield Footer()
 
-    @property
-    def hp(self) -> HomeproxyApp:
-        return cast("HomeproxyApp", self.app)
-
     def on_mount(self) -> None:
-        self._show_config(self.hp.runtime.store.config)
+        self._show_config(self.services.store.config)
         self.refresh_numbers()
         self.set_interval(1.0, self.refresh_numbers)
         self.call_after_refresh(self._fit_table)
 
     def on_screen_resume(self) -> None:
-        self._show_config(self.hp.runtime.store.config)
+        self._show_config(self.services.store.config)
         self.refresh_numbers()
         self.call_after_refresh(self._fit_table)  # the terminal may have been resized meanwhile
 
@@ -171,7 +173,7 @@ class DashboardScreen(Screen[None]):
 
     @on(ConfigEventArrived)
     def _config_changed(self, _message: ConfigEventArrived) -> None:
-        self._show_config(self.hp.runtime.store.config)
+        self._show_config(self.services.store.config)
         self.refresh_numbers()
 
     @on(UpstreamHealthArrived)
@@ -186,13 +188,13 @@ class DashboardScreen(Screen[None]):
             return
         name = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         if name is not None:
-            self.app.push_screen(UpstreamsScreen(name))
+            self.app.push_screen(UpstreamsScreen(self.services, name))
 
     # --- rendering -----------------------------------------------------------------------
 
     def _fit_table(self) -> None:
         """Lay the table out again if its width calls for other columns."""
-        config = self.hp.runtime.store.config
+        config = self.services.store.config
         if self._layout_for(config) != self.table_plan:
             self._show_config(config)
             self.refresh_numbers()
@@ -213,7 +215,7 @@ class DashboardScreen(Screen[None]):
         return table_layout(self._width, natural)
 
     def _show_config(self, config: Config) -> None:
-        self.hp.health.refresh(self.hp.runtime.engine)  # a new site's upstreams have their entries now
+        self.services.refresh_health()  # a new site's upstreams have their entries now
         table = self.query_one("#sites", DataTable)
         cursor = table.cursor_row
         layout = self._layout_for(config)
@@ -239,7 +241,7 @@ class DashboardScreen(Screen[None]):
                 " for Sites and ",
                 ("a", "bold"),
                 " to add one, or add a [[sites]] table to ",
-                (str(self.hp.runtime.config_path), "bold"),
+                (str(self.services.config_path), "bold"),
                 ".",
             )
         )
@@ -254,7 +256,7 @@ class DashboardScreen(Screen[None]):
         for i, url in enumerate(site.upstream_urls[:2]):
             if i:
                 ups.append(" ")
-            dot, style = HEALTH_DOTS.get(self.hp.upstream_state(site.name, url), HEALTH_DOTS[""])
+            dot, style = HEALTH_DOTS.get(self.services.upstream_state(site.name, url), HEALTH_DOTS[""])
             ups.append(dot + " ", style=style)
             # http(s):// is noise in a narrow column; mdns:// says the address is found on the LAN.
             ups.append(url if url.startswith("mdns://") else url.split("://", 1)[-1])
@@ -288,11 +290,11 @@ class DashboardScreen(Screen[None]):
 
     def refresh_numbers(self) -> None:
         """Re-read Stats and the engine's state (once a second)."""
-        self.hp.health.refresh(self.hp.runtime.engine)
-        snapshot = self.hp.stats.snapshot()
+        self.services.refresh_health()
+        snapshot = self.services.stats.snapshot()
         self._show_engine(snapshot.get(TOTAL))
         table = self.query_one("#sites", DataTable)
-        config = self.hp.runtime.store.config
+        config = self.services.store.config
         if [key.value for key in table.rows] != [site.name for site in config.sites]:
             # The sites changed while another screen was showing (config events go to the visible one).
             self._show_config(config)
@@ -306,7 +308,7 @@ class DashboardScreen(Screen[None]):
             self.query_one("#total-rate", Sparkline).data = list(total.rate[-CHART_SECONDS:])
 
     def _show_engine(self, total: SiteStats | None) -> None:
-        runtime = self.hp.runtime
+        runtime = self.services
         engine = runtime.engine
         status = self.query_one("#engine-status", Static)
         problems: list[str] = []

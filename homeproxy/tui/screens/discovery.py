@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import Protocol, cast
 
 from rich.text import Text
 from textual import on
@@ -38,11 +38,8 @@ from homeproxy.discovery.service import DiscoveredService, slugify
 from homeproxy.tui.bridge import ConfigEventArrived, DiscoveryEventsArrived
 from homeproxy.tui.format import safe_text
 from homeproxy.tui.screens.site_editor import SiteEditorModal, new_site
+from homeproxy.tui.services import Services
 from homeproxy.tui.widgets.service_table import COLUMNS, ServiceTable, matches, row_cells
-
-if TYPE_CHECKING:
-    from homeproxy.tui.app import HomeproxyApp
-
 
 # --- what the screen reads of the running discovery (a seam: tests give canned ones) ---
 
@@ -270,8 +267,9 @@ class DiscoveryScreen(Screen[None]):
         ),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, services: Services) -> None:
         super().__init__()
+        self.services = services
         self.query_text = ""
         """The filter, lower case."""
         self._shown: list[DiscoveredService] = []
@@ -280,10 +278,6 @@ class DiscoveryScreen(Screen[None]):
         """Rows shown dimmed (homeproxy's own adverts)."""
         self._sites: dict[str, str] = {}
         """The Site column's text by service key, as last shown."""
-
-    @property
-    def hp(self) -> HomeproxyApp:
-        return cast("HomeproxyApp", self.app)
 
     @property
     def table(self) -> ServiceTable:
@@ -326,7 +320,7 @@ class DiscoveryScreen(Screen[None]):
 
     def sync(self) -> None:
         """Show the directory as it is now (the row under the cursor stays there)."""
-        runtime = self.hp.runtime
+        runtime = self.services
         config = runtime.store.config
         every = runtime.directory.snapshot()
         sites = mapped_sites(runtime.directory, every, config)
@@ -373,7 +367,7 @@ class DiscoveryScreen(Screen[None]):
         own = {s.key: s for s in self._shown if s.own}
         for key in own.keys() | self._dimmed:
             service = own.get(key)
-            restore = None if service is not None else self.hp.runtime.directory.get(key)
+            restore = None if service is not None else self.services.directory.get(key)
             for i, (column, _heading) in enumerate(COLUMNS):
                 try:
                     cell = table.get_cell(key, column)
@@ -392,7 +386,7 @@ class DiscoveryScreen(Screen[None]):
         self._dimmed = set(own)
 
     def _show_status(self) -> None:
-        runtime = self.hp.runtime
+        runtime = self.services
         view = cast("DiscoveryView | None", runtime.discovery)
         text = status_text(view, runtime.store.config.discovery)
         if text != self._status:  # the timer mostly finds it unchanged
@@ -407,7 +401,7 @@ class DiscoveryScreen(Screen[None]):
     def selected(self) -> DiscoveredService | None:
         """The service under the cursor."""
         key = self.table.selected_key
-        return self.hp.runtime.directory.get(key) if key is not None else None
+        return self.services.directory.get(key) if key is not None else None
 
     @on(DataTable.RowHighlighted, "#services")
     def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
@@ -465,6 +459,6 @@ class DiscoveryScreen(Screen[None]):
                 markup=False,  # the name came from the LAN
             )
             return
-        store = self.hp.runtime.store
+        store = self.services.store
         site = suggest_site(service, store.config)
-        self.app.push_screen(SiteEditorModal(store, start=site, note=suggestion_note(service)))
+        self.app.push_screen(SiteEditorModal(self.services, start=site, note=suggestion_note(service)))

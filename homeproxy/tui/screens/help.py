@@ -27,6 +27,7 @@ from textual.widgets import Footer, Header, Static
 from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.site_editor import SiteEditorModal
 from homeproxy.tui.screens.upstreams import UpstreamsScreen
+from homeproxy.tui.services import Services
 from homeproxy.tui.widgets.upstream_list import UpstreamList
 
 #: What a screen does, for screens whose class has no `HELP` of its own.
@@ -156,6 +157,11 @@ class HelpScreen(Screen[None]):
         color: $text-muted;
     }
     """
+
+    def __init__(self, services: Services | None = None) -> None:
+        """`services` is what every screen is built with; Help reads only the app's bindings."""
+        super().__init__()
+        self.services = services
 
     def compose(self) -> ComposeResult:
         yield Header(icon="⇄")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal
 
 from rich.text import Text
 from textual import on, work
@@ -51,9 +51,7 @@ from homeproxy.tui.bridge import ConfigEventArrived
 from homeproxy.tui.format import size
 from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.discovery import interfaces_text
-
-if TYPE_CHECKING:
-    from homeproxy.tui.app import HomeproxyApp
+from homeproxy.tui.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -441,19 +439,16 @@ class SettingsScreen(Screen[None]):
     }
     """
 
-    def __init__(self) -> None:
+    def __init__(self, services: Services) -> None:
         super().__init__()
+        self.services = services
         self._backups: dict[str, Backup] = {}
         self._interfaces_help: Text | None = None
-
-    @property
-    def hp(self) -> HomeproxyApp:
-        return cast("HomeproxyApp", self.app)
 
     # --- layout --------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        config = self.hp.runtime.store.config
+        config = self.services.store.config
         yield Header(icon="⇄")
         with TabbedContent(id="settings-tabs"):
             for pane in PANES:
@@ -512,7 +507,7 @@ class SettingsScreen(Screen[None]):
             self._show_interfaces()
 
     def on_screen_resume(self) -> None:
-        self._show_config(self.hp.runtime.store.config)
+        self._show_config(self.services.store.config)
         self._load_backups()
 
     @on(ConfigEventArrived)
@@ -520,7 +515,7 @@ class SettingsScreen(Screen[None]):
         # The app handed this to the screen; bubbling back up would make the app hand it over
         # again, forever (it does when the change came from one of this screen's workers).
         message.stop()
-        self._show_config(self.hp.runtime.store.config)
+        self._show_config(self.services.store.config)
         self._load_backups()
 
     @on(TabbedContent.TabActivated)
@@ -562,7 +557,7 @@ class SettingsScreen(Screen[None]):
 
     def is_dirty(self, field: Field) -> bool:
         """Whether the field's editor holds an edit that is not saved."""
-        return self._editor_value(field) != shown(field, self.hp.runtime.store.config)
+        return self._editor_value(field) != shown(field, self.services.store.config)
 
     def _show_config(self, config: Config) -> None:
         """Show `config` in every field that holds no unsaved edit."""
@@ -576,7 +571,7 @@ class SettingsScreen(Screen[None]):
         """Under the interfaces field: the ones mDNS runs on now."""
         field = FIELD_BY_ID["discovery-interfaces"]
         text = Text(field.help)
-        discovery = self.hp.runtime.discovery
+        discovery = self.services.discovery
         if discovery is None:
             text.append(" mDNS is off in this run.", style="bold")
         elif discovery.error:
@@ -601,9 +596,9 @@ class SettingsScreen(Screen[None]):
     def _update_unsaved(self) -> None:
         dirty = [f.name for f in FIELDS if self._container(f).has_class("-dirty")]
         if dirty:
-            self.hp.unsaved["settings"] = "Settings: " + ", ".join(dirty)
+            self.services.unsaved["settings"] = "Settings: " + ", ".join(dirty)
         else:
-            self.hp.unsaved.pop("settings", None)
+            self.services.unsaved.pop("settings", None)
 
     def _clear_error(self, field: Field) -> None:
         self._container(field).remove_class("-invalid")
@@ -644,7 +639,7 @@ class SettingsScreen(Screen[None]):
         field = FIELD_BY_ID.get(focused.id or "") if focused is not None else None
         if field is None:
             return
-        self._set_editor(field, shown(field, self.hp.runtime.store.config))
+        self._set_editor(field, shown(field, self.services.store.config))
         self._clear_error(field)
         self._mark(field)
 
@@ -661,7 +656,7 @@ class SettingsScreen(Screen[None]):
     @work(thread=True, group="settings-save")
     def _store(self, edits: list[tuple[Field, Any]]) -> None:
         """Each edit as its own transaction (in a thread: applying waits on the engine)."""
-        store = self.hp.runtime.store
+        store = self.services.store
         for field, value in edits:
             error: str | None = None
             refused = False
@@ -678,14 +673,14 @@ class SettingsScreen(Screen[None]):
 
     def _stored(self, field: Field, error: str | None, refused: bool) -> None:
         """Show how one save went (on the UI loop)."""
-        config = self.hp.runtime.store.config
-        name = self.hp.runtime.config_path.name
+        config = self.services.store.config
+        name = self.services.config_path.name
         if error is None:
             self._clear_error(field)
             self._set_editor(field, shown(field, config))
             self._mark(field)
             message = f"Saved {field.name} = {_display(shown(field, config))} to {name} and applied it live"
-            engine = self.hp.runtime.engine
+            engine = self.services.engine
             if field.table == "server" and engine is not None and engine.addresses:
                 message += ": listening on " + ", ".join(f"http://{h}:{p}" for h, p in engine.addresses)
             self._status(Text(message + ".", style="green"))
@@ -717,7 +712,7 @@ class SettingsScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="settings-backups")
     def _load_backups(self) -> None:
         """List the backups (in a thread: it reads the directory)."""
-        store = self.hp.runtime.store
+        store = self.services.store
         stem = store.path.stem
         entries: list[Backup] = []
         for path in reversed(store.backups()):
@@ -738,7 +733,7 @@ class SettingsScreen(Screen[None]):
         table.clear()
         for b in entries:
             table.add_row(Text(b.when), Text(size(b.bytes), justify="right"), Text(b.path.name), key=str(b.path))
-        store = self.hp.runtime.store
+        store = self.services.store
         where = f"{store.path.stem}.backups/"
         info = self.query_one("#backups-info", Static)
         if entries:
@@ -782,7 +777,7 @@ class SettingsScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="settings-diff")
     def _load_diff(self, backup: Backup) -> None:
         """Diff a backup against the current file (in a thread: it reads both)."""
-        current = self.hp.runtime.store.path
+        current = self.services.store.path
         try:
             old = backup.path.read_text(encoding="utf-8")
             new = current.read_text(encoding="utf-8")
@@ -836,7 +831,7 @@ class SettingsScreen(Screen[None]):
     def _restore(self, backup: Backup) -> None:
         error: str | None = None
         try:
-            self.hp.runtime.store.restore(backup.path)
+            self.services.store.restore(backup.path)
         except ConfigInvalid as e:
             error = "the backup is not a valid config: " + "; ".join(str(err) for err in e.errors)
         except Exception as e:  # the engine refused it (a busy port), or the file could not be written
@@ -854,5 +849,5 @@ class SettingsScreen(Screen[None]):
             self.app.notify(
                 Text(f"{error}\nNothing was changed.").markup, title="Not restored", severity="error", timeout=10
             )
-        self._show_config(self.hp.runtime.store.config)
+        self._show_config(self.services.store.config)
         self._load_backups()

@@ -15,7 +15,7 @@ import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -29,10 +29,8 @@ from homeproxy.config import Config, ConfigError, ConfigInvalid, ConfigStore, Si
 from homeproxy.config.model import CacheSettings, CompressionSettings, SiteDefaults
 from homeproxy.tui.bridge import ConfigEventArrived
 from homeproxy.tui.screens.confirm import ConfirmModal
+from homeproxy.tui.services import Services
 from homeproxy.tui.widgets.site_form import FORM_KEYS, SiteForm
-
-if TYPE_CHECKING:
-    from homeproxy.tui.app import HomeproxyApp
 
 
 def new_site(defaults: SiteDefaults) -> Site:
@@ -178,7 +176,7 @@ class SiteEditorModal(ModalScreen[Site | None]):
 
     def __init__(
         self,
-        store: ConfigStore,
+        services: Services,
         site: Site | None = None,
         *,
         duplicate: bool = False,
@@ -188,7 +186,8 @@ class SiteEditorModal(ModalScreen[Site | None]):
         """Edit `site`, or add a copy of it (`duplicate`), or add a new site: empty, or
         filled in from `start` (e.g. a discovered service), with `note` saying where it came from."""
         super().__init__()
-        self.store = store
+        self.services = services
+        self.store = store = services.store
         self.original: Site | None = None if site is None or duplicate else site
         """The site being edited (None when adding)."""
         self.duplicate = duplicate and site is not None
@@ -211,10 +210,6 @@ class SiteEditorModal(ModalScreen[Site | None]):
         self.saving = False
         self._document: dict[str, Any] = store.document.unwrap()
         self._unsaved_key = f"site-editor-{id(self)}"
-
-    @property
-    def hp(self) -> HomeproxyApp:
-        return cast("HomeproxyApp", self.app)
 
     @property
     def form(self) -> SiteForm:
@@ -309,12 +304,12 @@ class SiteEditorModal(ModalScreen[Site | None]):
     def _note_unsaved(self, dirty: bool, name: str) -> None:
         if dirty:
             what = f'site "{name}"' if name else "a new site"
-            self.hp.unsaved[self._unsaved_key] = f"{what} in the site editor"
+            self.services.unsaved[self._unsaved_key] = f"{what} in the site editor"
         else:
-            self.hp.unsaved.pop(self._unsaved_key, None)
+            self.services.unsaved.pop(self._unsaved_key, None)
 
     def on_unmount(self) -> None:
-        self.hp.unsaved.pop(self._unsaved_key, None)
+        self.services.unsaved.pop(self._unsaved_key, None)
 
     # --- actions -------------------------------------------------------------------------
 
@@ -393,5 +388,5 @@ class SiteEditorModal(ModalScreen[Site | None]):
             self._leave(None)
 
     def _leave(self, site: Site | None) -> None:
-        self.hp.unsaved.pop(self._unsaved_key, None)
+        self.services.unsaved.pop(self._unsaved_key, None)
         self.dismiss(site)

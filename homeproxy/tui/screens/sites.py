@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, cast
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -28,15 +27,12 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from homeproxy.config import Config, ConfigStore, Site
 from homeproxy.tui.bridge import ConfigEventArrived, UpstreamHealthArrived
-from homeproxy.tui.format import HEALTH_DOTS, feature_flags, site_name
+from homeproxy.tui.format import HEALTH_DOTS, LEGEND, LEGEND_SHORT, PADDING, feature_flags, site_name
 from homeproxy.tui.screens.confirm import ConfirmModal
-from homeproxy.tui.screens.dashboard import LEGEND, LEGEND_SHORT, PADDING
 from homeproxy.tui.screens.site_editor import SiteEditorModal
 from homeproxy.tui.screens.upstreams import UpstreamsScreen
+from homeproxy.tui.services import Services
 from homeproxy.tui.summary import site_summary
-
-if TYPE_CHECKING:
-    from homeproxy.tui.app import HomeproxyApp
 
 COLUMNS = (("Site", "name"), ("State", "state"), ("On", "features"), ("Hosts", "hosts"), ("Upstreams", "upstreams"))
 #: The columns that give way (ending in "…"), widest first, when the table is wider than the screen.
@@ -145,13 +141,13 @@ class SitesScreen(Screen[None]):
         ),
     ]
 
-    @property
-    def hp(self) -> HomeproxyApp:
-        return cast("HomeproxyApp", self.app)
+    def __init__(self, services: Services) -> None:
+        super().__init__()
+        self.services = services
 
     @property
     def store(self) -> ConfigStore:
-        return self.hp.runtime.store
+        return self.services.store
 
     def compose(self) -> ComposeResult:
         yield Header(icon="⇄")
@@ -201,7 +197,7 @@ class SitesScreen(Screen[None]):
     def _refresh_health(self, read: bool = True) -> None:
         """Redraw the upstreams' dots (and the detail pane) from the engine's health."""
         if read:
-            self.hp.health.refresh(self.hp.runtime.engine)
+            self.services.refresh_health()
         table = self.query_one("#sites-table", DataTable)
         sites = self.store.config.sites
         if [key.value for key in table.rows] != [site.name for site in sites]:
@@ -232,7 +228,7 @@ class SitesScreen(Screen[None]):
 
     def show_config(self, config: Config, select: str | None = None) -> None:
         """Redraw the table, keeping the cursor on the same site (or on `select`)."""
-        self.hp.health.refresh(self.hp.runtime.engine)  # a new site's upstreams have their entries now
+        self.services.refresh_health()  # a new site's upstreams have their entries now
         table = self.query_one("#sites-table", DataTable)
         current = select or self.selected_name
         row = table.cursor_row
@@ -265,7 +261,7 @@ class SitesScreen(Screen[None]):
         # "http://" is the rule and costs a narrow column the port; https:// and mdns:// say something.
         ups = Text()
         for i, url in enumerate(site.upstream_urls):
-            dot, style = HEALTH_DOTS.get(self.hp.upstream_state(site.name, url), HEALTH_DOTS[""])
+            dot, style = HEALTH_DOTS.get(self.services.upstream_state(site.name, url), HEALTH_DOTS[""])
             ups.append(", " if i else "")
             ups.append(dot + " ", style=style)
             ups.append(url.removeprefix("http://"))
@@ -285,7 +281,7 @@ class SitesScreen(Screen[None]):
 
     def _show_detail(self) -> None:
         site = self.selected
-        state = self.hp.upstream_state
+        state = self.services.upstream_state
         self.query_one("#site-detail", Static).update(
             site_summary(site, lambda url: state(site.name, url)) if site else ""
         )
@@ -336,17 +332,17 @@ class SitesScreen(Screen[None]):
 
     def action_add(self) -> None:
         """Open the editor on a new site."""
-        self.app.push_screen(SiteEditorModal(self.store), self._edited)
+        self.app.push_screen(SiteEditorModal(self.services), self._edited)
 
     def action_edit(self) -> None:
         """Open the editor on the selected site."""
         if site := self._chosen():
-            self.app.push_screen(SiteEditorModal(self.store, site), self._edited)
+            self.app.push_screen(SiteEditorModal(self.services, site), self._edited)
 
     def action_duplicate(self) -> None:
         """Open the editor on a copy of the selected site."""
         if site := self._chosen():
-            self.app.push_screen(SiteEditorModal(self.store, site, duplicate=True), self._edited)
+            self.app.push_screen(SiteEditorModal(self.services, site, duplicate=True), self._edited)
 
     def _edited(self, site: Site | None) -> None:
         if site is not None:
@@ -355,7 +351,7 @@ class SitesScreen(Screen[None]):
     def action_upstreams(self) -> None:
         """Open the selected site's upstreams."""
         if site := self._chosen():
-            self.app.push_screen(UpstreamsScreen(site.name))
+            self.app.push_screen(UpstreamsScreen(self.services, site.name))
 
     def action_toggle_enabled(self) -> None:
         """Enable or disable the selected site."""
@@ -431,7 +427,7 @@ class SitesScreen(Screen[None]):
     @work(thread=True, exclusive=True, group="sites-purge")
     def _purge(self, name: str) -> None:
         # In a thread: Engine.purge waits on the engine's loop. The one direct engine call (see the module).
-        engine = self.hp.runtime.engine
+        engine = self.services.engine
         if engine is None or not engine.running:
             self.app.call_from_thread(
                 self.notify, "The engine is not running.", title="Not purged", severity="error", markup=False

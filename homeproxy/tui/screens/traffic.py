@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TypeVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -22,10 +22,8 @@ from textual.widgets import Button, Footer, Header, Input, Static
 from homeproxy.tui.bridge import RequestsArrived
 from homeproxy.tui.format import safe_text
 from homeproxy.tui.screens.request_detail import RequestDetailModal
+from homeproxy.tui.services import Services
 from homeproxy.tui.widgets.request_log import RequestFilter, RequestLog
-
-if TYPE_CHECKING:
-    from homeproxy.tui.app import HomeproxyApp
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 """The methods `m` cycles through (plus any other the log has seen)."""
@@ -116,14 +114,11 @@ class TrafficScreen(Screen[None]):
         ),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, services: Services) -> None:
         super().__init__()
+        self.services = services
         self._dropped = 0
         self._status: list[str | tuple[str, str]] = []
-
-    @property
-    def hp(self) -> HomeproxyApp:
-        return cast("HomeproxyApp", self.app)
 
     @property
     def request_log(self) -> RequestLog:
@@ -137,7 +132,7 @@ class TrafficScreen(Screen[None]):
                 button = Button("", id=f"filter-{name}", compact=True)
                 button.can_focus = False  # keys s, x and m; the buttons are for the mouse
                 yield button
-        yield RequestLog(self.hp.requests, id="requests")
+        yield RequestLog(self.services.requests, id="requests")
         yield Static(id="traffic-status")
         yield Footer()
 
@@ -168,7 +163,7 @@ class TrafficScreen(Screen[None]):
             parts.append(("○ scrolled back", "bold"))
             if message.new:
                 parts.append((f"  {message.new:,} new", "bold $text-accent"))
-        requests = self.hp.requests
+        requests = self.services.requests
         parts.append(f"  ·  {message.shown:,} shown")
         parts.append((f"  ·  {len(requests):,} of the last {requests.maxlen:,} kept", "dim"))
         if message.missed:
@@ -220,7 +215,7 @@ class TrafficScreen(Screen[None]):
         self.query_one("#filter-text", Input).focus()
 
     def action_cycle_site(self) -> None:
-        sites = [site.name for site in self.hp.runtime.store.config.sites]
+        sites = [site.name for site in self.services.store.config.sites]
         current = self.request_log.filter
         self._set_filter(replace(current, site=_next([*sites, ""], current.site)))
 
@@ -229,7 +224,7 @@ class TrafficScreen(Screen[None]):
         self._set_filter(replace(current, status_class=_next(STATUS_CLASSES, current.status_class)))
 
     def action_cycle_method(self) -> None:
-        seen = {ev.method for _seq, ev in self.request_log.rows} | {ev.method for ev in self.hp.requests}
+        seen = {ev.method for _seq, ev in self.request_log.rows} | {ev.method for ev in self.services.requests}
         extra = sorted(m for m in seen if m and m not in METHODS)
         current = self.request_log.filter
         self._set_filter(replace(current, method=_next([*METHODS, *extra], current.method)))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 from textual import on
@@ -28,10 +27,8 @@ from homeproxy.config.model import Upstream
 from homeproxy.engine import UpstreamStats, UpstreamStatus
 from homeproxy.tui.bridge import ConfigEventArrived, UpstreamHealthArrived
 from homeproxy.tui.format import ago, duration, health_dot, safe_text
+from homeproxy.tui.services import Services
 from homeproxy.tui.widgets.form_parts import duration_text
-
-if TYPE_CHECKING:
-    from homeproxy.tui.app import HomeproxyApp
 
 #: Every column: its key, heading and width (0: the URL's, what is left). In the order shown.
 COLUMNS = (
@@ -145,8 +142,9 @@ class UpstreamsScreen(Screen[None]):
         Binding("escape", "close", "Close", id="upstreams.close", tooltip="Back to where you were"),
     ]
 
-    def __init__(self, site: str) -> None:
+    def __init__(self, services: Services, site: str) -> None:
         super().__init__()
+        self.services = services
         self.site_name = site
         self.rows: list[UpstreamRow] = []
         """The upstreams as shown now."""
@@ -154,12 +152,8 @@ class UpstreamsScreen(Screen[None]):
         self._url_width = 0
 
     @property
-    def hp(self) -> HomeproxyApp:
-        return cast("HomeproxyApp", self.app)
-
-    @property
     def site(self) -> Site | None:
-        return self.hp.runtime.store.config.site(self.site_name)
+        return self.services.store.config.site(self.site_name)
 
     def compose(self) -> ComposeResult:
         yield Header(icon="⇄")
@@ -214,8 +208,9 @@ class UpstreamsScreen(Screen[None]):
             self.rows = []
             self._show_detail()
             return
-        self.hp.health.refresh(self.hp.runtime.engine)
-        self.rows = upstream_rows(site, self.hp.health.statuses(site.name), self.hp.stats.upstreams(site.name))
+        self.services.refresh_health()
+        health, stats = self.services.health, self.services.stats
+        self.rows = upstream_rows(site, health.statuses(site.name), stats.upstreams(site.name))
         self.query_one("#upstreams-summary", Static).update(self._summary(site))
         columns, widths = self._layout()
         keys = [row.upstream.url for row in self.rows]
@@ -240,7 +235,7 @@ class UpstreamsScreen(Screen[None]):
 
     def _cells(self, row: UpstreamRow, site: Site) -> dict[str, Text]:
         """The row's cell for every column shown, by column key."""
-        now = self.hp.runtime.clock()
+        now = self.services.clock()
         s, st = row.stats, row.status
         url = Text(f"{row.route} → ", style="dim") if row.route else Text()
         url.append(row.upstream.url)
@@ -284,7 +279,7 @@ class UpstreamsScreen(Screen[None]):
             )
         else:
             text.append(" · failing requests count for nothing", style="dim")
-        if self.hp.runtime.engine is None or not self.hp.runtime.engine.running:
+        if self.services.engine is None or not self.services.engine.running:
             text.append("\nThe engine is not running: no health to show.", style="yellow")
         elif not site.enabled:
             text.append("\nThe site is disabled: the engine does not watch its upstreams.", style="yellow")
@@ -312,7 +307,7 @@ class UpstreamsScreen(Screen[None]):
 
     def _detail(self, row: UpstreamRow, site: Site) -> Text:
         """Everything about one upstream, a line per topic."""
-        now = self.hp.runtime.clock()
+        now = self.services.clock()
         st, s, u = row.status, row.stats, row.upstream
         text = Text.assemble(state_text(row.state), "  ", (u.url, "bold"))
         if row.route:
