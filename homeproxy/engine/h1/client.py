@@ -4,7 +4,8 @@ An `asyncio.Protocol` that feeds each read to llhttp, turns heads into `Request`
 server's handler for one request at a time (pipelined ones wait), writes what `reply.send()`
 gives it, and decides after each answer whether the connection goes on, closes or lingers.
 It enforces the `[server]` limits on what a client sends (sizes at parse time, timeouts when
-the server's sweep calls `check_timeouts()`, `send_timeout` while a response waits on it).
+the server's sweep calls `check_timeouts()`, `send_timeout` while a response waits on it); the
+checks of each read, the refusals, the timeouts and the lingering close are in `client_limits.py`.
 """
 
 from __future__ import annotations
@@ -19,31 +20,24 @@ from typing import TYPE_CHECKING
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from homeproxy.config.model import ServerSettings
-from homeproxy.engine.h1.limits import (
-    LINGER_BYTES,
-    LINGER_TIME,
-    MAX_CHUNK_LINE,
-    MAX_QUEUED,
-    WRITE_HIGH_WATER,
-    Refused,
-    check_head,
-    reason,
+from homeproxy.engine.h1 import client_limits
+from homeproxy.engine.h1.client_limits import (
+    BODY_FULL,
+    PEER_FULL,
+    QUEUE_FULL,
+    UPGRADED,
+    feed,
+    linger,
+    send_refusal,
+    write_error,
 )
-from homeproxy.engine.pages import plain_page, title
+from homeproxy.engine.h1.limits import MAX_QUEUED, WRITE_HIGH_WATER, Refused, check_head
 from homeproxy.engine.request import EMPTY_BODY, BodyError, Request, RequestBody
 
 if TYPE_CHECKING:
     from homeproxy.engine.h1.server import HttpServer
 
 log = logging.getLogger(__name__)
-
-# Why reading from the client is paused (a bit each: reading resumes once none is left).
-_UPGRADED = 1  # an upgrade request waits for its handler to tunnel or close
-_QUEUE_FULL = 2  # too many pipelined requests wait their turn
-_PEER_FULL = 4  # a tunnel's other side reads slowly
-_BODY_FULL = 8  # a request body's buffer is full
-_REFUSED = 16  # a request was refused: nothing more is read
 
 
 class ClientConnection(asyncio.Protocol):
@@ -130,64 +124,12 @@ class ClientConnection(asyncio.Protocol):
             return
         if self._refused is not None:
             return
-        self._feed(data)
+        feed(self, data)
         # A request whose head came in this read starts only now, after the whole read was
         # parsed: one the same read shows to be malformed (a bad chunk) is never handled.
         ready, self._ready = self._ready, None
         if ready is not None and ready is self._current:
             self.server.run(self._run(ready))
-
-    def _feed(self, data: bytes) -> None:
-        if not self._in_head:
-            self._head_bytes = 0
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
-            self._upgraded = bytearray(data[offset:])
-            self._pause(_UPGRADED)  # nothing more is parsed: the handler tunnels or the connection ends
-            return
-        except httptools.HttpParserCallbackError as e:
-            cause = e.__context__
-            if isinstance(cause, Refused):
-                if cause.status:
-                    self._refuse(cause)
-            else:
-                log.exception("error parsing a request from %s", self.remote, exc_info=cause)
-                self._refuse(Refused(400, "unparsable request"))
-            return
-        except httptools.HttpParserInvalidMethodError:
-            self._refuse(Refused(400, "unknown method"))
-            return
-        except httptools.HttpParserError as e:
-            self._refuse(Refused(400, reason(e)))
-            return
-        if self._read_body:
-            self._body_at = self.loop.time()
-        if self._lingering:
-            body = self._parsing.content if self._parsing is not None else None
-            if body is not None and (body.discarded or 0) > LINGER_BYTES:
-                self.abort()
-            self._read_body = 0
-            return
-        if self._in_head:
-            # What llhttp has not handed over yet (a header line still coming) is counted here.
-            self._head_bytes += len(data)
-            limits = self._limits
-            if self._head_bytes > limits.max_header_size + limits.max_request_line:
-                self._refuse(Refused(431, "request head too large"))
-        elif self._chunked and self._parsing is not None:
-            # SECURITY: chunk-size lines (with extensions) and trailer fields have no length limit in
-            # llhttp, and httptools keeps a trailer field until it ends. Bytes of framing that bring
-            # no chunk and no field, over reads, are bounded (a read that ends a line starts over).
-            if self._chunk_mark:
-                self._chunk_bytes = 0
-            else:
-                self._chunk_bytes += len(data) - self._read_body
-                if self._chunk_bytes > MAX_CHUNK_LINE:
-                    self._refuse(Refused(413, "chunk extensions or trailer too long"))
-        self._chunk_mark = False
-        self._read_body = 0
 
     def eof_received(self) -> bool | None:
         parsing = self._parsing
@@ -283,7 +225,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._queue.append(request)
             if len(self._queue) >= MAX_QUEUED:
-                self._pause(_QUEUE_FULL)
+                self._pause(QUEUE_FULL)
 
     def on_body(self, body: bytes) -> None:
         self._read_body += len(body)
@@ -326,7 +268,7 @@ class ClientConnection(asyncio.Protocol):
         except Exception:
             log.exception("error handling %s %s", request.method, request.raw_path)
             if not self.response_started and self.transport is not None:
-                self._write_error(500)
+                write_error(self, 500)
             self.must_close = True
         finally:
             self._finished(request)
@@ -342,24 +284,19 @@ class ClientConnection(asyncio.Protocol):
             transport.close()
             return
         if not body.eof:  # the rest of its body is still on the way: read and drop it, then close
-            self._linger(body)
+            linger(self, body)
             return
         if self.must_close or not request.keep_alive or request.upgrade or self.server.closing:
             transport.close()
             return
         self.idle_since = self.loop.time()
         if self._refused is not None:
-            self._send_refusal(self._refused)
+            send_refusal(self, self._refused)
             return
         if self._queue:
             self._begin(self._queue.popleft(), start=True)
             if len(self._queue) < MAX_QUEUED:
-                self._resume(_QUEUE_FULL)
-
-    def _linger(self, body: RequestBody) -> None:
-        self._lingering = self.loop.time()
-        self._queue.clear()
-        body.discard()
+                self._resume(QUEUE_FULL)
 
     def keeps_alive(self, request: Request) -> bool:
         """Will the connection stay open after this response (for the Connection header)?"""
@@ -420,22 +357,25 @@ class ClientConnection(asyncio.Protocol):
         self._sink = sink
         self._on_close = on_close
         self._on_writable = on_writable
-        self._resume(_UPGRADED)
+        self._resume(UPGRADED)
         return rest
 
     def pause_reading(self) -> None:
-        self._pause(_PEER_FULL)
+        self._pause(PEER_FULL)
 
     def resume_reading(self) -> None:
-        self._resume(_PEER_FULL)
+        self._resume(PEER_FULL)
 
     # --- flow control and limits -------------------------------------------------------------------------
 
+    check_timeouts = client_limits.check_timeouts
+    """Called by the server's sweep about once a second (`client_limits.py`)."""
+
     def pause_body(self) -> None:
-        self._pause(_BODY_FULL)
+        self._pause(BODY_FULL)
 
     def resume_body(self) -> None:
-        self._resume(_BODY_FULL)
+        self._resume(BODY_FULL)
 
     def _pause(self, why: int) -> None:
         if not self._reading_paused and self.transport is not None:
@@ -449,74 +389,3 @@ class ClientConnection(asyncio.Protocol):
         if was and not self._reading_paused and self.transport is not None:
             with contextlib.suppress(RuntimeError):
                 self.transport.resume_reading()
-
-    def check_timeouts(self, now: float, limits: ServerSettings) -> None:
-        """Called about once a second: a head or a body too slow to arrive, or a keep-alive
-        connection idle too long."""
-        if self.transport is None or self._sink is not None:
-            return
-        if self._lingering:
-            if now - self._lingering > LINGER_TIME:
-                self.abort()
-            return
-        parsing = self._parsing
-        if parsing is not None:
-            if self._refused is not None:
-                return
-            if self._reading_paused or self._awaits_continue(parsing):
-                self._body_at = now  # homeproxy holds the body back, not the client
-            elif now - self._body_at > limits.client_body_timeout:
-                self._refuse(Refused(408, "request body not received in time"))
-            return
-        if self._current is not None:
-            return
-        if self._in_head:
-            if now - self._head_began > limits.client_header_timeout:
-                self._refuse(Refused(408, "request head not received in time"))
-        elif not self._queue:
-            # Before its first request a connection waits as for a head (nginx does the same).
-            idle = limits.keepalive_timeout if self._served else limits.client_header_timeout
-            if now - self.idle_since > idle:
-                self.transport.close()
-
-    def _awaits_continue(self, request: Request) -> bool:
-        """The client waits for a `100 Continue` before it sends `request`'s body."""
-        if request.version != "1.1" or request.headers.get("Expect", "").lower() != "100-continue":
-            return False
-        return not (request is self._current and self._continued)
-
-    def _refuse(self, refused: Refused) -> None:
-        if self._lingering:
-            self.abort()
-            return
-        self._in_head = False
-        self._pause(_REFUSED)
-        current = self._current
-        if current is not None and current is self._ready and current is self._parsing:
-            # Its own body turned out malformed in the read that brought its head: it never starts.
-            # A whole request before a malformed one is answered first, as it would be had the
-            # two come in two reads.
-            self._current = self._ready = None
-        parsing = self._parsing
-        if parsing is not None:  # its body broke off: whoever reads it hears so (and answers `status`)
-            parsing.content.fail(BodyError(f"the client's body was refused: {refused.why}", refused.status))
-        self._refused = refused  # nothing more is read
-        if self._current is None:  # else it goes out after the answer being written now
-            self._send_refusal(refused)
-
-    def _send_refusal(self, refused: Refused) -> None:
-        self.server.on_error(self.remote, refused.status, refused.why)
-        self._write_error(refused.status)
-
-    def _write_error(self, status: int) -> None:
-        transport = self.transport
-        if transport is None:
-            return
-        body = plain_page(status)
-        head = (
-            f"HTTP/1.1 {status} {title(status)}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n"
-            f"Server: homeproxy\r\n\r\n"
-        )
-        transport.write(head.encode() + body)
-        transport.close()
