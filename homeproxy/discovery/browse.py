@@ -27,24 +27,21 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 
-from zeroconf import BadTypeInNameException, DNSQuestionType, ServiceInfo, ServiceStateChange, Zeroconf
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf import BadTypeInNameException, DNSQuestionType, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncZeroconf
 
+from homeproxy.discovery.browse_resolve import MAX_RETRY_DELAY as MAX_RETRY_DELAY
+from homeproxy.discovery.browse_resolve import Publish as Publish
+from homeproxy.discovery.browse_resolve import _Resolving
 from homeproxy.discovery.directory import ServiceDirectory
-from homeproxy.discovery.events import ServiceFound, ServiceLost, ServiceUpdated
+from homeproxy.discovery.events import ServiceLost, ServiceUpdated
 from homeproxy.discovery.publish import NAME_TYPE
-from homeproxy.discovery.service import (
-    MAX_PROPERTIES,
-    DiscoveredService,
-    MdnsRef,
-    SelfIdentity,
-    clean_path,
-    clean_text,
-    normalize_type,
-    sort_addresses,
-)
+from homeproxy.discovery.resolved import MAX_ADDRESSES as MAX_ADDRESSES
+from homeproxy.discovery.resolved import MAX_KEY as MAX_KEY
+from homeproxy.discovery.resolved import service_from_info as service_from_info
+from homeproxy.discovery.resolved import service_name as service_name
+from homeproxy.discovery.service import DiscoveredService, MdnsRef, SelfIdentity, clean_text, normalize_type
 
 log = logging.getLogger(__name__)
 
@@ -56,70 +53,11 @@ RESOLVE_TIMEOUT = 3.0
 """Seconds one resolution may wait for SRV, TXT and address records."""
 RETRY_DELAY = 30.0
 """Seconds before an unresolved service is asked again (doubling up to `MAX_RETRY_DELAY`)."""
-MAX_RETRY_DELAY = 600.0
 MAX_CONCURRENT = 16
 """Resolutions in flight at once."""
-MAX_ADDRESSES = 16
-"""Most addresses kept per service."""
-MAX_KEY = 64
-"""Longest TXT key kept (RFC 6763 section 6.4 recommends at most 9 characters)."""
-
-Publish = Callable[[object], None]
 
 
-def service_name(type_: str, name: str) -> tuple[str, str]:
-    """`(name, instance)` as the directory keeps them: the instance part cleaned
-    (`clean_text`) and the type appended as browsed (normalised)."""
-    suffix = "." + type_
-    raw = name[: -len(suffix)] if name.lower().endswith(suffix.lower()) else name.rstrip(".")
-    instance = clean_text(raw)
-    return f"{instance}{suffix}", instance
-
-
-def service_from_info(info: ServiceInfo, type_: str, name: str, *, seen: float) -> DiscoveredService:
-    """A `DiscoveredService` from what zeroconf resolved (complete or not): every string cleaned,
-    properties capped at `MAX_PROPERTIES`, a bare `{'': None}` TXT ignored, addresses best first."""
-    full, instance = service_name(type_, name)
-    props: list[tuple[str, str | None]] = []
-    seen_keys: set[str] = set()
-    for k, v in info.properties.items():
-        if not k:  # an empty TXT (one zero-length string) decodes as {b'': None}
-            continue
-        key = clean_text(k, MAX_KEY)
-        if key.lower() in seen_keys:
-            continue
-        seen_keys.add(key.lower())
-        props.append((key, None if v is None else clean_text(v)))
-        if len(props) >= MAX_PROPERTIES:
-            break
-    path = clean_path(next((v for k, v in props if k.lower() == "path"), None))
-    addresses = sort_addresses(info.parsed_scoped_addresses())[:MAX_ADDRESSES]
-    return DiscoveredService(
-        name=full,
-        instance=instance,
-        type=type_,
-        host=clean_text(info.server or ""),
-        addresses=addresses,
-        port=info.port or 0,
-        properties=tuple(props),
-        path=path,
-        seen=seen,
-    )
-
-
-def _service_info(type_: str, name: str) -> AsyncServiceInfo:
-    """An `AsyncServiceInfo` to resolve `name`, even one zeroconf's name check refuses
-    (control characters, an instance over 63 bytes): such names exist on real networks,
-    and the record lookups themselves work with any name."""
-    try:
-        return AsyncServiceInfo(type_, name)
-    except BadTypeInNameException:
-        info = AsyncServiceInfo(type_, f"unnamed.{type_}")
-        info.name = name
-        return info
-
-
-class Browser:
+class Browser(_Resolving):
     """Browses service types on an `AsyncZeroconf` into a `ServiceDirectory`.
 
     Create, use and close it on zeroconf's event loop. `types` are browsed and
@@ -225,10 +163,6 @@ class Browser:
             if marked.own != service.own and isinstance(previous := self.directory.upsert(marked), DiscoveredService):
                 self._publish(ServiceUpdated(marked, previous))
 
-    def _mark(self, service: DiscoveredService) -> DiscoveredService:
-        own = self._identity is not None and self._identity.recognizes(service)
-        return service if own == service.own else replace(service, own=own)
-
     def watch(self, ref: MdnsRef) -> None:
         """Make sure `ref` is browsed and kept (adds to the refs given so far)."""
         if ref.key not in self._refs:
@@ -241,9 +175,6 @@ class Browser:
             wanted |= self._revealed
             wanted.add(ENUMERATION_TYPE)
         return wanted
-
-    def _keeps(self, type_: str, key: str) -> bool:
-        return type_ in self._types or (self._all and type_ in self._revealed) or key in self._refs
 
     def _sync(self) -> None:
         """Start and stop browsers to match what is wanted; forget services no longer kept."""
@@ -299,87 +230,6 @@ class Browser:
         self._revealed.add(type_)
         # Not from inside zeroconf's dispatch: starting a browser adds a record listener.
         self._loop.call_soon(self._sync)
-
-    # -- resolving ----------------------------------------------------------------------------------
-
-    def _schedule(self, type_: str, name: str, key: str) -> None:
-        """Resolve `name` in its own task; while one runs, note that another pass is due."""
-        if key in self._tasks:
-            self._dirty.add(key)
-            return
-        directory = self.directory
-        if key not in self._known and directory.get(key) is None and len(directory) >= directory.max_services:
-            directory.refused += 1  # a flood: no task for a name that cannot be kept
-            return
-        retry = self._retries.pop(key, None)
-        if retry is not None:
-            retry.cancel()
-        task = self._loop.create_task(self._resolve_loop(type_, name, key), name=f"mdns-resolve {key[:80]}")
-        self._tasks[key] = task
-
-    async def _resolve_loop(self, type_: str, name: str, key: str) -> None:
-        try:
-            while True:
-                self._dirty.discard(key)
-                async with self._sem:
-                    service = await self._resolve(type_, name)
-                if service is None:
-                    return
-                self._store(service, name, key)
-                if key not in self._dirty:
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("mDNS: resolving %r failed", name)
-        finally:
-            if self._tasks.get(key) is asyncio.current_task():
-                del self._tasks[key]
-
-    async def _resolve(self, type_: str, name: str) -> DiscoveredService | None:
-        info = _service_info(type_, name)
-        if self._zc.done:
-            return None
-        with contextlib.suppress(BadTypeInNameException):
-            await info.async_request(self._zc, self.resolve_timeout * 1000, question_type=DNSQuestionType.QM)
-        if self._closed or self._zc.done:
-            return None
-        return self._mark(service_from_info(info, type_, name, seen=self._clock()))
-
-    def _store(self, service: DiscoveredService, name: str, key: str) -> None:
-        if self._closed or not self._keeps(service.type, key):
-            return
-        previous = self.directory.upsert(service)
-        if previous is None:
-            self._known[key] = (service.type, name)
-            self._publish(ServiceFound(service))
-        elif isinstance(previous, DiscoveredService):
-            self._known[key] = (service.type, name)
-            self._publish(ServiceUpdated(service, previous))
-        elif self.directory.get(key) is None:
-            return  # refused: the directory is full
-        else:
-            self._known[key] = (service.type, name)  # unchanged (perhaps found by an earlier browser)
-        if service.resolved:
-            self._attempts.pop(key, None)
-        else:
-            self._retry_later(key)
-
-    def _retry_later(self, key: str) -> None:
-        """An unresolved service (no address yet) is asked again later, less often each time."""
-        old = self._retries.pop(key, None)
-        if old is not None:
-            old.cancel()
-        attempts = self._attempts.get(key, 0)
-        self._attempts[key] = attempts + 1
-        delay = min(self.retry_delay * 2**attempts, MAX_RETRY_DELAY)
-        self._retries[key] = self._loop.call_later(delay, self._retry, key)
-
-    def _retry(self, key: str) -> None:
-        self._retries.pop(key, None)
-        known = self._known.get(key)
-        if not self._closed and known is not None:
-            self._schedule(known[0], known[1], key)
 
     # -- forgetting ---------------------------------------------------------------------------------
 
