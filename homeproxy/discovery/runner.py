@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from zeroconf.asyncio import AsyncZeroconf
 
@@ -35,9 +34,13 @@ from homeproxy.config.model import Config
 from homeproxy.discovery.browse import Browser
 from homeproxy.discovery.directory import ServiceDirectory
 from homeproxy.discovery.events import ServiceLost
+from homeproxy.discovery.identity import mdns_refs as mdns_refs
+from homeproxy.discovery.identity import self_identity as self_identity
+from homeproxy.discovery.identity import upstream_loops as upstream_loops
 from homeproxy.discovery.interfaces import Interface, addresses_of, choose_interfaces, zeroconf_addresses
 from homeproxy.discovery.publish import NameState, Publisher, PublishSpec, wanted_names
-from homeproxy.discovery.service import MdnsRef, SelfIdentity, is_mdns_ref, new_instance_id, parse_mdns_ref
+from homeproxy.discovery.runner_publish import _PublishHandoff
+from homeproxy.discovery.service import SelfIdentity, new_instance_id
 from homeproxy.engine.events import ProblemReported
 
 if TYPE_CHECKING:
@@ -55,62 +58,7 @@ RECHECK_INTERVAL = 30.0
 _EMPTY: Mapping[str, NameState] = MappingProxyType({})
 
 
-def mdns_refs(config: Config) -> tuple[MdnsRef, ...]:
-    """The `mdns://` upstreams of the enabled sites (and their routes)."""
-    refs: dict[str, MdnsRef] = {}
-    for site in config.sites:
-        if not site.enabled:
-            continue
-        for upstream in site.all_upstreams:
-            if is_mdns_ref(upstream):
-                try:
-                    ref = parse_mdns_ref(upstream)
-                except ValueError:
-                    continue
-                refs.setdefault(ref.key, ref)
-    return tuple(refs.values())
-
-
-def self_identity(instance_id: str, config: Config, port: int, interfaces: tuple[Interface, ...]) -> SelfIdentity:
-    """This homeproxy as the LAN sees it: the interfaces' and listen addresses, the plain-HTTP `port`
-    (as bound) and the HTTPS port while a site has TLS."""
-    ports = [port, config.server.https_port] if config.tls_sites else [port]
-    return SelfIdentity.of(instance_id, [*addresses_of(interfaces), *config.server.listen], ports)
-
-
-def upstream_loops(config: Config, identity: SelfIdentity, directory: ServiceDirectory) -> dict[tuple[str, str], str]:
-    """(site, upstream) -> why, for each enabled site's upstream that is homeproxy itself: a URL with
-    one of its addresses (or `localhost`) and ports, or the `mdns://` name of one of its adverts."""
-    loops: dict[tuple[str, str], str] = {}
-    for site in config.sites:
-        if not site.enabled:
-            continue
-        for upstream in site.all_upstreams:
-            if is_mdns_ref(upstream):
-                try:
-                    service = directory.get(parse_mdns_ref(upstream).name)
-                except ValueError:
-                    continue
-                if service is not None and service.own:
-                    loops[(site.name, upstream)] = (
-                        f"The site {site.name} forwards to {upstream}, which is homeproxy's own advert: "
-                        "homeproxy does not forward to it, since every request would loop back."
-                    )
-                continue
-            try:
-                url = urlsplit(upstream)
-                host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
-            except ValueError:
-                continue
-            if host and identity.is_us(host, port):
-                loops[(site.name, upstream)] = (
-                    f"The site {site.name} forwards to {upstream}, which is homeproxy itself: "
-                    "every request would loop back. Point it at the service's own address."
-                )
-    return loops
-
-
-class Discovery:
+class Discovery(_PublishHandoff):
     """Browsing and announcing over mDNS, for a `Runtime`. Thread-safe; never raises into the proxy."""
 
     def __init__(self, bus: EventBus, directory: ServiceDirectory, *, clock: Callable[[], float] = time.time) -> None:
@@ -366,44 +314,6 @@ class Discovery:
         log.info("mDNS: now on %s", where)
         self.interfaces = chosen
         self._want_published(addresses=addresses_of(chosen))
-
-    def _want_published(
-        self, *, wanted: dict[str, PublishSpec] | None = None, addresses: list[str] | None = None
-    ) -> None:
-        """Hand the publisher new names or addresses; its worker applies the latest (probing takes
-        a while, and must not hold up browsing or `start`)."""
-        changed = False
-        if wanted is not None and wanted != self._pub_wanted:
-            self._pub_wanted = wanted
-            self._pub_dirty_names = True
-            changed = True
-        if addresses is not None and addresses != self._pub_addresses:
-            self._pub_addresses = addresses
-            self._pub_dirty_addresses = True
-            changed = True
-        if changed and self._pub_wake is not None:
-            self._pub_wake.set()
-
-    async def _publish_worker(self) -> None:
-        assert self._pub_wake is not None
-        wake = self._pub_wake
-        while True:
-            await wake.wait()
-            wake.clear()
-            publisher = self._publisher
-            if publisher is None:
-                return
-            try:
-                if self._pub_dirty_addresses and self._pub_addresses is not None:
-                    self._pub_dirty_addresses = False
-                    await publisher.set_addresses(self._pub_addresses)
-                if self._pub_dirty_names and self._pub_wanted is not None:
-                    self._pub_dirty_names = False
-                    await publisher.apply(self._pub_wanted)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("mDNS: announcing names failed")
 
     async def _shutdown(self, *, forget: bool) -> None:
         """Close the publisher (goodbyes), the browser and zeroconf; with `forget`, the browser's
