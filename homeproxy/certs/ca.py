@@ -33,58 +33,44 @@ the start. Single-label names (`nas`) cannot be expressed in a constraint and ar
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import os
-import plistlib
-import secrets
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from homeproxy.certs.ca_names import PERMITTED_NETWORKS as PERMITTED_NETWORKS
+from homeproxy.certs.ca_names import PERMITTED_SUFFIXES as PERMITTED_SUFFIXES
+from homeproxy.certs.ca_names import _allowed, _constraints_of, _ip
+from homeproxy.certs.ca_names import names_outside as names_outside
+from homeproxy.certs.ca_names import normalize_name as normalize_name
+from homeproxy.certs.ca_profile import fingerprint as fingerprint
+from homeproxy.certs.ca_profile import mobileconfig as mobileconfig
+from homeproxy.certs.ca_root import BACKDATE as BACKDATE
+from homeproxy.certs.ca_root import INTERMEDIATE_LIFETIME as INTERMEDIATE_LIFETIME
+from homeproxy.certs.ca_root import LEAF_LIFETIME as LEAF_LIFETIME
+from homeproxy.certs.ca_root import ROOT_LIFETIME as ROOT_LIFETIME
+from homeproxy.certs.ca_root import CAError as CAError
+from homeproxy.certs.ca_root import CANotCreated as CANotCreated
+from homeproxy.certs.ca_root import (
+    _due,
+    _issued_by,
+    _key_pem,
+    _load_cert,
+    _load_key,
+    _load_or_make_root,
+    _make_intermediate,
+    _now,
+    _same_key,
+    _serial,
+)
 from homeproxy.certs.files import PUBLIC_FILE, locked, private_dir, write_atomic
 from homeproxy.certs.status import IssuedCert
-
-ROOT_LIFETIME = timedelta(days=3653)
-INTERMEDIATE_LIFETIME = timedelta(days=365)
-LEAF_LIFETIME = timedelta(days=30)
-#: Leaves start an hour in the past, so a phone whose clock is a little behind still accepts them.
-BACKDATE = timedelta(hours=1)
-
-#: The DNS suffixes the root may vouch for (see the module docstring).
-PERMITTED_SUFFIXES = ("home.arpa", "internal", "local", "lan", "home", "localdomain", "localhost", "test")
-#: The address ranges the root may vouch for (RFC 1918, RFC 6598 CGNAT, loopback, link-local, ULA).
-PERMITTED_NETWORKS = (
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "fc00::/7",
-    "fe80::/10",
-    "::1/128",
-)
-
-_Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class CAError(Exception):
-    """The CA's files cannot be used; the message says what to do."""
-
-
-class CANotCreated(CAError):
-    """`LocalCA.open(create=False)` found no CA (it is made when the first TLS site starts)."""
 
 
 class NameNotAllowed(CAError):
@@ -105,134 +91,6 @@ def default_directory() -> Path:
     from homeproxy import paths
 
     return paths.data_dir() / "ca"
-
-
-def normalize_name(name: str) -> str:
-    """A host as it goes into a certificate: trimmed, lower case, no trailing dot, IDNA A-labels."""
-    out = name.strip().rstrip(".").lower()
-    if not out:
-        raise ValueError("an empty name cannot be in a certificate")
-    if not out.isascii():
-        out = out.encode("idna").decode("ascii")
-    return out
-
-
-def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        return None
-
-
-def _allowed(name: str, suffixes: Sequence[str], networks: Sequence[_Net]) -> bool:
-    """RFC 5280 4.2.1.10: a permitted list of a type constrains only names of that type."""
-    ip = _ip(name)
-    if ip is not None:
-        return not networks or any(ip.version == n.version and ip in n for n in networks)
-    if not suffixes:
-        return True
-    return any(name == s or name.endswith("." + s) for s in suffixes)
-
-
-def names_outside(names: Sequence[str]) -> list[str]:
-    """The names a new homeproxy root (`PERMITTED_SUFFIXES` and `PERMITTED_NETWORKS`) cannot vouch for."""
-    nets = [ipaddress.ip_network(n) for n in PERMITTED_NETWORKS]
-    return [n for n in names if not _allowed(normalize_name(n), PERMITTED_SUFFIXES, nets)]
-
-
-def _now(clock: Callable[[], float]) -> datetime:
-    return datetime.fromtimestamp(clock(), UTC).replace(microsecond=0)
-
-
-def _serial() -> int:
-    return secrets.randbits(159) | 1  # positive, at most 20 octets (RFC 5280 4.1.2.2)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _same_key(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
-    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return bool(cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt))
-
-
-def _ca_name(role: str, now: datetime) -> x509.Name:
-    host = socket.gethostname().split(".")[0][:24] or "homeproxy"
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "homeproxy"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"homeproxy {role} {host} {now.year}"),
-        ]
-    )
-
-
-def _ca_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _make_root(now: datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = _ca_name("root CA", now)
-    constraints = x509.NameConstraints(
-        permitted_subtrees=[x509.DNSName(s) for s in PERMITTED_SUFFIXES]
-        + [x509.IPAddress(ipaddress.ip_network(n)) for n in PERMITTED_NETWORKS],
-        excluded_subtrees=None,
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(_serial())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + ROOT_LIFETIME)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(_ca_key_usage(), critical=True)
-        .add_extension(constraints, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _make_intermediate(
-    root: x509.Certificate, root_key: ec.EllipticCurvePrivateKey, now: datetime
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_ca_name("intermediate CA", now))
-        .issuer_name(root.subject)
-        .public_key(key.public_key())
-        .serial_number(_serial())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(min(now + INTERMEDIATE_LIFETIME, root.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_ca_key_usage(), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
-        .sign(root_key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _due(cert: x509.Certificate, now: datetime) -> bool:
-    """A third of the lifetime is left (the same rule as for leaves)."""
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
-    return now >= end - (end - start) / 3
 
 
 class LocalCA:
@@ -410,105 +268,3 @@ class LocalCA:
             "intermediate certificate": d / "intermediate.crt",
             "intermediate key": d / "intermediate.key",
         }
-
-
-def fingerprint(der: bytes) -> str:
-    """SHA-256 of a DER certificate as upper-case hex pairs joined by colons."""
-    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
-
-
-def _constraints_of(root: x509.Certificate) -> tuple[tuple[str, ...], tuple[_Net, ...]]:
-    try:
-        ext = root.extensions.get_extension_for_class(x509.NameConstraints).value
-    except x509.ExtensionNotFound:
-        return (), ()
-    permitted = ext.permitted_subtrees or []
-    suffixes = tuple(g.value.lstrip(".").lower() for g in permitted if isinstance(g, x509.DNSName))
-    nets = tuple(g.value for g in permitted if isinstance(g, x509.IPAddress) and not isinstance(g.value, str))
-    return suffixes, tuple(n for n in nets if isinstance(n, ipaddress.IPv4Network | ipaddress.IPv6Network))
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True
-
-
-def _load_cert(path: Path) -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except ValueError:
-        raise CAError(f"{path} is not a PEM certificate") from None
-
-
-def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o600)  # tighten a key someone loosened
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError):
-        raise CAError(f"{path} is not an unencrypted PEM private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise CAError(f"{path} is not an ECDSA key")
-    return key
-
-
-def _load_or_make_root(directory: Path, now: datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    crt, key = directory / "root.crt", directory / "root.key"
-    start_over = (
-        f"Devices trust this root, so homeproxy will not replace it by itself. To start a new CA, move "
-        f"{directory} aside; homeproxy then makes a new root, which every device must trust again."
-    )
-    if crt.exists():
-        if not key.exists():
-            raise CAError(f"{key} is missing (the root's private key). {start_over}")
-        cert, pkey = _load_cert(crt), _load_key(key)
-        if not _same_key(cert, pkey):
-            raise CAError(f"{key} does not belong to {crt}. {start_over}")
-        if cert.not_valid_after_utc <= now:
-            raise CAError(f"the root in {crt} expired on {cert.not_valid_after_utc:%Y-%m-%d}. {start_over}")
-        return cert, pkey
-    # No root.crt: a first start, or a crash after root.key was written (its cert never left the
-    # machine, so nobody trusts it yet): make a new root either way. The key is written first.
-    cert, pkey = _make_root(now)
-    write_atomic(key, _key_pem(pkey))
-    write_atomic(crt, cert.public_bytes(serialization.Encoding.PEM), PUBLIC_FILE)
-    for stale in ("intermediate.crt", "intermediate.key"):
-        if (directory / stale).exists():
-            os.unlink(directory / stale)
-    return cert, pkey
-
-
-def mobileconfig(root_der: bytes, *, name: str = "homeproxy local CA") -> bytes:
-    """An iOS/macOS configuration profile (unsigned XML plist) holding only the root certificate.
-
-    UUIDs and identifiers come from the root's fingerprint, so the same root always gives the
-    same profile and installing a new one replaces it.
-    """
-    digest = hashlib.sha256(root_der).hexdigest()
-    ns = uuid.UUID("8d7b6f0e-2f4a-5c1e-9b8a-6f686f6d6570")
-    payload = {
-        "PayloadCertificateFileName": "homeproxy-root.cer",
-        "PayloadContent": root_der,
-        "PayloadDescription": "Adds homeproxy's root certificate, so this device trusts the home sites it serves.",
-        "PayloadDisplayName": name,
-        "PayloadIdentifier": f"org.homeproxy.root.{digest[:16]}.cert",
-        "PayloadType": "com.apple.security.root",
-        "PayloadUUID": str(uuid.uuid5(ns, "cert:" + digest)).upper(),
-        "PayloadVersion": 1,
-    }
-    profile = {
-        "PayloadContent": [payload],
-        "PayloadDescription": f"Installs the root certificate of {name} (SHA-256 {fingerprint(root_der)}). "
-        "After installing, turn on full trust in Settings > General > About > Certificate Trust Settings.",
-        "PayloadDisplayName": name,
-        "PayloadIdentifier": f"org.homeproxy.root.{digest[:16]}",
-        "PayloadOrganization": "homeproxy",
-        "PayloadRemovalDisallowed": False,
-        "PayloadType": "Configuration",
-        "PayloadUUID": str(uuid.uuid5(ns, "profile:" + digest)).upper(),
-        "PayloadVersion": 1,
-    }
-    return plistlib.dumps(profile, fmt=plistlib.FMT_XML, sort_keys=True)
