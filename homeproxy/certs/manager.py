@@ -20,27 +20,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import random
-import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from homeproxy.certs.challenges import ChallengeStore
 from homeproxy.certs.contexts import SniContexts, host_of, site_context
-from homeproxy.certs.files import private_dir, write_atomic
+from homeproxy.certs.manager_entries import CertError as CertError
+from homeproxy.certs.manager_entries import Prepared as Prepared
+from homeproxy.certs.manager_entries import RootDownload as RootDownload
+from homeproxy.certs.manager_entries import _Entry, _leaf_fingerprint, _signature
+from homeproxy.certs.manager_sources import _Sources
 from homeproxy.certs.pairs import PairError, load_pair
 from homeproxy.certs.status import CertStatus, IssuedCert, Renewal
-from homeproxy.certs.stored import stored_paths
 from homeproxy.config.model import Config, Site, TlsSettings
 
 if TYPE_CHECKING:
@@ -53,61 +51,7 @@ CHECK_INTERVAL = 5.0
 MAX_BACKOFF = 6 * 3600.0
 
 
-class CertError(Exception):
-    """A site's certificate could not be loaded or issued; the message names the site and the file."""
-
-
-@dataclass(frozen=True, slots=True)
-class RootDownload:
-    """The local CA's public root, as served on plain HTTP (never anything else of the CA)."""
-
-    pem: bytes
-    der: bytes
-    mobileconfig: bytes
-    fingerprint: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    site: str
-    hosts: tuple[str, ...]
-    issuer: str
-    cert: IssuedCert | None
-    context: ssl.SSLContext | None
-    state: str
-    files: tuple[str, str] = ("", "")
-    signature: tuple[float, ...] = ()
-    last_error: str = ""
-    failures: int = 0
-    retry_at: float = 0.0
-    fingerprint: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """What `prepare()` made, for `commit()`."""
-
-    entries: dict[str, _Entry]
-    tls: TlsSettings
-    root: RootDownload | None
-    base: dict[str, _Entry]
-    """The entries in force when `prepare()` ran (an unchanged site's entry is the same object)."""
-
-
-def _leaf_fingerprint(cert: IssuedCert) -> str:
-    der = x509.load_pem_x509_certificate(cert.chain_pem).public_bytes(serialization.Encoding.DER)
-    return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
-
-
-def _signature(paths: tuple[str, str]) -> tuple[float, ...]:
-    out: list[float] = []
-    for p in paths:
-        st = Path(p).expanduser().stat()
-        out += [st.st_mtime_ns, st.st_size, st.st_ino]
-    return tuple(out)
-
-
-class CertManager:
+class CertManager(_Sources):
     """Every TLS site's certificate; `contexts.listener` is the context the HTTPS listener uses."""
 
     def __init__(
@@ -194,91 +138,6 @@ class CertManager:
     def _entry(self, name: str, hosts: tuple[str, ...], issuer: str, cert: IssuedCert, state: str) -> _Entry:
         ctx = site_context(cert, self.store_dir)
         return _Entry(name, hosts, issuer, cert, ctx, state, fingerprint=_leaf_fingerprint(cert))
-
-    # --- where certificates come from ----------------------------------------------------------
-
-    def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), UTC)
-
-    def local_ca(self) -> LocalCA:
-        """The local CA, made on first use. Blocking."""
-        from homeproxy.certs.ca import LocalCA
-
-        with self._ca_lock:
-            if self._ca is None:
-                self._ca = LocalCA.open(self.ca_dir, clock=self.clock)
-            return self._ca
-
-    def _issue_internal(self, name: str, hosts: tuple[str, ...]) -> IssuedCert:
-        from homeproxy.certs.ca import CAError
-
-        try:
-            cert = self.local_ca().issue(hosts)
-        except CAError as e:
-            raise CertError(f'site "{name}": {e}') from None
-        self._store(name, "internal", cert)
-        log.info('issued a certificate for site "%s" (%s) from the local CA', name, ", ".join(hosts))
-        return cert
-
-    def _stand_in(self, hosts: tuple[str, ...]) -> IssuedCert:
-        from homeproxy.certs.ca import CAError
-        from homeproxy.certs.standin import self_signed
-
-        try:
-            ca = self.local_ca()
-            if not ca.names_outside(hosts):
-                return ca.issue(hosts)
-        except CAError:
-            pass
-        return self_signed(hosts, self._now())
-
-    def _paths(self, name: str, issuer: str) -> tuple[Path, Path]:
-        return stored_paths(self.store_dir, name, issuer)
-
-    def _store(self, name: str, issuer: str, cert: IssuedCert) -> None:
-        crt, key = self._paths(name, issuer)
-        private_dir(self.store_dir)
-        write_atomic(key, cert.key_pem)
-        write_atomic(crt, cert.chain_pem, 0o644)
-
-    def _stored(self, name: str, issuer: str, hosts: tuple[str, ...]) -> IssuedCert | None:
-        """A stored certificate for exactly these hosts, unexpired, (internal) from today's CA."""
-        crt, key = self._paths(name, issuer)
-        if not crt.exists() or not key.exists():
-            return None
-        try:
-            cert = load_pair(crt, key, now=self._now())
-        except PairError:
-            return None
-        if set(cert.names) != set(hosts):
-            return None
-        if issuer == "internal" and not self._from_local_ca(cert):
-            return None
-        return cert
-
-    def _from_local_ca(self, cert: IssuedCert) -> bool:
-        chain = x509.load_pem_x509_certificates(cert.chain_pem)
-        if len(chain) < 2:
-            return False
-        try:
-            root = self.local_ca().root
-            chain[1].verify_directly_issued_by(root)
-            chain[0].verify_directly_issued_by(chain[1])
-        except Exception:  # a CA made again since, or a broken file: issue a new leaf
-            return False
-        return True
-
-    def _root_download(self, tls: TlsSettings) -> RootDownload | None:
-        if not tls.serve_root or not (self.ca_dir / "root.crt").exists():
-            return None
-        from homeproxy.certs.ca import CAError, LocalCA, mobileconfig
-
-        try:
-            ca = LocalCA.open(self.ca_dir, create=False)
-        except (CAError, OSError):
-            return None
-        der = ca.root_der()
-        return RootDownload(ca.root_pem(), der, mobileconfig(der), ca.fingerprint())
 
     # --- what the TUI and the CLI read ---------------------------------------------------------
 
