@@ -13,30 +13,7 @@ from textual.widgets import Button, Static
 class ConfirmModal(ModalScreen[bool]):
     """Ask a question; dismiss with True (confirm) or False."""
 
-    DEFAULT_CSS = """
-    ConfirmModal {
-        align: center middle;
-    }
-    ConfirmModal > Vertical {
-        width: auto;
-        max-width: 70;
-        height: auto;
-        padding: 1 2;
-        border: thick $primary;
-        background: $surface;
-    }
-    ConfirmModal #question {
-        width: auto;
-        margin-bottom: 1;
-    }
-    ConfirmModal Horizontal {
-        width: auto;
-        height: auto;
-    }
-    ConfirmModal Button {
-        margin-right: 2;
-    }
-    """
+    CSS_PATH = "confirm.tcss"
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="confirm.cancel", tooltip="Keep things as they are"),
         Binding("y", "confirm", "Yes", id="confirm.yes", tooltip="Go ahead"),

@@ -122,11 +122,7 @@ class DashboardScreen(Screen[None]):
     """Engine state, a chart of the total request rate, and a table of sites."""
 
     TITLE = "Dashboard"
-    DEFAULT_CSS = """
-    DashboardScreen #sites {
-        scrollbar-size-vertical: 1;
-    }
-    """
+    CSS_PATH = "dashboard.tcss"
 
     BINDINGS = [
         Binding(

@@ -140,23 +140,7 @@ class HelpScreen(Screen[None]):
         "This page. It lists the keys that work everywhere, then each screen with its own keys, read from "
         "the app itself; **F1** opens it from anywhere."
     )
-    DEFAULT_CSS = """
-    HelpScreen #help {
-        height: 1fr;
-        padding: 0 2;
-    }
-    HelpScreen .help-heading {
-        margin-top: 1;
-        color: $text-accent;
-        text-style: bold;
-    }
-    HelpScreen .help-text {
-        margin-bottom: 1;
-    }
-    HelpScreen .help-none {
-        color: $text-muted;
-    }
-    """
+    CSS_PATH = "help.tcss"
 
     def __init__(self, services: Services | None = None) -> None:
         """`services` is what every screen is built with; Help reads only the app's bindings."""

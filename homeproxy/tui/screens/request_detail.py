@@ -85,36 +85,7 @@ def headers(pairs: tuple[tuple[str, str], ...]) -> RenderableType:
 class RequestDetailModal(ModalScreen[None]):
     """One request: its fields, request headers and response headers."""
 
-    DEFAULT_CSS = """
-    RequestDetailModal {
-        align: center middle;
-    }
-    RequestDetailModal #request-detail {
-        width: 92%;
-        max-width: 140;
-        height: 92%;
-        border: thick $primary;
-        border-title-color: $text;
-        background: $surface;
-        padding: 0 1;
-    }
-    RequestDetailModal #detail-line {
-        height: auto;
-        text-style: bold;
-    }
-    RequestDetailModal #detail-body {
-        height: 1fr;
-    }
-    RequestDetailModal .detail-heading {
-        margin-top: 1;
-        color: $text-accent;
-        text-style: bold;
-    }
-    RequestDetailModal #detail-close {
-        dock: bottom;
-        width: 100%;
-    }
-    """
+    CSS_PATH = "request_detail.tcss"
 
     BINDINGS = [
         Binding("escape", "dismiss", "Close", id="request-detail.close", tooltip="Back to the traffic log"),

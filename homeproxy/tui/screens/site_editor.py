@@ -123,45 +123,7 @@ def save_site(store: ConfigStore, original: Site | None, site: Site) -> Config:
 class SiteEditorModal(ModalScreen[Site | None]):
     """The site form with its status and Save/Cancel; dismisses with the saved site, or None."""
 
-    DEFAULT_CSS = """
-    SiteEditorModal {
-        align: center middle;
-    }
-    SiteEditorModal > #editor {
-        width: 100%;
-        max-width: 160;
-        height: 1fr;
-        border: thick $primary;
-        border-title-style: bold;
-        background: $panel;
-    }
-    SiteEditorModal #editor-note {
-        height: auto;
-        max-height: 5;
-        padding: 0 1;
-        border-top: solid $primary;
-    }
-    SiteEditorModal #editor-status {
-        height: auto;
-        max-height: 4;
-        padding: 0 1;
-        color: $text-muted;
-    }
-    SiteEditorModal #editor-status.-invalid {
-        color: $text-error;
-    }
-    SiteEditorModal #editor-status.-ready {
-        color: $text-success;
-    }
-    SiteEditorModal #editor-buttons {
-        height: 1;
-        padding: 0 1;
-        align-horizontal: right;
-    }
-    SiteEditorModal #editor-buttons Button {
-        margin-left: 2;
-    }
-    """
+    CSS_PATH = "site_editor.tcss"
 
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", id="site-editor.save", tooltip="Check, apply live and write the config file"),

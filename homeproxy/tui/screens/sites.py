@@ -61,46 +61,7 @@ class SitesScreen(Screen[None]):
     """The sites, and what can be done to them."""
 
     TITLE = "Sites"
-    DEFAULT_CSS = """
-    SitesScreen #sites-bar {
-        height: 1;
-        padding: 0 1;
-        background: $boost;
-    }
-    SitesScreen #sites-bar Button {
-        width: auto;
-        min-width: 0;
-        margin-right: 2;
-    }
-    SitesScreen #sites-table {
-        height: 1fr;
-    }
-    SitesScreen #sites-empty {
-        display: none;
-        height: 1fr;
-        padding: 1 2;
-        color: $text-muted;
-    }
-    SitesScreen.-no-sites #sites-empty {
-        display: block;
-    }
-    SitesScreen.-no-sites #sites-table, SitesScreen.-no-sites #site-detail {
-        display: none;
-    }
-    SitesScreen #site-detail {
-        height: auto;
-        max-height: 14;
-        padding: 0 1;
-        border-top: solid $primary;
-    }
-    SitesScreen.-short #site-detail {
-        display: none;
-    }
-    SitesScreen #sites-legend {
-        height: 1;
-        padding: 0 1;
-    }
-    """
+    CSS_PATH = "sites.tcss"
     #: The detail pane needs room: only on terminals this tall.
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [

@@ -46,33 +46,7 @@ class TrafficScreen(Screen[None]):
 
     TITLE = "Traffic"
 
-    DEFAULT_CSS = """
-    TrafficScreen #traffic-filters {
-        height: 1;
-        background: $boost;
-    }
-    TrafficScreen #filter-text {
-        width: 1fr;
-        min-width: 16;
-    }
-    TrafficScreen #traffic-filters Button {
-        width: auto;
-        min-width: 0;
-        margin-left: 1;
-    }
-    TrafficScreen #traffic-filters Button.-filtering {
-        background: $accent;
-        color: $text;
-    }
-    TrafficScreen #requests {
-        height: 1fr;
-    }
-    TrafficScreen #traffic-status {
-        height: 1;
-        padding: 0 1;
-        background: $boost;
-    }
-    """
+    CSS_PATH = "traffic.tcss"
 
     BINDINGS = [
         Binding("f", "follow", "Follow", id="traffic.follow", tooltip="Follow the newest request (again: stop)"),

@@ -121,23 +121,7 @@ class UpstreamsScreen(Screen[None]):
         "allows the requests in flight, the last check, since when it is in its state and its options; the "
         "pane under it tells everything about the highlighted one, with the reason for its state."
     )
-    DEFAULT_CSS = """
-    UpstreamsScreen #upstreams-summary {
-        height: auto;
-        padding: 0 1;
-        background: $boost;
-    }
-    UpstreamsScreen #upstreams-table {
-        height: 1fr;
-        scrollbar-size-vertical: 1;
-    }
-    UpstreamsScreen #upstream-detail {
-        height: auto;
-        max-height: 9;
-        padding: 0 1;
-        border-top: solid $primary;
-    }
-    """
+    CSS_PATH = "upstreams.tcss"
     BINDINGS = [
         Binding("escape", "close", "Close", id="upstreams.close", tooltip="Back to where you were"),
     ]
