@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from homeproxy.config.load_schema import (
     SITE_KEYS,
     TLS_KEYS,
     TOP_KEYS,
+    TUI_KEYS,
 )
 from homeproxy.config.model import (
     Config,
@@ -32,8 +34,10 @@ from homeproxy.config.model import (
     Site,
     SiteDefaults,
     TlsSettings,
+    TuiSettings,
 )
 from homeproxy.config.toml_scan import KeyPath
+from homeproxy.keymap import BINDING_IDS, key_problem
 
 
 def _build(c: _Checker, data: Mapping[str, Any]) -> Config:
@@ -60,6 +64,7 @@ def _build(c: _Checker, data: Mapping[str, Any]) -> Config:
     tls = TlsSettings(**c.table(data.get("tls", {}), ("tls",), TLS_KEYS))
     metrics = MetricsSettings(**c.table(data.get("metrics", {}), ("metrics",), METRICS_KEYS))
     _check_admin_port(c, metrics, server)
+    tui = _tui(c, data.get("tui", {}))
 
     raw_sites = data.get("sites", [])
     sites: list[Site] = []
@@ -136,6 +141,7 @@ def _build(c: _Checker, data: Mapping[str, Any]) -> Config:
         discovery=discovery,
         tls=tls,
         metrics=metrics,
+        tui=tui,
         sites=tuple(sites),
     )
 
@@ -155,3 +161,51 @@ def _check_admin_port(c: _Checker, metrics: MetricsSettings, server: ServerSetti
                 ("metrics", "listen"),
                 f"port {address[1]} is the proxy's server.{key}; the metrics listener needs a port of its own",
             )
+
+
+def _tui(c: _Checker, raw: Any) -> TuiSettings:
+    """`[tui]`: the keymap's ids must name a binding and its values must be keys."""
+    if not isinstance(raw, Mapping):
+        c.error(("tui",), f"expected a table, got {_show(raw)}")
+        return TuiSettings()
+    for key in raw:
+        if key not in TUI_KEYS:
+            c.unknown(("tui", key), key, TUI_KEYS)
+    keymap: dict[str, str] = {}
+    raw_keymap = raw.get("keymap", {})
+    if not isinstance(raw_keymap, Mapping):
+        c.error(
+            ("tui", "keymap"),
+            f'expected a table of binding ids and keys, such as {{ "sites.add" = "n" }}, got {_show(raw_keymap)}',
+        )
+        return TuiSettings()
+    for parts, value in _flatten(raw_keymap, ()):
+        path: KeyPath = ("tui", "keymap", *parts)
+        binding = ".".join(parts)
+        if binding not in BINDING_IDS:
+            close = difflib.get_close_matches(binding, sorted(BINDING_IDS), n=1, cutoff=0.6)
+            hint = (
+                f' (did you mean "{close[0]}"?)'
+                if close
+                else " (Help lists each screen's keys; the ids are in homeproxy/keymap.py)"
+            )
+            c.error(path, "no binding has this id" + hint)
+        elif not isinstance(value, str):
+            c.error(path, f'expected a key as a string, such as "ctrl+k", got {_show(value)}')
+        elif (problem := key_problem(value)) is not None:
+            c.error(path, problem)
+        else:
+            keymap[binding] = ",".join(k.strip() for k in value.split(","))
+    return TuiSettings(keymap=tuple(sorted(keymap.items())))
+
+
+def _flatten(table: Mapping[str, Any], parts: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    """A keymap's entries: `sites.add = "n"` (a dotted key, so nested tables in TOML) and
+    `"sites.add" = "n"` (one quoted key) both give the id `sites.add`."""
+    out: list[tuple[tuple[str, ...], Any]] = []
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            out.extend(_flatten(value, (*parts, key)))
+        else:
+            out.append(((*parts, key), value))
+    return out

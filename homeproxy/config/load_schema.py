@@ -195,7 +195,8 @@ DISCOVERY_KEYS: Schema = {
     "domain": _domain,
     "max_services": _count,
 }
-TOP_KEYS = ("server", "logging", "cache", "defaults", "discovery", "tls", "sites", "metrics")
+TOP_KEYS = ("server", "logging", "cache", "defaults", "discovery", "tls", "sites", "metrics", "tui")
+TUI_KEYS = ("keymap",)
 
 
 def _header_map(v: Any) -> tuple[tuple[str, str], ...]:

@@ -24,6 +24,7 @@ from homeproxy.config.model_settings import MetricsSettings as MetricsSettings
 from homeproxy.config.model_settings import ServerSettings as ServerSettings
 from homeproxy.config.model_settings import SharedCacheSettings as SharedCacheSettings
 from homeproxy.config.model_settings import TlsSettings as TlsSettings
+from homeproxy.config.model_settings import TuiSettings as TuiSettings
 from homeproxy.config.model_settings import split_host_port as split_host_port
 from homeproxy.config.model_site import DEFAULT_CONNECT_TIMEOUT as DEFAULT_CONNECT_TIMEOUT
 from homeproxy.config.model_site import DEFAULT_READ_TIMEOUT as DEFAULT_READ_TIMEOUT
@@ -62,6 +63,9 @@ class Config:
 
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     """The `[metrics]` table."""
+
+    tui: TuiSettings = field(default_factory=TuiSettings)
+    """The `[tui]` table."""
 
     sites: tuple[Site, ...] = ()
     """The `[[sites]]` array."""

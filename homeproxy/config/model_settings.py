@@ -114,6 +114,16 @@ class MetricsSettings:
         return split_host_port(self.listen) if self.listen else None
 
 
+@dataclass(frozen=True, slots=True)
+class TuiSettings:
+    """The `[tui]` table: how the terminal UI behaves."""
+
+    keymap: tuple[tuple[str, str], ...] = ()
+    """`[tui.keymap]`: binding id -> key(s), such as `"sites.toggle" = "t"` or
+    `"screen.traffic" = "ctrl+3,3"`; an id not listed keeps its default key. Help lists every id's
+    keys; the ids are in `homeproxy/keymap.py`."""
+
+
 def split_host_port(text: str) -> tuple[str, int]:
     """`"127.0.0.1:9180"` -> ("127.0.0.1", 9180); `"[::1]:9180"` -> ("::1", 9180).
 

@@ -10,7 +10,10 @@ renewing one): it edits the config through `ConfigStore`, reads `Stats` and the
 a bounded `RequestBuffer` that the screens show, into discovery batches
 (toasts for names announced or in conflict; the visible screen gets the batch),
 and into the `HealthBook` of upstream health (toasts when an upstream goes down
-or comes back). The caller (the CLI, or a test) starts and stops the runtime.
+or comes back). Each screen is built with one `Services` (what it uses of the
+runtime), never the app; the user's keys (`[tui.keymap]`) are applied with
+`set_keymap` at start and on every config change. The caller (the CLI, or a
+test) starts and stops the runtime.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 
-from homeproxy.config import ConfigChanged, ConfigRejected
+from homeproxy.config import Config, ConfigChanged, ConfigRejected
 from homeproxy.discovery.events import DISCOVERY_EVENTS, DiscoveryEvent, NameAnnounced, NameConflict
 from homeproxy.engine import ProblemReported, RequestCompleted, Stats, UpstreamHealthChanged
 from homeproxy.runtime import Runtime
@@ -116,6 +119,7 @@ class HomeproxyApp(App[None]):
         )
         self.health = self.services.health
         """Each site upstream's health, as the engine tells it."""
+        self._user_keymap: dict[str, str] = {}
 
     @property
     def stats(self) -> Stats:
@@ -125,6 +129,7 @@ class HomeproxyApp(App[None]):
         self.sub_title = str(self.runtime.config_path)
         self.runtime.store.subscribe(self._on_config_event)
         self.health.refresh(self.runtime.engine)
+        self._apply_keymap(self.runtime.store.config)
         self.switch_mode("dashboard")
         if self.runtime.store.created:
             self.notify(
@@ -220,6 +225,7 @@ class HomeproxyApp(App[None]):
     def _config_event(self, message: ConfigEventArrived) -> None:
         event = message.event
         if isinstance(event, ConfigChanged):
+            self._apply_keymap(event.config)
             if event.source == "file":
                 self.notify(
                     f"The config file changed on disk and was applied: {len(event.config.sites)} site(s).",
@@ -237,6 +243,13 @@ class HomeproxyApp(App[None]):
                 markup=False,
             )
         self._to_screen(message)
+
+    def _apply_keymap(self, config: Config) -> None:
+        """The user's keys (`[tui.keymap]`); the footer, the screens and Help follow them."""
+        keymap = dict(config.tui.keymap)
+        if keymap != self._user_keymap:
+            self._user_keymap = keymap
+            self.set_keymap(keymap)
 
     def _to_screen(self, message: Message) -> None:
         """Hand a message to the visible screen (there is none while starting or leaving)."""

@@ -51,9 +51,30 @@ class RepairApp(App[bool]):
     CSS_PATH = "repair.tcss"
     TITLE = "homeproxy"
     BINDINGS = [
-        Binding("ctrl+s", "save", "Check and save", priority=True),
-        Binding("ctrl+e", "editor", "Open in $EDITOR", priority=True),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding(
+            "ctrl+s",
+            "save",
+            "Check and save",
+            id="repair.save",
+            tooltip="Check the text and save it if it is valid",
+            priority=True,
+        ),
+        Binding(
+            "ctrl+e",
+            "editor",
+            "Open in $EDITOR",
+            id="repair.editor",
+            tooltip="Edit the file in your $EDITOR",
+            priority=True,
+        ),
+        Binding(
+            "ctrl+q",
+            "quit",
+            "Quit",
+            id="repair.quit",
+            tooltip="Leave without starting the proxy",
+            priority=True,
+        ),
     ]
 
     def __init__(self, path: Path, errors: tuple[ConfigError, ...]) -> None:

@@ -2,13 +2,14 @@
 
 Nothing here is written twice: the key tables are read from the real
 `BINDINGS` of the app and of each screen class in the app's `MODES` (a key
-added or remapped there shows up here), and a screen's paragraph is its
+added or remapped there shows up here), with the user's keys from the
+config's `[tui.keymap]` in their place, and a screen's paragraph is its
 `HELP` text when it has one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from rich.console import RenderableType
 from rich.markdown import Markdown
 from rich.table import Table
 from rich.text import Text
+from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingsMap
 from textual.containers import VerticalScroll
@@ -24,6 +26,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Header, Static
 
+from homeproxy.tui.bridge import ConfigEventArrived
 from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.site_editor import SiteEditorModal
 from homeproxy.tui.screens.upstreams import UpstreamsScreen
@@ -94,11 +97,23 @@ def class_bindings(cls: type[DOMNode], *, stop_at: type[DOMNode] | None = None) 
     return [b for bindings in keys.values() for b in bindings]
 
 
-def key_rows(app: App[object], bindings: Iterable[Binding]) -> list[KeyRow]:
-    """One row per action (several keys for one action share a row); bindings without a
-    description (internal ones) are left out."""
-    rows: dict[tuple[str, str], tuple[list[str], str]] = {}
+def remapped(bindings: Iterable[Binding], keymap: Mapping[str, str]) -> list[Binding]:
+    """The bindings with the user's keys (`[tui.keymap]`: binding id -> keys), as Textual applies them."""
+    out: list[Binding] = []
     for b in bindings:
+        keys = keymap.get(b.id) if b.id else None
+        if keys:
+            out.extend(b.with_key(key.strip(), key_display=None) for key in keys.split(","))
+        else:
+            out.append(b)
+    return out
+
+
+def key_rows(app: App[object], bindings: Iterable[Binding], keymap: Mapping[str, str] | None = None) -> list[KeyRow]:
+    """One row per action (several keys for one action share a row), with the user's keys from
+    `keymap`; bindings without a description (internal ones) are left out."""
+    rows: dict[tuple[str, str], tuple[list[str], str]] = {}
+    for b in remapped(bindings, keymap or {}):
         if not b.description:
             continue
         keys, tooltip = rows.setdefault((b.action, b.description), ([], b.tooltip))
@@ -146,6 +161,21 @@ class HelpScreen(Screen[None]):
         """`services` is what every screen is built with; Help reads only the app's bindings."""
         super().__init__()
         self.services = services
+        self._shown_keymap: dict[str, str] = {}
+
+    @property
+    def keymap(self) -> dict[str, str]:
+        """The user's keys (`[tui.keymap]`), or none without services."""
+        return dict(self.services.store.config.tui.keymap) if self.services is not None else {}
+
+    def on_screen_resume(self) -> None:
+        if self.keymap != self._shown_keymap:
+            self.refresh(recompose=True)
+
+    @on(ConfigEventArrived)
+    def _config_changed(self) -> None:
+        if self.keymap != self._shown_keymap:
+            self.refresh(recompose=True)
 
     def compose(self) -> ComposeResult:
         yield Header(icon="⇄")
@@ -156,6 +186,7 @@ class HelpScreen(Screen[None]):
 
     def _sections(self) -> Iterator[Widget]:
         app = self.app
+        keymap = self._shown_keymap = self.keymap
         app_bindings = class_bindings(type(app))
         if app.ENABLE_COMMAND_PALETTE:
             app_bindings.append(
@@ -167,24 +198,27 @@ class HelpScreen(Screen[None]):
                     tooltip="Search every action (show a screen, reload the config, change the theme...)",
                 )
             )
-        everywhere = key_rows(app, [*app_bindings, *class_bindings(Screen)])
+        everywhere = key_rows(app, [*app_bindings, *class_bindings(Screen)], keymap)
         yield from self._section("everywhere", Text("Everywhere"), None, everywhere)
         for mode, screen in app.MODES.items():
             if not (isinstance(screen, type) and issubclass(screen, Screen)):
                 continue
-            shows = [b for b in app_bindings if b.action == f"show('{mode}')"]
+            shows = [b for b in remapped(app_bindings, keymap) if b.action == f"show('{mode}')"]
             keys = "  ".join(dict.fromkeys(app.get_key_display(b) for b in shows))
             title = screen.TITLE or mode.title()
             heading = Text.assemble((f" {keys} ", "reverse"), " ", title) if keys else Text(title)
-            rows = key_rows(app, class_bindings(screen, stop_at=Screen))
+            rows = key_rows(app, class_bindings(screen, stop_at=Screen), keymap)
             yield from self._section(mode, heading, screen_paragraph(mode, screen), rows)
-        rows = key_rows(app, class_bindings(UpstreamsScreen, stop_at=Screen))
-        heading = Text.assemble((" u ", "reverse"), " ", UpstreamsScreen.TITLE or "Upstreams")
+        rows = key_rows(app, class_bindings(UpstreamsScreen, stop_at=Screen), keymap)
+        opens = "  ".join(
+            app.get_key_display(Binding(k.strip(), "")) for k in keymap.get("sites.upstreams", "u").split(",")
+        )
+        heading = Text.assemble((f" {opens} ", "reverse"), " ", UpstreamsScreen.TITLE or "Upstreams")
         yield from self._section("upstreams", heading, UpstreamsScreen.HELP, rows)
         editor = [*class_bindings(SiteEditorModal, stop_at=ModalScreen), *class_bindings(UpstreamList)]
-        yield from self._section("site-editor", Text("Site editor"), EDITOR_HELP, key_rows(app, editor))
+        yield from self._section("site-editor", Text("Site editor"), EDITOR_HELP, key_rows(app, editor, keymap))
         dialogs = [ConfirmModal]
-        rows = key_rows(app, [b for d in dialogs for b in class_bindings(d, stop_at=ModalScreen)])
+        rows = key_rows(app, [b for d in dialogs for b in class_bindings(d, stop_at=ModalScreen)], keymap)
         yield from self._section(
             "dialogs", Text("Questions"), "A question such as “Quit without saving?” waits for an answer:", rows
         )

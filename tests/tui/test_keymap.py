@@ -1,0 +1,117 @@
+"""`[tui.keymap]`: the user's keys, from the config file to the footer, the screens and Help."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from textual.binding import Binding
+from textual.dom import DOMNode
+from textual.pilot import Pilot
+
+import homeproxy.tui
+from homeproxy.keymap import BINDING_IDS, key_problem
+from homeproxy.runtime import Runtime
+from homeproxy.tui.app import HomeproxyApp
+from homeproxy.tui.screens.help import HelpScreen
+from homeproxy.tui.screens.sites import SitesScreen
+from homeproxy.tui.screens.traffic import TrafficScreen
+from tests.tui.conftest import snapshot_config, snapshot_runtime_at
+from tests.waiting import wait_for
+
+# Unusual, and not the other snapshots' own, so all can run at once.
+LISTEN, PORT = "127.77.0.14", 18109
+
+SITES = """[[sites]]
+name = "homeassistant"
+hosts = ["ha.home.arpa"]
+upstreams = ["http://192.0.2.10:8123"]
+"""
+
+KEYMAP = """
+[tui.keymap]
+"screen.traffic" = "t"
+"screen.help" = "h"
+sites.toggle = "o"
+"""
+
+
+def tui_bindings() -> Iterator[tuple[str, Binding]]:
+    """Every binding declared in homeproxy/tui/, with the class that declares it."""
+    for info in pkgutil.walk_packages(homeproxy.tui.__path__, "homeproxy.tui."):
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if inspect.isclass(obj) and issubclass(obj, DOMNode) and obj.__module__ == module.__name__:
+                for binding in obj.__dict__.get("BINDINGS", []):
+                    if isinstance(binding, Binding):
+                        yield name, binding
+
+
+def test_every_binding_has_an_id_and_a_tooltip_and_the_config_knows_each_id() -> None:
+    bindings = list(tui_bindings())
+    assert len(bindings) > 40
+    missing = [(name, b.key) for name, b in bindings if not b.id or not b.tooltip]
+    assert not missing, f"bindings without an id or a tooltip: {missing}"
+    ids = [b.id for _name, b in bindings]
+    assert len(ids) == len(set(ids)), "two bindings share an id"
+    assert set(ids) == BINDING_IDS
+
+
+def test_every_default_key_passes_the_config_check() -> None:
+    for _name, b in tui_bindings():
+        assert key_problem(b.key) is None, b.key
+
+
+@pytest.fixture
+def keymap_runtime(in_tmp: Path) -> Iterator[Runtime]:
+    path = Path("config.toml")
+    path.write_text(snapshot_config(LISTEN, PORT, SITES) + KEYMAP, encoding="utf-8")
+    with snapshot_runtime_at(path, in_tmp / "log") as rt:
+        yield rt
+
+
+async def test_a_remapped_key_drives_the_app(keymap_runtime: Runtime) -> None:
+    app = HomeproxyApp(keymap_runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")  # the default key no longer shows Traffic
+        await pilot.pause()
+        assert not isinstance(app.screen, TrafficScreen)
+        await pilot.press("t")
+        await wait_for(lambda: isinstance(app.screen, TrafficScreen), description="the Traffic screen on t")
+        await pilot.press("2")
+        await wait_for(lambda: isinstance(app.screen, SitesScreen), description="the Sites screen")
+        screen = app.screen
+        assert isinstance(screen, SitesScreen)
+        keys = {b.binding.id: key for key, b in screen.active_bindings.items()}
+        assert keys["sites.toggle"] == "o" and keys["screen.traffic"] == "t"
+        await pilot.press("o")
+        await wait_for(lambda: not keymap_runtime.store.config.sites[0].enabled, description="the site turned off by o")
+
+
+async def test_a_config_change_remaps_at_once(keymap_runtime: Runtime) -> None:
+    app = HomeproxyApp(keymap_runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        path = keymap_runtime.config_path
+        path.write_text(path.read_text(encoding="utf-8").replace('"screen.traffic" = "t"', '"screen.traffic" = "r"'))
+        assert await asyncio.to_thread(keymap_runtime.store.reload, force=True)
+        await wait_for(
+            lambda: "r" in {k for k, b in app.screen.active_bindings.items() if b.binding.id == "screen.traffic"},
+            description="the new key in the bindings",
+        )
+        await pilot.press("r")
+        await wait_for(lambda: isinstance(app.screen, TrafficScreen), description="the Traffic screen on r")
+
+
+async def show_help(pilot: Pilot[None]) -> None:
+    await pilot.press("h")
+    await wait_for(lambda: isinstance(pilot.app.screen, HelpScreen), description="the Help screen on h")
+    await pilot.pause()
+
+
+def test_help_shows_the_remapped_keys(snap_compare: Callable[..., bool], keymap_runtime: Runtime) -> None:
+    assert snap_compare(HomeproxyApp(keymap_runtime), terminal_size=(120, 40), run_before=show_help)
