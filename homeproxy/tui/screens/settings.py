@@ -13,23 +13,15 @@ restores it after a confirmation (the current file is backed up first).
 
 from __future__ import annotations
 
-import difflib
 import logging
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
-from functools import partial
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.css.query import NoMatches
-from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import (
     Button,
@@ -48,282 +40,43 @@ from textual.widgets import (
 from homeproxy.config import Config, ConfigInvalid
 from homeproxy.engine import BindError
 from homeproxy.tui.bridge import ConfigEventArrived
-from homeproxy.tui.format import size
-from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.discovery import interfaces_text
+from homeproxy.tui.screens.settings_backups import Backup, BackupsPane, backup_time, diff_text
+from homeproxy.tui.screens.settings_fields import (
+    FIELD_BY_ID,
+    FIELDS,
+    LEVELS,
+    PANES,
+    Field,
+    Kind,
+    Pane,
+    _display,
+    _on_off,
+    parse,
+    shown,
+)
 from homeproxy.tui.services import Services
+
+__all__ = [
+    "FIELDS",
+    "FIELD_BY_ID",
+    "LEVELS",
+    "PANES",
+    "Backup",
+    "Field",
+    "Kind",
+    "Pane",
+    "SettingsScreen",
+    "backup_time",
+    "diff_text",
+    "parse",
+    "shown",
+]
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["list", "types", "port", "count", "duration", "size", "text", "access_log", "level", "switch"]
 
-LEVELS = ("debug", "info", "warning", "error")
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One editable key of a top-level table."""
-
-    table: str
-    key: str
-    label: str
-    kind: Kind
-    help: str
-    placeholder: str = ""
-    """What an empty text field shows (what empty means)."""
-
-    @property
-    def id(self) -> str:
-        """The editor widget's id (kebab-case), e.g. `server-http-port`."""
-        return f"{self.table}-{self.key.replace('_', '-')}"
-
-    @property
-    def name(self) -> str:
-        """As the file and its errors spell it, e.g. `server.http_port`."""
-        return f"{self.table}.{self.key}"
-
-
-@dataclass(frozen=True, slots=True)
-class Pane:
-    """One tab of fields."""
-
-    id: str
-    title: str
-    intro: str
-    fields: tuple[Field, ...]
-
-
-PANES = (
-    Pane(
-        "listeners",
-        "Listeners",
-        "Where homeproxy listens. A change takes effect at once; if the new address or port "
-        "cannot be opened, the old one stays and nothing changes.",
-        (
-            Field("server", "listen", "Listen on", "list", 'Addresses, comma-separated: "0.0.0.0" (all IPv4), "::".'),
-            Field("server", "http_port", "HTTP port", "port", "80 needs CAP_NET_BIND_SERVICE; 0 picks a free port."),
-            Field(
-                "server", "https_port", "HTTPS port", "port", "Reserved for TLS: checked now, opened once TLS lands."
-            ),
-            Field("server", "trusted_proxies", "Trusted proxies", "list", "CIDRs whose X-Forwarded-For is believed."),
-            Field(
-                "server", "drain_timeout", "Drain timeout", "duration", "How long a stop waits for requests, e.g. 10s."
-            ),
-        ),
-    ),
-    Pane(
-        "logging",
-        "Logging",
-        "The access log has one JSON line per request; the process log says what homeproxy does.",
-        (
-            Field(
-                "logging",
-                "access_log",
-                "Access log",
-                "access_log",
-                "true (access.log in the log dir), false, or a path.",
-            ),
-            Field("logging", "level", "Log level", "level", "How much the process log says."),
-            Field("logging", "max_bytes", "Rotate at", "size", 'Rotate the access log past this size, e.g. "10MiB".'),
-            Field("logging", "keep_files", "Keep files", "count", "How many rotated access logs to keep."),
-        ),
-    ),
-    Pane(
-        "new-sites",
-        "New sites",
-        "What a site added from the Sites screen starts with; existing sites are not changed.",
-        (
-            Field("defaults", "websockets", "WebSockets", "switch", "Proxy WebSocket upgrades."),
-            Field("defaults", "compression", "Compression", "switch", "Compress responses for clients that accept it."),
-            Field("defaults", "cache", "Cache", "switch", "Store and serve cacheable responses."),
-            Field("defaults", "connect_timeout", "Connect timeout", "duration", "Wait this long for a connection."),
-            Field("defaults", "read_timeout", "Read timeout", "duration", "Wait this long for data between reads."),
-        ),
-    ),
-    Pane(
-        "cache",
-        "Cache",
-        "The memory cache shared by every site that turns caching on.",
-        (
-            Field("cache", "max_bytes", "Cache size", "size", "Its memory bound; least recently used go first."),
-            Field("cache", "header", "Cache header", "text", "Says HIT, MISS, STALE...; empty sends none."),
-        ),
-    ),
-    Pane(
-        "discovery",
-        "Discovery",
-        "mDNS (Bonjour/Avahi) on the LAN: finding devices for the Discovery screen, and answering "
-        "for sites' .local names so phones and laptops find them without a DNS server.",
-        (
-            Field("discovery", "browse", "Browse", "switch", "Look for services on the LAN (the Discovery screen)."),
-            Field(
-                "discovery",
-                "browse_all_types",
-                "All types",
-                "switch",
-                "Also browse every type the LAN's devices list, not only those below.",
-            ),
-            Field("discovery", "service_types", "Service types", "types", 'Comma-separated, e.g. "_http._tcp".'),
-            Field(
-                "discovery",
-                "publish_hostnames",
-                "Publish names",
-                "switch",
-                "Answer for sites' .local hosts (plex.local); a name another machine holds is never taken.",
-            ),
-            Field(
-                "discovery",
-                "advertise",
-                "Advertise",
-                "switch",
-                "Also list each site as a web service in other mDNS browsers.",
-            ),
-            Field(
-                "discovery",
-                "interfaces",
-                "Interfaces",
-                "list",
-                "Names or addresses, comma-separated; empty: the LAN interfaces.",
-                "automatic: the LAN interfaces",
-            ),
-            Field("discovery", "domain", "Domain", "text", "Suggested hosts for a discovered service: plex.<domain>."),
-        ),
-    ),
-)
-
-FIELDS = tuple(f for pane in PANES for f in pane.fields)
-FIELD_BY_ID = {f.id: f for f in FIELDS}
-
-_INT = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"[+-]?\d+\.\d*|[+-]?\.\d+")
-
-#: How the Backups tab names a file's time when its name has none.
-_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-(\d{6}))?$")
-
-
-# --- values: model -> editor text, editor text -> TOML ---------------------------------
-
-
-def _duration_text(secs: float) -> str:
-    if secs.is_integer():
-        s = int(secs)
-        for unit, n in (("h", 3600), ("m", 60)):
-            if s >= n and s % n == 0:
-                return f"{s // n}{unit}"
-        return f"{s}s"
-    ms = secs * 1000
-    if secs < 1 and ms.is_integer():
-        return f"{int(ms)}ms"
-    return f"{secs:g}s"
-
-
-def _size_text(n: int) -> str:
-    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= factor and n % factor == 0:
-            return f"{n // factor}{unit}"
-    return str(n)
-
-
-def shown(field: Field, config: Config) -> str | bool:
-    """What the field's editor shows for `config` (a bool for switches)."""
-    if field.key == "access_log":
-        lg = config.logging
-        return (lg.access_log_path or "true") if lg.access_log else "false"
-    value = getattr(getattr(config, field.table), field.key)
-    if field.kind == "switch":
-        return bool(value)
-    if field.kind == "list":
-        return ", ".join(value)
-    if field.kind == "types":
-        return ", ".join(t.removesuffix(".local.") for t in value)
-    if field.kind == "duration":
-        return _duration_text(float(value))
-    if field.kind == "size":
-        return _size_text(int(value))
-    return str(value)
-
-
-def parse(field: Field, text: str) -> Any:
-    """The TOML value for what was typed. Nothing is judged here: the store validates, and its
-    error (e.g. `got "abc"`) is what the user sees."""
-    t = text.strip()
-    if field.kind in ("list", "types"):
-        return [part for part in re.split(r"[,\s]+", t) if part]
-    if field.kind in ("port", "count", "duration", "size") and _INT.fullmatch(t):
-        return int(t)
-    if field.kind == "duration" and _FLOAT.fullmatch(t):
-        return float(t)
-    if field.kind == "access_log":
-        low = t.lower()
-        if low in ("true", "on", "yes"):
-            return True
-        if low in ("false", "off", "no", ""):
-            return False
-    return t
-
-
-def _on_off(value: bool) -> str:
-    return "on" if value else "off"
-
-
-def _display(value: str | bool) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value or '""'
-
-
-# --- backups ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Backup:
-    """One backup file, as listed."""
-
-    path: Path
-    when: str
-    """The time in its name ("2026-01-31 08:15:02"), or its modification time."""
-    bytes: int
-
-
-def backup_time(path: Path, stem: str) -> str | None:
-    """The time in a backup's name (`config-20260131-081502-123456.toml`), or None."""
-    m = _STAMP.search(path.stem[len(stem) :])
-    if m is None:
-        return None
-    try:
-        return datetime.strptime(m.group(1), "%Y%m%d-%H%M%S").strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return None
-
-
-def diff_text(old: str, new: str, old_label: str, new_label: str) -> Text:
-    """A unified diff of `old` against `new`, coloured: removed lines red, added lines green."""
-    lines = list(
-        difflib.unified_diff(old.splitlines(), new.splitlines(), fromfile=old_label, tofile=new_label, lineterm="")
-    )
-    if not lines:
-        return Text("The backup is the same as the current file.", style="dim")
-    text = Text()
-    for line in lines:
-        if line.startswith(("--- ", "+++ ")):
-            style = "bold"
-        elif line.startswith("@@"):
-            style = "cyan"
-        elif line.startswith("+"):
-            style = "green"
-        elif line.startswith("-"):
-            style = "red"
-        else:
-            style = ""
-        text.append(line + "\n", style=style)
-    text.rstrip()
-    return text
-
-
-# --- the screen ------------------------------------------------------------------------
-
-
-class SettingsScreen(Screen[None]):
+class SettingsScreen(BackupsPane):
     """Listeners, logging, defaults for new sites, the shared cache, mDNS discovery, and the config's backups."""
 
     TITLE = "Settings"
@@ -618,151 +371,3 @@ class SettingsScreen(Screen[None]):
         else:
             self._status(Text(f"{field.name} is not valid; it was not saved.", style="red"))
             self.app.bell()
-
-    def _status(self, text: Text) -> None:
-        self.query_one("#settings-status", Static).update(text)
-
-    # --- backups -------------------------------------------------------------------------
-
-    @work(thread=True, exclusive=True, group="settings-backups")
-    def _load_backups(self) -> None:
-        """List the backups (in a thread: it reads the directory)."""
-        store = self.services.store
-        stem = store.path.stem
-        entries: list[Backup] = []
-        for path in reversed(store.backups()):
-            try:
-                st = path.stat()
-            except OSError:
-                continue  # removed meanwhile (only the last N are kept)
-            when = backup_time(path, stem) or datetime.fromtimestamp(st.st_mtime).strftime("%Y-%m-%d %H:%M:%S")
-            entries.append(Backup(path, when, st.st_size))
-        self.app.call_from_thread(self._show_backups, entries)
-
-    def _show_backups(self, entries: list[Backup]) -> None:
-        if not self.is_attached:
-            return  # the worker finished after the screen went (the app is closing)
-        table = self.query_one("#backup-list", DataTable)
-        selected = self._selected_key()
-        self._backups = {str(b.path): b for b in entries}
-        table.clear()
-        for b in entries:
-            table.add_row(Text(b.when), Text(size(b.bytes), justify="right"), Text(b.path.name), key=str(b.path))
-        store = self.services.store
-        where = f"{store.path.stem}.backups/"
-        info = self.query_one("#backups-info", Static)
-        if entries:
-            keys = list(self._backups)
-            table.move_cursor(row=keys.index(selected) if selected in keys else 0)
-            info.update(
-                Text(
-                    f"{len(entries)} backup(s) of {store.path.name} in {where}, newest first; "
-                    f"each save keeps the previous file (the last {store.keep_backups})."
-                )
-            )
-        else:
-            info.update(Text(f"No backups yet: each save keeps the previous {store.path.name} in {where}."))
-        self.query_one("#restore", Button).disabled = not entries
-        self._diff_selected()
-        self.refresh_bindings()
-
-    def _selected_key(self) -> str | None:
-        table = self.query_one("#backup-list", DataTable)
-        if not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        return key if key in self._backups else None
-
-    def selected_backup(self) -> Backup | None:
-        """The backup under the cursor in the Backups tab."""
-        key = self._selected_key()
-        return self._backups[key] if key is not None else None
-
-    @on(DataTable.RowHighlighted, "#backup-list")
-    def _backup_highlighted(self) -> None:
-        self._diff_selected()
-
-    def _diff_selected(self) -> None:
-        backup = self.selected_backup()
-        if backup is None:
-            self.query_one("#backup-diff", Static).update("")
-            return
-        self._load_diff(backup)
-
-    @work(thread=True, exclusive=True, group="settings-diff")
-    def _load_diff(self, backup: Backup) -> None:
-        """Diff a backup against the current file (in a thread: it reads both)."""
-        current = self.services.store.path
-        try:
-            old = backup.path.read_text(encoding="utf-8")
-            new = current.read_text(encoding="utf-8")
-        except (OSError, UnicodeError) as e:
-            text = Text(f"Cannot read the files: {e}", style="red")
-        else:
-            text = diff_text(old, new, f"backup of {backup.when}", f"{current.name} (current)")
-        self.app.call_from_thread(self._show_diff, backup, text)
-
-    def _show_diff(self, backup: Backup, text: Text) -> None:
-        if not self.is_attached:
-            return
-        try:
-            if self.selected_backup() == backup:
-                self.query_one("#backup-diff", Static).update(text)
-        except NoMatches:  # the screen is closing: its widgets are gone already
-            pass
-
-    @on(Button.Pressed, "#restore")
-    def _restore_pressed(self) -> None:
-        self.action_restore()
-
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "restore":
-            if self.query_one("#settings-tabs", TabbedContent).active != "backups":
-                return False
-            return True if self.selected_backup() is not None else None
-        return True
-
-    def action_restore(self) -> None:
-        """Ask, then make the selected backup the config again."""
-        backup = self.selected_backup()
-        if backup is None:
-            return
-        self.app.push_screen(
-            ConfirmModal(
-                f"Restore the backup of {backup.when}? The current file is backed up first, "
-                "then the backup is validated and applied.",
-                confirm="Restore",
-                cancel="Keep",
-            ),
-            partial(self._restore_if, backup),
-        )
-
-    def _restore_if(self, backup: Backup, confirmed: bool | None) -> None:
-        if confirmed:
-            self._status(Text(f"Restoring the backup of {backup.when}…"))
-            self._restore(backup)
-
-    @work(thread=True, exclusive=True, group="settings-restore")
-    def _restore(self, backup: Backup) -> None:
-        error: str | None = None
-        try:
-            self.services.store.restore(backup.path)
-        except ConfigInvalid as e:
-            error = "the backup is not a valid config: " + "; ".join(str(err) for err in e.errors)
-        except Exception as e:  # the engine refused it (a busy port), or the file could not be written
-            log.exception("restoring %s failed", backup.path)
-            error = str(e) or type(e).__name__
-        self.app.call_from_thread(self._restored, backup, error)
-
-    def _restored(self, backup: Backup, error: str | None) -> None:
-        if error is None:
-            message = f"Restored the backup of {backup.when} and applied it live."
-            self._status(Text(message, style="green"))
-            self.app.notify(Text(message).markup, title="Config restored")
-        else:
-            self._status(Text("The backup was not restored; nothing changed.", style="red"))
-            self.app.notify(
-                Text(f"{error}\nNothing was changed.").markup, title="Not restored", severity="error", timeout=10
-            )
-        self._show_config(self.services.store.config)
-        self._load_backups()

@@ -1,13 +1,14 @@
-"""`RequestLog`: the live request log, a line-API view over the app's `RequestBuffer`.
+"""`RequestLog`: the live request log, a line-API `ScrollView` over the app's `RequestBuffer`.
 
 Built like Toolong's log view: a `ScrollView` that renders only the rows on
 screen (`render_line`), with an LRU cache of rendered strips keyed by each
-request's sequence number. The filtered view is a bounded pair of deques
-(sequence numbers, events) that `sync()` extends from the buffer, reading only
-what arrived since the last call (the screen calls it once per
-`RequestsArrived` batch, about ten times a second); it is rebuilt from the
-buffer only when the filter changes. The view holds the events themselves, so
-a paused or scrolled-back view keeps what it shows while the buffer moves on.
+request's sequence number. The filtered view (`RequestRows`, in
+`request_rows.py`) is a bounded pair of deques that `sync()` extends from the
+buffer, reading only what arrived since the last call (the screen calls it once
+per `RequestsArrived` batch, about ten times a second); it is rebuilt from the
+buffer only when the filter (`RequestFilter`, in `request_filter.py`) changes.
+The view holds the events themselves, so a paused or scrolled-back view keeps
+what it shows while the buffer moves on.
 
 Following, the view sticks to the newest request. While whole screens of rows
 arrive between two paints (a busy proxy), repaints are coalesced to at most
@@ -18,17 +19,15 @@ still arrive below, counted by an "N new requests" marker on the last line
 in; resuming takes in what arrived meanwhile.
 
 Everything in a row came from the network: it is drawn as plain `Segment`s
-with control characters escaped, never parsed as markup.
+with control characters escaped, never parsed as markup (`request_columns.py`).
 """
 
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from rich.cells import cell_len, set_cell_size
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
@@ -43,118 +42,22 @@ from textual.timer import Timer
 
 from homeproxy.engine import RequestCompleted
 from homeproxy.tui.bridge import RequestBuffer
-from homeproxy.tui.format import duration, safe_text
+from homeproxy.tui.widgets.request_columns import Column, fit, header_strip, layout, local_time, row_strip, short_size
+from homeproxy.tui.widgets.request_filter import RequestFilter, status_class
+from homeproxy.tui.widgets.request_rows import RequestRows, Row
 
-Row = tuple[int, RequestCompleted]
-"""A request in the view: its sequence number in the buffer, and the event."""
-
-
-def local_time(t: float) -> str:
-    """HH:MM:SS.mmm in local time."""
-    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
-
-
-def short_size(n: int) -> str:
-    """Bytes in at most 6 cells: 512 B, 9.5K, 120K, 3.2M."""
-    if n < 1024:
-        return f"{n} B"
-    value = float(n)
-    for unit in ("K", "M", "G"):
-        value /= 1024
-        if value < 1024 or unit == "G":
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
-    return f"{value:.0f}G"  # pragma: no cover
-
-
-def status_class(status: int) -> int:
-    """1 to 5 for 1xx to 5xx; 0 when there was no response."""
-    return status // 100 if 100 <= status < 600 else 0
-
-
-_CACHE_SHORT = {"REVALIDATED": "REVAL"}
-
-
-@dataclass(frozen=True, slots=True)
-class RequestFilter:
-    """Which requests the log shows. The default shows all."""
-
-    site: str | None = None
-    """Only this site ("" for requests that matched no site)."""
-    status_class: int | None = None
-    """Only 2xx (2), 3xx (3), 4xx (4) or 5xx (5)."""
-    method: str | None = None
-    text: str = ""
-    """A case-insensitive substring of host+path, client, site, method, status, upstream, cache or error."""
-    _needle: str = field(init=False, repr=False, compare=False, default="")
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_needle", self.text.strip().lower())
-
-    @property
-    def active(self) -> bool:
-        return self != RequestFilter()
-
-    def matches(self, ev: RequestCompleted) -> bool:
-        if self.site is not None and ev.site != self.site:
-            return False
-        if self.status_class is not None and status_class(ev.status) != self.status_class:
-            return False
-        if self.method is not None and ev.method != self.method:
-            return False
-        if self._needle:
-            haystack = (
-                f"{ev.host}{ev.path}\n{ev.client}\n{ev.site}\n{ev.method}\n{ev.status}\n"
-                f"{ev.upstream}\n{ev.cache}\n{ev.error}"
-            )
-            return self._needle in haystack.lower()
-        return True
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    key: str
-    title: str
-    width: int
-    right: bool = False
-
-
-def layout(width: int) -> tuple[Column, ...]:
-    """The columns for a view `width` cells wide; the path column takes what is left."""
-    wide = width >= 100
-    head = [Column("time", "TIME", 12)]
-    if wide:
-        head.append(Column("client", "CLIENT", 15))
-    head += [
-        Column("site", "SITE", 14 if wide else 9),
-        Column("method", "METHOD", 7 if wide else 6),
-        Column("status", "ST", 3),
-    ]
-    tail = [
-        Column("duration", "DURATION" if wide else "DUR", 8 if wide else 6, right=True),
-        Column("bytes", "BYTES", 7 if wide else 6, right=True),
-        Column("cache", "CACHE", 6),
-    ]
-    used = 1 + sum(c.width for c in head + tail) + len(head) + len(tail) + 1  # a left margin, a gap after each column
-    return (*head, Column("path", "HOST+PATH", max(8, width - used)), *tail)
-
-
-def _exact(segments: list[Segment], width: int, style: Style) -> Strip:
-    """A strip of exactly `width` cells (the columns add up to it unless the view is very narrow)."""
-    strip = Strip(segments)
-    return strip if strip.cell_length == width else strip.crop_extend(0, width, style)
-
-
-def fit(text: str, width: int, right: bool = False) -> str:
-    """`text` padded or cut (with an ellipsis) to exactly `width` cells."""
-    if text.isascii():
-        if len(text) > width:
-            return text[: width - 1] + "…"
-        return text.rjust(width) if right else text.ljust(width)
-    cells = cell_len(text)
-    if cells > width:
-        return set_cell_size(text, width - 1) + "…"
-    pad = " " * (width - cells)
-    return pad + text if right else text + pad
+__all__ = [
+    "Column",
+    "RequestFilter",
+    "RequestLog",
+    "RequestRows",
+    "Row",
+    "fit",
+    "layout",
+    "local_time",
+    "short_size",
+    "status_class",
+]
 
 
 class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
@@ -262,16 +165,7 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.source = source
-        # Two parallel deques rather than one of (seq, event) tuples: ints are not
-        # tracked by the garbage collector, and ten thousand short-lived tuples
-        # that live long enough to reach the oldest generation make its (slow,
-        # GIL-holding) collections frequent.
-        self._seqs: deque[int] = deque(maxlen=source.maxlen)
-        self._events: deque[RequestCompleted] = deque(maxlen=source.maxlen)
-        self._next = source.first
-        """Sequence number of the first request not looked at yet."""
-        self._floor = 0
-        """Requests before this sequence number were cleared."""
+        self._view = RequestRows(source)
         self._cursor: int | None = None
         """Index in the view of the highlighted row (None while following)."""
         self.new = 0
@@ -294,22 +188,22 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
 
     @property
     def row_count(self) -> int:
-        return len(self._seqs)
+        return len(self._view)
 
     @property
     def rows(self) -> list[Row]:
         """The rows shown (a copy), oldest first."""
-        return list(zip(self._seqs, self._events, strict=True))
+        return self._view.rows
 
     @property
     def waiting(self) -> int:
         """Requests in the buffer that the view has not taken in (while paused)."""
-        return max(0, self.source.total - max(self._next, self._floor))
+        return self._view.waiting
 
     @property
     def cursor_row(self) -> Row | None:
         """The highlighted row, if any."""
-        return (self._seqs[self._cursor], self._events[self._cursor]) if self._cursor is not None else None
+        return self._view[self._cursor] if self._cursor is not None else None
 
     @property
     def page_rows(self) -> int:
@@ -321,26 +215,14 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
     def sync(self) -> None:
         """Take in the requests that arrived in the buffer since the last call."""
         if not self.paused:
-            src = self.source
-            start = max(self._next, self._floor)
-            if start < src.first:
-                self.missed += src.first - start
-                start = src.first
-            end = src.total
-            if start < end:
-                first, matches = src.first, self.filter.matches
-                seqs = [seq for seq in range(start, end) if matches(src[seq - first])]
-                self._next = end
-                if seqs:
-                    self._append(seqs, [src[seq - first] for seq in seqs])
+            seqs, missed = self._view.take(self.filter.matches)
+            self.missed += missed
+            if seqs:
+                self._append(seqs)
         self._post_view()
 
-    def _append(self, seqs: list[int], events: list[RequestCompleted]) -> None:
-        maxlen = self._seqs.maxlen
-        assert maxlen is not None
-        dropped = max(0, len(self._seqs) + len(seqs) - maxlen)
-        self._seqs.extend(seqs)
-        self._events.extend(events)
+    def _append(self, seqs: list[int]) -> None:
+        dropped = self._view.extend(seqs)
         if self._cursor is not None:
             self._cursor = max(0, self._cursor - dropped)
         if self.follow:
@@ -382,21 +264,12 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
 
     def _rebuild(self) -> None:
         """Rebuild the view from the buffer (the filter changed)."""
-        src = self.source
         keep = self.cursor_row
-        start = max(src.first, self._floor)
-        end = self._next if self.paused else src.total
-        first, matches = src.first, self.filter.matches
-        seqs = [seq for seq in range(start, end) if matches(src[seq - first])]
-        self._seqs = deque(seqs, maxlen=src.maxlen)
-        self._events = deque((src[seq - first] for seq in seqs), maxlen=src.maxlen)
-        self._next = max(self._next, end)
+        self._view.rebuild(self.filter.matches, self.paused)
         self.new = 0
         self._cursor = None
         if keep is not None and not self.follow:
-            index = bisect_left(self._seqs, keep[0])
-            if index < len(self._seqs) and self._seqs[index] == keep[0]:
-                self._cursor = index
+            self._cursor = self._view.index(keep[0])
         self._set_height()
         if self._cursor is None:
             self.follow = True
@@ -408,9 +281,7 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
 
     def clear(self) -> None:
         """Forget the rows shown (the app's buffer keeps them); newer requests still appear."""
-        self._floor = self._next if self.paused else self.source.total
-        self._seqs.clear()
-        self._events.clear()
+        self._view.clear(self.paused)
         self._cursor = None
         self.new = 0
         self.missed = 0
@@ -421,7 +292,7 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
         self._post_view()
 
     def _set_height(self) -> None:
-        self.virtual_size = Size(0, len(self._seqs) + 1)  # + the header line
+        self.virtual_size = Size(0, len(self._view) + 1)  # + the header line
 
     # --- state changes -------------------------------------------------------------------
 
@@ -467,7 +338,7 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
         self.post_message(
             self.ViewChanged(
                 self,
-                shown=len(self._seqs),
+                shown=len(self._view),
                 new=self.new,
                 waiting=self.waiting if self.paused else 0,
                 missed=self.missed,
@@ -480,9 +351,9 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
 
     def move_cursor(self, index: int) -> None:
         """Highlight the row at `index` (clamped); this stops following."""
-        if not self._seqs:
+        if not self._view:
             return
-        self._cursor = max(0, min(index, len(self._seqs) - 1))
+        self._cursor = max(0, min(index, len(self._view) - 1))
         if self.follow:
             self.follow = False
         self._show_cursor()
@@ -499,7 +370,7 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
 
     def _start_cursor(self) -> int:
         """Where the cursor starts when there is none: the newest row on screen."""
-        return min(len(self._seqs), self.scroll_offset.y + self.page_rows) - 1
+        return min(len(self._view), self.scroll_offset.y + self.page_rows) - 1
 
     def action_cursor(self, delta: int) -> None:
         self.move_cursor(self._start_cursor() if self._cursor is None else self._cursor + delta)
@@ -516,10 +387,10 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
 
     def action_select(self) -> None:
         """Open the highlighted request (following: the newest, which then stays highlighted)."""
-        if not self._seqs:
+        if not self._view:
             return
         if self._cursor is None:
-            self.move_cursor(len(self._seqs) - 1)
+            self.move_cursor(len(self._view) - 1)
         row = self.cursor_row
         assert row is not None
         self.post_message(self.RequestSelected(self, row[0], row[1]))
@@ -532,7 +403,7 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
             self.follow = True
             return
         index = self.scroll_offset.y + y - 1
-        if index >= len(self._seqs):
+        if index >= len(self._view):
             return
         if index == self._cursor or event.chain > 1:
             self.move_cursor(index)
@@ -575,25 +446,20 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
         if y == self.scrollable_content_region.height - 1 and self._marker_shown():
             return self._marker(width, base)
         index = self.scroll_offset.y + y - 1
-        if index >= len(self._seqs):
+        if index >= len(self._view):
             return Strip.blank(width, base)
-        seq = self._seqs[index]
+        seq = self._view.seqs[index]
         cursor = index == self._cursor
         key = (seq, width, cursor)
         strip = self._strips.get(key)
         if strip is None:
             style = base + self._style("cursor") if cursor else base
-            strip = self._strips[key] = self._row(self._events[index], width, style)
+            strip = self._strips[key] = self._row(self._view.events[index], width, style)
         return strip
 
     def _header(self, width: int, base: Style) -> Strip:
         if self._header_strip is None:
-            style = base + self._style("header")
-            segments = [Segment(" ", style)]
-            for column in self._columns:
-                segments.append(Segment(fit(column.title, column.width, column.right), style))
-                segments.append(Segment(" ", style))
-            self._header_strip = _exact(segments, width, style)
+            self._header_strip = header_strip(self._columns, width, base + self._style("header"))
         return self._header_strip
 
     def _marker(self, width: int, base: Style) -> Strip:
@@ -606,37 +472,4 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
         return Strip([Segment(left, base), Segment(text, style), Segment(right, base)], width)
 
     def _row(self, ev: RequestCompleted, width: int, base: Style) -> Strip:
-        muted = base + self._style("muted")
-        segments = [Segment(" ", base)]
-        add = segments.append
-        for column in self._columns:
-            w, key = column.width, column.key
-            if key == "time":
-                add(Segment(fit(local_time(ev.time), w), muted))
-            elif key == "client":
-                add(Segment(fit(safe_text(ev.client), w), muted))
-            elif key == "site":
-                add(Segment(fit(safe_text(ev.site) or "-", w), base if ev.site else muted))
-            elif key == "method":
-                add(Segment(fit(safe_text(ev.method) or "-", w), base))
-            elif key == "status":
-                style = base + self._style(f"status-{status_class(ev.status)}")
-                add(Segment(fit(str(ev.status) if ev.status else "---", w), style))
-            elif key == "path":
-                target = safe_text(ev.host + ev.path)
-                error = f"  {safe_text(ev.error)}" if ev.error else ""
-                if cell_len(target) >= w or not error:
-                    add(Segment(fit(target, w), base))
-                else:
-                    add(Segment(target, base))
-                    add(Segment(fit(error, w - cell_len(target)), base + self._style("error")))
-            elif key == "duration":
-                add(Segment(fit(duration(ev.duration), w, right=True), base))
-            elif key == "bytes":
-                add(Segment(fit(short_size(ev.bytes_out), w, right=True), muted))
-            elif key == "cache":
-                cache = _CACHE_SHORT.get(ev.cache, ev.cache)
-                hit = ev.cache in ("HIT", "REVALIDATED", "STALE")
-                add(Segment(fit(safe_text(cache), w), base + self._style("cache-hit") if hit else muted))
-            add(Segment(" ", base))
-        return _exact(segments, width, base)
+        return row_strip(ev, self._columns, width, base, self._style)
