@@ -5,9 +5,12 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from homeproxy.engine import RequestCompleted
-from homeproxy.tui.bridge import RequestBuffer
+
+if TYPE_CHECKING:
+    from homeproxy.tui.bridge import RequestBuffer  # the module also holds Textual messages
 
 Row = tuple[int, RequestCompleted]
 """A request in the view: its sequence number in the buffer, and the event."""
