@@ -23,6 +23,7 @@ from homeproxy.config.model import Site
 from homeproxy.engine.chain import Handler, Middleware
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.features import FeatureContext
+from homeproxy.engine.hop import ip_key
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import Reply
 
@@ -55,10 +56,7 @@ def client_group(client: str) -> str:
     an IPv6 one by its /64 (`2001:db8:1:2::/64`), since one host commonly holds a whole /64
     (RFC 4291 section 2.5.1; SLAAC, privacy addresses) and can take a fresh address per
     guess. IPv4-mapped addresses count as the IPv4 address; anything else as its raw text."""
-    ip = client_address(client)
-    if isinstance(ip, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
-    return str(ip) if ip is not None else client
+    return ip_key(client)  # the same key the server's per-address connection cap counts by
 
 
 def _network(cidr: str) -> Network:
