@@ -6,11 +6,17 @@ from collections.abc import Callable
 
 from homeproxy.config.model import Config, Route, Site
 from homeproxy.engine.chain import Handler, Middleware, compose
-from homeproxy.engine.features import FeatureContext, build_middlewares
+from homeproxy.engine.features import FeatureContext, build_middlewares, forwards_as_is
 from homeproxy.engine.pages import load_error_pages
 from homeproxy.engine.routing import RoutingTable, compile_table
 from homeproxy.engine.site_answers import site_answer
 from homeproxy.engine.upstream import Forwarder, Resolver, UpstreamClient
+
+
+def express_ok(site: Site) -> bool:
+    """May the express lane (`express.py`) take this site's plain requests? Only when its chain is
+    the ranges guard alone and its answer needs nothing the lane leaves out (the `cookie` policy)."""
+    return forwards_as_is(site) and site.balance != "cookie"
 
 
 def compile_routes(
@@ -28,10 +34,11 @@ def compile_routes(
     chains: dict[str, list[Middleware]] = {}
     client.health.begin()
 
-    def make_handler(site: Site, route: Route | None) -> Handler:
+    def make_handler(site: Site, route: Route | None) -> tuple[Handler, Forwarder | None]:
         if site.name not in chains:
             chains[site.name] = build_middlewares(site, ctx)
         terminal = site_answer(site) or Forwarder(client, site, route, resolver=resolver)
-        return compose(chains[site.name], terminal)
+        express = terminal if isinstance(terminal, Forwarder) and express_ok(site) else None
+        return compose(chains[site.name], terminal), express
 
     return compile_table(config, make_handler, load_error_pages)

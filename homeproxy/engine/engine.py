@@ -28,6 +28,7 @@ from homeproxy import paths
 from homeproxy.certs.manager import CertError, CertManager, Prepared
 from homeproxy.certs.status import CertStatus, Renewal
 from homeproxy.config.model import Config
+from homeproxy.engine import express
 from homeproxy.engine.compiler import compile_routes
 from homeproxy.engine.events import EventBus
 from homeproxy.engine.features import FeatureContext
@@ -228,6 +229,8 @@ class Engine:
         await self._client.open()
         self._client.health.commit()
         self._http = HttpServer(self._requests.handle, self._requests.bad_request, lambda: self._config.server)
+        if express.ENABLED:
+            self._http.express = express.ExpressLane(self._requests, self._http)
         self._http.start()
         try:
             await self._bind(self._config, initial=True)

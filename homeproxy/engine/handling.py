@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from homeproxy.certs.manager import CertManager
 from homeproxy.engine.events import EventBus, RequestCompleted
@@ -13,9 +14,9 @@ from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.hop import Network, client_ip, forwarded_for, in_networks
 from homeproxy.engine.pages import error_reply, own_page
 from homeproxy.engine.paths import normalize_path
-from homeproxy.engine.reply import CLIENT_CLOSED, client_gone, send
+from homeproxy.engine.reply import CLIENT_CLOSED, Reply, client_gone, send
 from homeproxy.engine.request import Request
-from homeproxy.engine.routing import RoutingTable, normalize_host
+from homeproxy.engine.routing import CompiledSite, RoutingTable, normalize_host
 from homeproxy.engine.tls_paths import WELL_KNOWN, https_redirect, misdirected, well_known
 
 log = logging.getLogger(__name__)
@@ -43,46 +44,59 @@ class RequestHandler:
         self.https_port = https_port
         """The port a redirect to HTTPS names: the bound one, else the configured one."""
 
+    def exchange_for(self, request: Request, host: str) -> Exchange:
+        """The `Exchange` of `request`: its client (from a trusted proxy's X-Forwarded-For) and host."""
+        peer = request.remote
+        trusted = bool(self.trusted) and in_networks(peer, self.trusted)
+        client = client_ip(peer, forwarded_for(request.headers), self.trusted) if trusted else peer
+        return Exchange(request, client, host, trusted)
+
     async def handle(self, request: Request) -> None:
         """Answer `request` and publish its `RequestCompleted`; an error never shows the client a trace."""
         started = time.monotonic()
-        table = self.table
-        headers = request.headers
-        target = request.raw_path
         # For an absolute-form target the server has set Host to its authority (RFC 9112 section 3.2.2).
-        host = normalize_host(headers.get("Host", ""))
-        peer = request.remote
-        trusted = bool(self.trusted) and in_networks(peer, self.trusted)
-        client = client_ip(peer, forwarded_for(headers), self.trusted) if trusted else peer
-        ex = Exchange(request, client, host, trusted)
+        ex = self.exchange_for(request, normalize_host(request.headers.get("Host", "")))
+        await self.complete(ex, started, self._answer(ex))
+
+    async def _answer(self, ex: Exchange) -> tuple[Reply, CompiledSite | None]:
+        """The reply for `ex` (and its site, for the site's own error pages)."""
+        table = self.table
+        request = ex.request
+        target = request.raw_path
+        host = ex.host
+        secure = request.secure
+        special = None
+        if not secure and target.startswith(WELL_KNOWN):  # ACME challenges, the root download
+            special = well_known(target, request, self.certs.challenges, self.certs.root)
+        compiled = table.lookup(host)
+        if special is not None:
+            return special, compiled
+        if compiled is None:
+            return error_reply(404, request), None
+        if compiled.site.tls != secure and (secure or table.https_host(compiled, host)):
+            ex.site = compiled.site.name
+            # Over TLS: SNI named a TLS site, Host names one that is not served over TLS.
+            if secure:
+                return misdirected(request), compiled
+            return https_redirect(request, table.https_host(compiled, host), self.https_port()), compiled
+        ex.site = compiled.site.name
+        path = request.path
+        if "%" in path or "/." in path or "//" in path or "\\" in path:  # rare: see paths.py
+            normal = normalize_path(path)
+            path = normal.path if normal is not None else ""
+        if not path:  # a ".." above the root: no route may be guessed for it
+            ex.error = "path climbs above the root"
+            return error_reply(400, request, "The address asked for goes above the site's root."), compiled
+        return await compiled.route_for(path).handler(ex), compiled
+
+    async def complete(
+        self, ex: Exchange, started: float, answer: Coroutine[Any, Any, tuple[Reply, CompiledSite | None]]
+    ) -> None:
+        """Await `answer`, send it (a site's own page for an error of homeproxy's) and publish the
+        event; also where the express lane (`express.py`) hands over a request it cannot finish."""
+        request = ex.request
         try:
-            secure = request.secure
-            special = None
-            if not secure and target.startswith(WELL_KNOWN):  # ACME challenges, the root download
-                special = well_known(target, request, self.certs.challenges, self.certs.root)
-            compiled = table.lookup(host)
-            if special is not None:
-                reply = special
-            elif compiled is None:
-                reply = error_reply(404, request)
-            elif compiled.site.tls != secure and (secure or table.https_host(compiled, host)):
-                ex.site = compiled.site.name
-                # Over TLS: SNI named a TLS site, Host names one that is not served over TLS.
-                if secure:
-                    reply = misdirected(request)
-                else:
-                    reply = https_redirect(request, table.https_host(compiled, host), self.https_port())
-            else:
-                ex.site = compiled.site.name
-                path = request.path
-                if "%" in path or "/." in path or "//" in path or "\\" in path:  # rare: see paths.py
-                    normal = normalize_path(path)
-                    path = normal.path if normal is not None else ""
-                if path:
-                    reply = await compiled.route_for(path).handler(ex)
-                else:  # a ".." above the root: no route may be guessed for it
-                    ex.error = "path climbs above the root"
-                    reply = error_reply(400, request, "The address asked for goes above the site's root.")
+            reply, compiled = await answer
             if reply.status >= 400 and compiled is not None and compiled.error_pages:
                 reply = own_page(reply, compiled.error_pages)
             await send(ex, reply)
@@ -100,7 +114,7 @@ class RequestHandler:
             else:
                 request.conn.abort()
         finally:
-            self._publish(ex, started)
+            self.publish(ex, started)
 
     def bad_request(self, peer: str, status: int, why: str) -> None:
         """A request homeproxy could not parse or would not take: one event saying why.
@@ -122,7 +136,8 @@ class RequestHandler:
             )
         )
 
-    def _publish(self, ex: Exchange, started: float) -> None:
+    def publish(self, ex: Exchange, started: float) -> None:
+        """The `RequestCompleted` of an answered request."""
         duration = time.monotonic() - started
         request = ex.request
         wants_headers = self.bus.wants_headers

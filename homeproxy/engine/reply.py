@@ -67,15 +67,23 @@ def client_gone(request: Request) -> bool:
 
 def _date() -> str:
     """The Date header's value, formatted once a second."""
-    global _date_at, _date_value
+    global _date_at, _date_value, _date_line
     now = int(time.time())
     if now != _date_at:
         _date_at, _date_value = now, formatdate(now, usegmt=True)
+        _date_line = f"Date: {_date_value}\r\n".encode("ascii")
     return _date_value
+
+
+def date_line() -> bytes:
+    """`Date: ...\r\n`, as `_date()` (for heads written as bytes)."""
+    _date()
+    return _date_line
 
 
 _date_at = 0
 _date_value = ""
+_date_line = b""
 
 
 def _head(ex: Exchange, reply: Reply, *, no_body: bool) -> tuple[bytes, bool, int | None]:
@@ -125,26 +133,51 @@ def _head(ex: Exchange, reply: Reply, *, no_body: bool) -> tuple[bytes, bool, in
         return text.encode("utf-8", "surrogateescape"), chunked, length
 
 
+def send_whole(ex: Exchange, reply: Reply) -> None:
+    """Write `reply`, whose body is in hand (bytes), head and body in one write; as `send()`."""
+    ex.status = reply.status
+    ex.response_headers = reply.headers
+    request = ex.request
+    status = reply.status
+    no_body = request.method == "HEAD" or status in NO_BODY_STATUS or status < 200
+    head, _, _ = _head(ex, reply, no_body=no_body)
+    body = reply.body
+    assert isinstance(body, bytes)
+    ex.bytes_out = 0
+    try:
+        if body and not no_body:
+            ex.bytes_out = len(body)
+            head += body
+        request.conn.write(head)
+    except ConnectionError:
+        if not client_gone(request):
+            raise
+        ex.error = "client went away"
+    finally:
+        reply.done(True)  # nothing (more) is read from the upstream
+
+
 async def send(ex: Exchange, reply: Reply) -> None:
     """Write `reply` to the client of `ex`, recording its status and headers and counting body
     bytes into `ex.bytes_out`."""
-    ex.status = reply.status
     if reply.sent:
+        ex.status = reply.status
         return
+    body = reply.body
+    if isinstance(body, bytes):
+        send_whole(ex, reply)
+        return
+    ex.status = reply.status
     ex.response_headers = reply.headers
     request = ex.request
     conn = request.conn
     no_body = request.method == "HEAD" or reply.status in NO_BODY_STATUS or reply.status < 200
     head, chunked, length = _head(ex, reply, no_body=no_body)
-    body = reply.body
     ex.bytes_out = 0
     complete = False
     try:
-        if isinstance(body, bytes) or no_body:
+        if no_body:
             complete = True  # nothing (more) is read from the upstream
-            if isinstance(body, bytes) and body and not no_body:
-                ex.bytes_out = len(body)
-                head += body  # one write for head and body
             conn.write(head)
             return
         conn.write(head)
@@ -176,9 +209,8 @@ async def send(ex: Exchange, reply: Reply) -> None:
             raise
         ex.error = "client went away"
     finally:
-        if not isinstance(body, bytes):
-            with contextlib.suppress(Exception):
-                await body.aclose()  # type: ignore[attr-defined]
+        with contextlib.suppress(Exception):
+            await body.aclose()  # type: ignore[attr-defined]
         reply.done(complete)
 
 
@@ -190,4 +222,4 @@ def reason_phrase(status: int, unknown: str = "Unknown") -> str:
     return _PHRASES.get(status, unknown)
 
 
-__all__ = ["CLIENT_CLOSED", "NO_BODY_STATUS", "Body", "Reply", "client_gone", "send"]
+__all__ = ["CLIENT_CLOSED", "NO_BODY_STATUS", "Body", "Reply", "client_gone", "send", "send_whole"]

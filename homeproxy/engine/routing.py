@@ -18,12 +18,17 @@ import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from homeproxy.config.model import Config, Route, Site
 from homeproxy.engine.chain import Handler
 from homeproxy.engine.paths import match_prefix
 
-HandlerFactory = Callable[[Site, Route | None], Handler]
+if TYPE_CHECKING:
+    from homeproxy.engine.upstream import Forwarder
+
+HandlerFactory = Callable[[Site, Route | None], "Handler | tuple[Handler, Forwarder | None]"]
+"""A route's handler, or its handler and the forwarder the express lane may use for it."""
 PagesLoader = Callable[[Site], Mapping[int, bytes]]
 
 
@@ -34,6 +39,9 @@ class CompiledRoute:
     prefix: str
     """In normal form (`paths.match_prefix`); "" for the site's default route."""
     handler: Handler
+    express: Forwarder | None = None
+    """The route's forwarder when the express lane may take its requests (`engine/express.py`):
+    the site has no feature in its chain but the ranges guard."""
 
     def matches(self, path: str) -> bool:
         p = self.prefix
@@ -57,8 +65,10 @@ class CompiledSite:
         return self.routes[-1]
 
 
+@functools.lru_cache(maxsize=1024)
 def normalize_host(raw: str) -> str:
-    """`"Plex.Home.Arpa:8080"` -> `"plex.home.arpa"`; `"[::1]:80"` -> `"[::1]"`."""
+    """`"Plex.Home.Arpa:8080"` -> `"plex.home.arpa"`; `"[::1]:80"` -> `"[::1]"` (the few a home
+    lab sends are kept: this is on every request's path)."""
     host = raw.strip().lower()
     if host.startswith("["):
         end = host.find("]")
@@ -127,6 +137,12 @@ def _no_pages(site: Site) -> Mapping[int, bytes]:
     return {}
 
 
+def _route(prefix: str, made: Handler | tuple[Handler, Forwarder | None]) -> CompiledRoute:
+    if isinstance(made, tuple):
+        return CompiledRoute(prefix, made[0], made[1])
+    return CompiledRoute(prefix, made)
+
+
 def compile_table(config: Config, make_handler: HandlerFactory, load_pages: PagesLoader = _no_pages) -> RoutingTable:
     """Compile the enabled sites of `config`; `load_pages` reads a site's `error_pages`."""
     compiled = []
@@ -134,9 +150,9 @@ def compile_table(config: Config, make_handler: HandlerFactory, load_pages: Page
     for site in config.sites:
         if not site.enabled:
             continue  # a disabled site is no default site either
-        routes = [CompiledRoute(match_prefix(r.path), make_handler(site, r)) for r in site.routes]
+        routes = [_route(match_prefix(r.path), make_handler(site, r)) for r in site.routes]
         routes.sort(key=lambda r: -len(r.prefix))
-        routes.append(CompiledRoute("", make_handler(site, None)))
+        routes.append(_route("", make_handler(site, None)))
         cs = CompiledSite(site, tuple(routes), load_pages(site) if site.error_pages else {})
         compiled.append(cs)
         if site.name == config.server.default_site:

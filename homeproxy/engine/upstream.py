@@ -101,6 +101,7 @@ class Forwarder:
         )
         self._names = tuple(str(u) for u in self.upstreams)
         self._origins: dict[URL, tuple[Origin, str]] = {}
+        self._fixed: list[tuple[Origin, str] | None] = [None] * len(self.upstreams)
         self.balancer = Balancer(site.balance, urls, [u.weight for u in configured], self._load)
         self._cookie = site.balance == "cookie"
         self._single = len(configured) == 1
@@ -169,6 +170,16 @@ class Forwarder:
             found = self._origins[base] = (self.client.pool.origin(key), base.raw_path.rstrip("/"))
         return found
 
+    def fixed_origin(self, i: int) -> tuple[Origin, str] | None:
+        """`_origin` of upstream `i` when it is a URL (kept by index); None for an mDNS one."""
+        found = self._fixed[i]
+        if found is None:
+            entry = self.upstreams[i]
+            if type(entry) is not URL:
+                return None
+            found = self._fixed[i] = self._origin(entry)
+        return found
+
     def candidates(self, ex: Exchange) -> list[int]:
         """The upstreams to try, in order: the primaries that are up in the policy's order, then
         the backups that are up in listed order (in the policy's order when every primary is down)."""
@@ -219,16 +230,31 @@ class Forwarder:
             reply = await self._after_queueing(ex, body)
         return reply
 
-    async def _attempts(self, ex: Exchange, order: list[int], body: Body) -> Reply | None:
+    async def resume(
+        self, ex: Exchange, order: list[int], raised: BaseException | None, *, since: float
+    ) -> tuple[Reply, None]:
+        """The express lane's hand-over (`express.py`): the rest of a bodiless request's forwarding
+        from the candidates it picked (at `since`); `raised` is what its try on the first of them met."""
+        body = Body(ex)
+        reply = await self._attempts(ex, order, body, raised, since)
+        if reply is None:
+            reply = await self._after_queueing(ex, body)
+        return reply, None
+
+    async def _attempts(
+        self, ex: Exchange, order: list[int], body: Body, raised: BaseException | None = None, since: float = 0.0
+    ) -> Reply | None:
         """Try the upstreams in `order`, the next one only when the last failed in a way that may be
-        retried, within `retries` and `retry_deadline`. None when every one was at `max_conns`."""
+        retried, within `retries` and `retry_deadline`. None when every one was at `max_conns`.
+        `raised`: the first one was tried already (by the express lane), and this is what it met."""
         site = self.site
-        started = time.monotonic()
+        started = since or time.monotonic()
         tried = 0
         status = 502  # the answer if no upstream takes the request
         for i in order:
             health = self.health[i]
-            if health.full():
+            first, raised = raised, None
+            if first is None and health.full():
                 continue
             if tried > site.retries or (tried and time.monotonic() - started >= site.retry_deadline):
                 break
@@ -238,7 +264,7 @@ class Forwarder:
                 health.failed(ex.error)
                 continue
             ex.error = ""
-            outcome = await self._attempt(ex, i, base, body)
+            outcome = await self._attempt(ex, i, base, body, first)
             if type(outcome) is not int:
                 if self._cookie:
                     _set_sticky(ex, outcome, self._names[i])  # type: ignore[arg-type]
@@ -274,9 +300,11 @@ class Forwarder:
         reply.headers["Retry-After"] = str(max(1, min(ALL_DOWN_RETRY_AFTER, math.ceil(interval))))
         return reply
 
-    async def _attempt(self, ex: Exchange, i: int, base: URL, body: Body) -> Reply | int:
+    async def _attempt(
+        self, ex: Exchange, i: int, base: URL, body: Body, raised: BaseException | None = None
+    ) -> Reply | int:
         """One upstream: its answer, or, when the request may go to the next one, the status
-        to answer if no other takes it."""
+        to answer if no other takes it (`raised`: its first exchange was made and met this)."""
         request = ex.request
         site = self.site
         health = self.health[i]
@@ -285,6 +313,8 @@ class Forwarder:
         head = framed_head(self, ex, base, base_path, body)
         try:
             try:
+                if raised is not None:
+                    raise raised
                 return await exchange(pool, site, ex, origin, health, head, body, fresh=False)
             except UpstreamLost as e:
                 if not e.reused:

@@ -57,29 +57,26 @@ def _kept(ex: Exchange) -> list[tuple[str, str]]:
     return [(name, value) for name, value in src.items() if name.lower() not in drop]
 
 
-def _forwarding(fw: Forwarder, ex: Exchange, authority: str) -> tuple[tuple[str, str], ...]:
-    """Host and the X-Forwarded-* / X-Real-IP headers homeproxy sets."""
+def _forwarding(fw: Forwarder, ex: Exchange, authority: str) -> str:
+    """Host and the X-Forwarded-* / X-Real-IP header lines homeproxy sets (in one format: this
+    is on every request's path)."""
     request = ex.request
     src = ex.headers
     host = src.get("Host", authority) if fw.site.preserve_host else authority
     peer = request.remote
     if not ex.trusted_peer:  # the common case: nothing the client says about itself is believed
         return (
-            ("Host", host),
-            ("X-Forwarded-For", peer),
-            ("X-Forwarded-Proto", request.scheme),
-            ("X-Forwarded-Host", src.get("Host") or ""),
-            ("X-Forwarded-Port", request.local_port),
-            ("X-Real-IP", ex.client),
+            f"Host: {host}\r\nX-Forwarded-For: {peer}\r\nX-Forwarded-Proto: {request.scheme}\r\n"
+            f"X-Forwarded-Host: {src.get('Host') or ''}\r\nX-Forwarded-Port: {request.local_port}\r\n"
+            f"X-Real-IP: {ex.client}"
         )
     xff = forwarded_for(src)
     return (
-        ("Host", host),
-        ("X-Forwarded-For", f"{xff}, {peer}" if xff else peer),
-        ("X-Forwarded-Proto", src.get("X-Forwarded-Proto") or request.scheme),
-        ("X-Forwarded-Host", src.get("X-Forwarded-Host") or src.get("Host") or ""),
-        ("X-Forwarded-Port", src.get("X-Forwarded-Port") or request.local_port),
-        ("X-Real-IP", ex.client),
+        f"Host: {host}\r\nX-Forwarded-For: {f'{xff}, {peer}' if xff else peer}\r\n"
+        f"X-Forwarded-Proto: {src.get('X-Forwarded-Proto') or request.scheme}\r\n"
+        f"X-Forwarded-Host: {src.get('X-Forwarded-Host') or src.get('Host') or ''}\r\n"
+        f"X-Forwarded-Port: {src.get('X-Forwarded-Port') or request.local_port}\r\n"
+        f"X-Real-IP: {ex.client}"
     )
 
 
@@ -100,7 +97,7 @@ def head(fw: Forwarder, ex: Exchange, base: URL, base_path: str, extra: list[str
     request = ex.request
     lines = [f"{request.method} {base_path}{target(fw, request)} HTTP/1.1"]
     lines += [f"{name}: {value}" for name, value in _kept(ex)]
-    lines += [f"{name}: {value}" for name, value in _forwarding(fw, ex, base.raw_authority)]
+    lines.append(_forwarding(fw, ex, base.raw_authority))
     lines.append(VIA)
     lines += extra
     lines.append("\r\n")

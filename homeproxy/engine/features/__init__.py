@@ -50,6 +50,20 @@ class FeatureContext:
     """Per-engine state that must outlive an apply (e.g. login throttles), keyed by feature and site."""
 
 
+def forwards_as_is(site: Site) -> bool:
+    """The site turns no feature on: its chain is the ranges guard alone (the express lane's
+    condition, `engine/express.py`). Kept beside `build_middlewares`, which it mirrors."""
+    return not (
+        site.allow
+        or site.deny
+        or site.auth.mode
+        or site.rate_limit is not None
+        or site.headers.active
+        or site.cache.enabled
+        or site.compression.enabled
+    )
+
+
 def build_middlewares(site: Site, ctx: FeatureContext) -> list[Middleware]:
     """The middlewares of `site`'s chain, outermost first."""
     chain: list[Middleware] = []

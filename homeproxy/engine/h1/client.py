@@ -14,7 +14,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import httptools
@@ -129,7 +129,7 @@ class ClientConnection(asyncio.Protocol):
         # parsed: one the same read shows to be malformed (a bad chunk) is never handled.
         ready, self._ready = self._ready, None
         if ready is not None and ready is self._current:
-            self.server.run(self._run(ready))
+            self._start(ready)
 
     def eof_received(self) -> bool | None:
         parsing = self._parsing
@@ -258,22 +258,37 @@ class ClientConnection(asyncio.Protocol):
         self._continued = False
         self.must_close = False
         if start:
-            self.server.run(self._run(request))
+            self._start(request)
         else:
             self._ready = request
 
-    async def _run(self, request: Request) -> None:
+    def _start(self, request: Request) -> None:
+        """Hand `request` to the express lane (`engine/express.py`), or else to the handler in a task."""
+        lane = self.server.express
+        if lane is not None:
+            try:
+                if lane.take(request):
+                    return
+            except Exception:  # the lane's checks failed before it took the request: the ordinary way
+                log.exception("express lane: %s %s", request.method, request.raw_path)
+        self.server.run(self._run(request, self.server.handler(request)))
+
+    def run(self, request: Request, work: Awaitable[None]) -> None:
+        """Answer `request` with `work`, in a task (what the express lane hands back)."""
+        self.server.run(self._run(request, work))
+
+    async def _run(self, request: Request, work: Awaitable[None]) -> None:
         try:
-            await self.server.handler(request)
+            await work
         except Exception:
             log.exception("error handling %s %s", request.method, request.raw_path)
             if not self.response_started and self.transport is not None:
                 write_error(self, 500)
             self.must_close = True
         finally:
-            self._finished(request)
+            self.finished(request)
 
-    def _finished(self, request: Request) -> None:
+    def finished(self, request: Request) -> None:
         """The handler is done with `request`: go on to the next one, or close."""
         self._current = None
         transport = self.transport

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httptools
 from multidict import CIMultiDict
@@ -28,9 +28,14 @@ from multidict import CIMultiDict
 from homeproxy.engine.h1.errors import UpstreamLost, UpstreamProtocolError
 from homeproxy.engine.hop import HOP_BY_HOP
 
+SERVER = 1
+DATE = 2
+_MARKS = {b"server": SERVER, b"date": DATE}
+_HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP)
 HIGH_WATER = 512 * 1024
 """Bytes of response body buffered before reading from the upstream pauses."""
 LOW_WATER = 128 * 1024
+OVERRUN = "upstream sent more bytes than its response's framing said"
 
 
 class Response:
@@ -41,11 +46,16 @@ class Response:
         "_chunks",
         "_conn",
         "_error",
+        "_headers",
         "_waiter",
         "complete",
         "content_length",
-        "headers",
+        "length_raw",
+        "lengths",
+        "marks",
+        "raw",
         "reason",
+        "reason_raw",
         "status",
         "until_eof",
     )
@@ -60,10 +70,27 @@ class Response:
         """The body has been received to its end (it may still be buffered here)."""
         self.status = 0
         self.reason = ""
-        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.reason_raw = b""
+        self.raw: list[tuple[bytes, bytes]] = []
+        """The headers as the upstream sent them, hop-by-hop ones removed (`headers` decodes them)."""
+        self._headers: CIMultiDict[str] | None = None
         self.content_length: int | None = None
+        self.lengths = 0
+        """How many Content-Length fields the head had."""
+        self.length_raw = b""
+        """The (last) Content-Length field's value as sent."""
+        self.marks = 0
+        """`SERVER` and `DATE`: which of those headers the head had."""
         self.until_eof = False
         """The body ends when the upstream closes the connection (no length, not chunked)."""
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """The headers (decoded once, on first use: the express lane writes `raw` as it is)."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = CIMultiDict([(n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw])
+        return headers
 
     # --- fed by the connection ----------------------------------------------------------------
 
@@ -95,7 +122,7 @@ class Response:
         while not self._chunks:
             if self.complete:
                 if self._conn.overrun:
-                    raise UpstreamProtocolError("upstream sent more bytes than its response's framing said")
+                    raise UpstreamProtocolError(OVERRUN)
                 return None
             if self._error is not None:
                 raise self._error
@@ -122,6 +149,17 @@ class Response:
             parts.append(chunk)
         return b"".join(parts)
 
+    def in_hand(self) -> bytes | None:
+        """The whole body of a response read to its end (taken out of the buffer); None when the
+        upstream sent more than its framing said (the body is not trusted)."""
+        if self._conn.overrun:
+            return None
+        chunks = self._chunks
+        body = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        return body
+
     async def iter_chunks(self, timeout: float | None) -> AsyncIterator[bytes]:
         """The body chunk by chunk as it arrives, with back-pressure on the upstream."""
         while (chunk := await self._next(timeout)) is not None:
@@ -145,13 +183,15 @@ class H1Connection(asyncio.Protocol):
         """Responses read to their end on this connection (> 0: the next request reuses it)."""
         self.idle_since = 0.0
         self._parser: httptools.HttpResponseParser | None = None
+        self._at_boundary = False
+        """The parser ended its last message itself (it may parse the next one: see `send`)."""
         self._response: Response | None = None
         self._head: asyncio.Future[Response] | None = None
         self._head_only = False
         self._active = False
         """A request is out and its response not yet read to its end."""
         self._interim = False
-        self._header_items: list[tuple[str, str]] = []
+        self._header_items: list[tuple[bytes, bytes]] = []
         self._keep_alive = False
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -160,6 +200,9 @@ class H1Connection(asyncio.Protocol):
         """The request, body included, has been handed to the transport whole."""
         self.overrun = False
         """The upstream sent more than the response's framing said (see `_overrun`)."""
+        self.notify: Callable[[], None] | None = None
+        """Called once, after the read (or close, or timeout) that settled the response's head:
+        the express lane (`engine/express.py`) waits with this instead of a task."""
 
     # --- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -185,6 +228,8 @@ class H1Connection(asyncio.Protocol):
                 self._overrun()
             else:
                 self._broken(UpstreamProtocolError(f"upstream sent a malformed response ({e})"))
+        if self.notify is not None:
+            self._settled()
 
     def eof_received(self) -> bool | None:
         return None  # close the transport: connection_lost does the rest
@@ -202,6 +247,8 @@ class H1Connection(asyncio.Protocol):
         drain = self._drain
         if drain is not None and not drain.done():
             drain.set_exception(ConnectionResetError("upstream closed the connection"))
+        if self.notify is not None:
+            self._settled()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -223,10 +270,11 @@ class H1Connection(asyncio.Protocol):
     def on_status(self, status: bytes) -> None:
         if self._active and self._response is not None:
             self._response.reason = status.decode("latin-1")
+            self._response.reason_raw = status
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # httptools joins a header split across reads: each call is one whole header.
-        self._header_items.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._header_items.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser, response = self._parser, self._response
@@ -242,22 +290,29 @@ class H1Connection(asyncio.Protocol):
             self._broken(UpstreamProtocolError("upstream switched protocols (101) unasked"))
             return
         response.status = status
-        headers = response.headers
+        raw = response.raw
         length: int | None = None
         chunked = False
-        named: frozenset[str] = frozenset()
-        for name, value in items:
-            lower = name.lower()
-            if lower not in HOP_BY_HOP:  # hop-by-hop headers end here (RFC 9110 section 7.6.1)
-                headers.add(name, value)
-                if lower == "content-length":
+        named: set[bytes] = set()
+        marks = _MARKS
+        for item in items:
+            lower = item[0].lower()
+            if lower not in _HOP_BY_HOP:  # hop-by-hop headers end here (RFC 9110 section 7.6.1)
+                raw.append(item)
+                if lower in marks:
+                    response.marks |= marks[lower]
+                elif lower == b"content-length":
+                    value = item[1]
                     length = int(value) if value.isdigit() else None
-            elif lower == "transfer-encoding":
-                chunked = "chunked" in value.lower()
-            elif lower == "connection":
-                named |= {t.strip().lower() for t in value.split(",")} - {"close", "keep-alive", ""}
-        for name in named:  # and so do those the upstream's Connection header names
-            headers.popall(name, None)
+                    response.lengths += 1
+                    response.length_raw = value
+            elif lower == b"transfer-encoding":
+                chunked = b"chunked" in item[1].lower()
+            elif lower == b"connection":
+                named |= {t.strip().lower() for t in item[1].split(b",")} - {b"close", b"keep-alive", b""}
+        if named:  # and so do those the upstream's Connection header names
+            response.raw = raw = [item for item in raw if item[0].lower() not in named]
+            response.lengths = sum(1 for item in raw if item[0].lower() == b"content-length")
         response.content_length = None if chunked else length
         no_body = self._head_only or status in (204, 304)
         response.until_eof = not no_body and not chunked and length is None
@@ -279,6 +334,7 @@ class H1Connection(asyncio.Protocol):
         if self._interim and self._active:
             self._interim = False
             return
+        self._at_boundary = True
         self._done()
 
     # --- the exchange -------------------------------------------------------------------------------
@@ -298,7 +354,11 @@ class H1Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
             raise UpstreamLost("upstream closed the connection", reused=self.served > 0, unsent=True)
-        self._parser = httptools.HttpResponseParser(self)
+        # A parser that ended its last message itself goes on with the next; after an answer it
+        # could not frame alone (to a HEAD, say) it might still wait for a body: a new one.
+        if not self._at_boundary or self._parser is None:
+            self._parser = httptools.HttpResponseParser(self)
+        self._at_boundary = False
         self._response = Response(self)
         self._active = True
         self._head = self.loop.create_future()
@@ -306,6 +366,21 @@ class H1Connection(asyncio.Protocol):
         self._keep_alive = False
         self.sent_whole = not streaming
         transport.write(head + body if body else head)
+
+    def head_timed_out(self) -> None:
+        """The express lane's `header_timeout` timer: the head did not come in time."""
+        head = self._head
+        if head is not None:
+            _time_out(head)
+        if self.notify is not None:
+            self._settled()
+
+    def _settled(self) -> None:
+        head = self._head
+        if head is not None and head.done():
+            notify, self.notify = self.notify, None
+            if notify is not None:
+                notify()
 
     async def response(self, timeout: float | None) -> Response:
         """The response's head (status, reason, headers), within `timeout` seconds."""

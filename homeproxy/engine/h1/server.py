@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from homeproxy.config.model import ServerSettings
 from homeproxy.engine.h1.limits import SWEEP_EVERY
@@ -24,9 +24,20 @@ from homeproxy.engine.hop import Network, in_networks, ip_key, trusted_networks
 from homeproxy.engine.request import Request
 
 if TYPE_CHECKING:
+    from homeproxy.engine.express import ExpressLane
     from homeproxy.engine.h1.client import ClientConnection
 
 Handler = Callable[[Request], Awaitable[None]]
+
+
+class Cuttable(Protocol):
+    def cut(self) -> None:
+        """Stop waiting: abort the upstream connection, publish what is known, count it out."""
+
+    def check(self, now: float) -> None:
+        """Once a second: act on a timeout that has run out."""
+
+
 ErrorHook = Callable[[str, int, str], None]
 """`(peer, status, reason)`: a request refused before it could be handled."""
 
@@ -58,6 +69,12 @@ class HttpServer:
         self._trusted: tuple[tuple[str, ...], tuple[Network, ...]] = ((), ())
         self.tasks: set[asyncio.Task[None]] = set()
         """The handlers running now, one per request."""
+        self.express: ExpressLane | None = None
+        """The lane for the common request (`engine/express.py`); None: every request in a task."""
+        self.express_calls = 0
+        """Requests on the express lane now (answered from callbacks, not in `tasks`)."""
+        self.waiting: set[Cuttable] = set()
+        """The express lane's requests waiting on an upstream (cut at stop, as tasks are cancelled)."""
         self.closing = False
         self._idle: asyncio.Future[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -125,11 +142,20 @@ class HttpServer:
             limits = self.settings()
             for conn in list(self.connections):
                 conn.check_timeouts(now, limits)
+            for call in list(self.waiting):
+                call.check(now)
 
     @property
     def active(self) -> int:
         """Requests being handled now."""
-        return len(self.tasks)
+        return len(self.tasks) + self.express_calls
+
+    def express_began(self) -> None:
+        self.express_calls += 1
+
+    def express_ended(self) -> None:
+        self.express_calls -= 1
+        self._check_idle()
 
     def run(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -138,7 +164,10 @@ class HttpServer:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
-        if not self.tasks and self._idle is not None and not self._idle.done():
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if not self.active and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
 
     async def shutdown(self, timeout: float) -> None:
@@ -154,6 +183,8 @@ class HttpServer:
             conn.abort()
         for task in list(self.tasks):  # still waiting on an upstream: cancelled
             task.cancel()
+        for call in list(self.waiting):  # the same, on the express lane
+            call.cut()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=5.0)
         if self._sweeper is not None:
