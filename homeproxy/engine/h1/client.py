@@ -242,7 +242,8 @@ class ClientConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         parsing, self._parsing = self._parsing, None
         if parsing is not None:
-            parsing.content.feed_eof()
+            if parsing.content is not EMPTY_BODY:  # at its end already
+                parsing.content.feed_eof()
             if self._lingering and self.transport is not None:
                 self.transport.close()
                 raise Refused(0, "lingering close")  # stop parsing: nothing after it is read

@@ -31,6 +31,7 @@ __all__ = ["DATE", "HIGH_WATER", "LOW_WATER", "OVERRUN", "SERVER", "H1Connection
 
 _MARKS = {b"server": SERVER, b"date": DATE}
 _HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP)
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 
 
 def _time_out(head: asyncio.Future[Response]) -> None:
@@ -176,7 +177,9 @@ class H1Connection(asyncio.Protocol):
             elif lower == b"transfer-encoding":
                 chunked = b"chunked" in item[1].lower()
             elif lower == b"connection":
-                named |= {t.strip().lower() for t in item[1].split(b",")} - {b"close", b"keep-alive", b""}
+                value = item[1].lower()
+                if value not in _PLAIN_CONNECTION:  # it names headers (rare)
+                    named |= {t.strip() for t in value.split(b",")} - {b"close", b"keep-alive", b""}
         if named:  # and so do those the upstream's Connection header names
             response.raw = raw = [item for item in raw if item[0].lower() not in named]
             response.lengths = sum(1 for item in raw if item[0].lower() == b"content-length")

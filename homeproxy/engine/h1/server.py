@@ -155,7 +155,8 @@ class HttpServer:
 
     def express_ended(self) -> None:
         self.express_calls -= 1
-        self._check_idle()
+        if self._idle is not None:  # stopping
+            self._check_idle()
 
     def run(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
