@@ -80,6 +80,25 @@ async def test_a_new_http_port_is_saved_with_comments_and_the_engine_listens_the
         assert any(f"Saved server.http_port = {port}" in t and "applied it live" in t for t in toasts(app))
 
 
+async def test_a_config_refresh_before_the_typed_text_is_handled_keeps_the_edit(runtime: Runtime) -> None:
+    """Under load a config event can reach the screen between a keystroke and its Input.Changed:
+    the edit is told by its value, not by that message, so the refresh keeps it."""
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_settings(app, pilot)
+        field = screen.query_one("#server-http-port", Input)
+        types = screen.query_one("#discovery-service-types", Input)
+        await asyncio.to_thread(runtime.store.set_option, "discovery", "service_types", ["_wled._tcp"])
+        field.value = "8099"  # its Input.Changed is queued, not handled yet
+        screen._show_config(runtime.store.config)  # the refresh that gets there first
+        assert field.value == "8099"
+        assert types.value == "_wled._tcp"  # an unedited field shows the new config
+        await wait_for(lambda: screen.query_one("#server-http-port-field").has_class("-dirty"), description="dirty")
+        assert field.value == "8099" and "server.http_port" in app.unsaved["settings"]
+        backups = screen.query_one("#backup-list", DataTable)
+        await wait_for(lambda: backups.row_count == 1, description="the save's backup listed")  # its worker done
+
+
 async def test_an_invalid_port_shows_its_error_and_saves_nothing(runtime: Runtime) -> None:
     before = runtime.config_path.read_bytes()
     old_port = port_of(runtime)

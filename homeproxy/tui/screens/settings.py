@@ -112,6 +112,10 @@ class SettingsScreen(BackupsPane):
         self.services = services
         self._backups: dict[str, Backup] = {}
         self._interfaces_help: Text | None = None
+        # What each editor was last set to from the config: an editor holding anything else holds
+        # an edit. Comparing values (not a flag set on Input.Changed) means a config refresh that
+        # arrives between a keystroke and its Changed message still sees the edit and keeps it.
+        self._last_shown: dict[str, str | bool] = {}
 
     # --- layout --------------------------------------------------------------------------
 
@@ -137,6 +141,7 @@ class SettingsScreen(BackupsPane):
 
     def _field(self, field: Field, config: Config) -> Iterator[Widget]:
         value = shown(field, config)
+        self._last_shown[field.id] = value
         editor: Widget
         if field.kind == "switch":
             editor = Checkbox(_on_off(bool(value)), bool(value), id=field.id, classes="field-editor", compact=True)
@@ -214,6 +219,8 @@ class SettingsScreen(BackupsPane):
         return self.query_one(f"#{field.id}", Input).value
 
     def _set_editor(self, field: Field, value: str | bool) -> None:
+        """Show `value` (from the config) in the field's editor."""
+        self._last_shown[field.id] = bool(value) if field.kind == "switch" else str(value)
         if field.kind == "switch":
             box = self.query_one(f"#{field.id}", Checkbox)
             box.value = bool(value)
@@ -224,14 +231,19 @@ class SettingsScreen(BackupsPane):
             self.query_one(f"#{field.id}", Input).value = str(value)
 
     def is_dirty(self, field: Field) -> bool:
-        """Whether the field's editor holds an edit that is not saved."""
-        return self._editor_value(field) != shown(field, self.services.store.config)
+        """Whether the field's editor holds an edit: anything but what it last showed from the config."""
+        return self._editor_value(field) != self._last_shown.get(field.id)
 
     def _show_config(self, config: Config) -> None:
         """Show `config` in every field that holds no unsaved edit."""
         for field in FIELDS:
-            if not self._container(field).has_class("-dirty"):
-                self._set_editor(field, shown(field, config))
+            value = shown(field, config)
+            current = self._editor_value(field)
+            if current == value:
+                # Unedited and unchanged, or an edit that the config now holds too.
+                self._last_shown[field.id] = value
+            elif not self.is_dirty(field):
+                self._set_editor(field, value)
         self._mark_all()
         self._show_interfaces()
 
