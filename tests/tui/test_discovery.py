@@ -4,6 +4,7 @@ services put into the runtime's directory (their events published on the real bu
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -96,7 +97,10 @@ async def mdns_runtime(tmp_path: Path, backend: int) -> AsyncIterator[Runtime]:
 
 async def test_a_service_found_by_real_mdns_becomes_a_site_that_serves(mdns_runtime: Runtime, backend: int) -> None:
     runtime = mdns_runtime
-    instance = "Hostile [red]x[/]"
+    # Unique per run: another run on this host (loopback mDNS is shared) may advertise at the same time,
+    # and two peers claiming one name would make zeroconf rename or reject it.
+    token = secrets.token_hex(4)
+    instance = f"Hostile [red]x[/] {token}"
     slug = slugify(instance)
     info = ServiceInfo(
         "_http._tcp.local.",
@@ -104,7 +108,7 @@ async def test_a_service_found_by_real_mdns_becomes_a_site_that_serves(mdns_runt
         addresses=[socket.inet_aton("127.0.0.1")],
         port=backend,
         properties={"path": "/ui"},
-        server="nas.local.",
+        server=f"nas-{token}.local.",
     )
     peer = AsyncZeroconf(interfaces=["127.0.0.1"])
     try:
