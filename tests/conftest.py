@@ -11,6 +11,30 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+#: Tests that share something of the whole machine, so that under pytest-xdist (`--dist loadgroup`,
+#: pyproject's addopts) they all run in one worker, one after another: real mDNS on loopback (one UDP
+#: port 5353 for every process: one test's adverts and probes are another's "other machine"),
+#: avahi-daemon (one per machine), and the `homeproxy` processes started by the CLI and tmux tests
+#: (they browse mDNS).
+MACHINE_PATHS = ("tests/discovery/", "tests/e2e/", "tests/test_cli.py", "tests/test_demo.py")
+MACHINE_TESTS = ("tests/tui/test_discovery.py::test_a_service_found_by_real_mdns_becomes_a_site_that_serves",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give the tests that must not overlap one `xdist_group`, and the TUI tests another.
+
+    The TUI tests are bound by the CPU (Textual lays out and renders every change), most of the
+    others by waiting on sockets and processes: the TUI's group keeps one worker busy with them
+    while the other runs the rest, instead of both workers fighting over the cores for the TUI
+    at the end. xdist hands out the biggest groups first. Without -n the marks change nothing.
+    """
+    for item in items:
+        nodeid = item.nodeid
+        if nodeid.startswith(MACHINE_PATHS) or nodeid.startswith(MACHINE_TESTS):
+            item.add_marker(pytest.mark.xdist_group("machine"))
+        elif nodeid.startswith("tests/tui/"):
+            item.add_marker(pytest.mark.xdist_group("tui"))
+
 
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
