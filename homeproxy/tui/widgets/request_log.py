@@ -2,7 +2,8 @@
 
 Built like Toolong's log view: a `ScrollView` that renders only the rows on
 screen (`render_line`), with an LRU cache of rendered strips keyed by each
-request's sequence number. The filtered view (`RequestRows`, in
+request's sequence number (the drawing is `RequestLines`, in
+`request_lines.py`, the base of `RequestLog`). The filtered view (`RequestRows`, in
 `request_rows.py`) is a bounded pair of deques that `sync()` extends from the
 buffer, reading only what arrived since the last call (the screen calls it once
 per `RequestsArrived` batch, about ten times a second); it is rebuilt from the
@@ -27,23 +28,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from rich.cells import cell_len
-from rich.segment import Segment
-from rich.style import Style
 from textual import events
 from textual.binding import Binding
-from textual.cache import LRUCache
-from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import var
-from textual.scroll_view import ScrollView
-from textual.strip import Strip
 from textual.timer import Timer
 
 from homeproxy.engine import RequestCompleted
 from homeproxy.tui.bridge import RequestBuffer
-from homeproxy.tui.widgets.request_columns import Column, fit, header_strip, layout, local_time, row_strip, short_size
+from homeproxy.tui.widgets.request_columns import Column, fit, layout, local_time, short_size
 from homeproxy.tui.widgets.request_filter import RequestFilter, status_class
+from homeproxy.tui.widgets.request_lines import RequestLines
 from homeproxy.tui.widgets.request_rows import RequestRows, Row
 
 __all__ = [
@@ -60,7 +55,7 @@ __all__ = [
 ]
 
 
-class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
+class RequestLog(RequestLines, can_focus=True, inherit_bindings=False):
     """The requests in a `RequestBuffer`, one line each, newest at the bottom."""
 
     BINDINGS = [
@@ -114,8 +109,6 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
     }
     """
 
-    follow: var[bool] = var(True)
-    """Stick to the newest request."""
     paused: var[bool] = var(False)
     """Take no new rows in (they wait in the buffer)."""
     filter: var[RequestFilter] = var(RequestFilter)
@@ -163,52 +156,15 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
-        super().__init__(name=name, id=id, classes=classes)
-        self.source = source
-        self._view = RequestRows(source)
-        self._cursor: int | None = None
-        """Index in the view of the highlighted row (None while following)."""
-        self.new = 0
-        """Rows added since following stopped (the marker's count)."""
+        super().__init__(source, name=name, id=id, classes=classes)
         self.missed = 0
         """Requests that left the buffer before the view took them in (paused, or the screen hidden)."""
         self._adjusting = False
-        self._strips: LRUCache[tuple[int, int, bool], Strip] = LRUCache(256)
-        self._styles: dict[str, Style] = {}
-        self._columns: tuple[Column, ...] = ()
-        self._columns_width = -1
-        self._header_strip: Strip | None = None
         self._painted = 0.0
         self._paint_timer: Timer | None = None
         self._unpainted = 0
         self.follow_interval = 0.5
         """Seconds between repaints while following a busy proxy (arrivals in between are shown together)."""
-
-    # --- reading the view ----------------------------------------------------------------
-
-    @property
-    def row_count(self) -> int:
-        return len(self._view)
-
-    @property
-    def rows(self) -> list[Row]:
-        """The rows shown (a copy), oldest first."""
-        return self._view.rows
-
-    @property
-    def waiting(self) -> int:
-        """Requests in the buffer that the view has not taken in (while paused)."""
-        return self._view.waiting
-
-    @property
-    def cursor_row(self) -> Row | None:
-        """The highlighted row, if any."""
-        return self._view[self._cursor] if self._cursor is not None else None
-
-    @property
-    def page_rows(self) -> int:
-        """Rows that fit on screen under the header."""
-        return max(1, self.scrollable_content_region.height - 1)
 
     # --- taking rows in ------------------------------------------------------------------
 
@@ -290,9 +246,6 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
         self._scroll_to_end()
         self.refresh()
         self._post_view()
-
-    def _set_height(self) -> None:
-        self.virtual_size = Size(0, len(self._view) + 1)  # + the header line
 
     # --- state changes -------------------------------------------------------------------
 
@@ -410,66 +363,3 @@ class RequestLog(ScrollView, can_focus=True, inherit_bindings=False):
             self.action_select()
         else:
             self.move_cursor(index)
-
-    # --- rendering -----------------------------------------------------------------------
-
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        self._styles.clear()
-        self._strips.clear()
-        self._header_strip = None
-
-    def _style(self, name: str) -> Style:
-        style = self._styles.get(name)
-        if style is None:
-            style = self._styles[name] = self.get_component_rich_style(f"request-log--{name}", partial=True)
-        return style
-
-    def _marker_shown(self) -> bool:
-        return not self.follow and self.new > 0 and self.max_scroll_y > self.scroll_offset.y
-
-    def _refresh_marker(self) -> None:
-        height = self.scrollable_content_region.height
-        self.refresh(Region(0, height - 1, self.size.width, 1))
-
-    def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        if width != self._columns_width:
-            self._columns, self._columns_width = layout(width), width
-            self._strips.clear()
-            self._header_strip = None
-        base = self._styles.get("")
-        if base is None:
-            base = self._styles[""] = self.rich_style
-        if y == 0:
-            return self._header(width, base)
-        if y == self.scrollable_content_region.height - 1 and self._marker_shown():
-            return self._marker(width, base)
-        index = self.scroll_offset.y + y - 1
-        if index >= len(self._view):
-            return Strip.blank(width, base)
-        seq = self._view.seqs[index]
-        cursor = index == self._cursor
-        key = (seq, width, cursor)
-        strip = self._strips.get(key)
-        if strip is None:
-            style = base + self._style("cursor") if cursor else base
-            strip = self._strips[key] = self._row(self._view.events[index], width, style)
-        return strip
-
-    def _header(self, width: int, base: Style) -> Strip:
-        if self._header_strip is None:
-            self._header_strip = header_strip(self._columns, width, base + self._style("header"))
-        return self._header_strip
-
-    def _marker(self, width: int, base: Style) -> Strip:
-        n = self.new
-        label = f" ↓ {n:,} new request{'s' if n != 1 else ''}  ·  end or f to follow "
-        style = base + self._style("marker")
-        text = fit(label, min(width, cell_len(label)))
-        pad = max(0, width - cell_len(text))
-        left, right = " " * (pad // 2), " " * (pad - pad // 2)
-        return Strip([Segment(left, base), Segment(text, style), Segment(right, base)], width)
-
-    def _row(self, ev: RequestCompleted, width: int, base: Style) -> Strip:
-        return row_strip(ev, self._columns, width, base, self._style)
