@@ -5,6 +5,8 @@ file's comments kept), in a worker thread because applying waits on the engine.
 The table follows the store: it is redrawn on every config event and whenever
 the screen comes back from the editor.
 
+The table's columns and a site's row are built without Textual in `sites_table.py`.
+
 Purging a site's cache is the one place the TUI calls the engine directly
 (`Engine.purge`, in a thread worker): it is an operation on the running proxy,
 not a change to the config, so there is nothing for the store to validate or save.
@@ -13,7 +15,7 @@ not a change to the config, so there is nothing for the store to validate or sav
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -27,30 +29,15 @@ from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from homeproxy.config import Config, ConfigStore, Site
 from homeproxy.tui.bridge import ConfigEventArrived, UpstreamHealthArrived
-from homeproxy.tui.format import HEALTH_DOTS, LEGEND, LEGEND_SHORT, PADDING, feature_flags, site_name
+from homeproxy.tui.format import LEGEND, LEGEND_SHORT
 from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.site_editor import SiteEditorModal
+from homeproxy.tui.screens.sites_table import COLUMNS, SHRINKABLE, fit_widths, site_cells
 from homeproxy.tui.screens.upstreams import UpstreamsScreen
 from homeproxy.tui.services import Services
 from homeproxy.tui.summary import site_summary
 
-COLUMNS = (("Site", "name"), ("State", "state"), ("On", "features"), ("Hosts", "hosts"), ("Upstreams", "upstreams"))
-#: The columns that give way (ending in "…"), widest first, when the table is wider than the screen.
-SHRINKABLE = ("upstreams", "hosts", "name")
-
-
-def fit_widths(natural: Mapping[str, int], width: int, shrink: Sequence[str], floor: int = 8) -> dict[str, int]:
-    """Column widths that fit in `width` cells (each column also takes `PADDING`): the `shrink`
-    columns give way one cell at a time, the widest first, down to `floor` cells each."""
-    widths = dict(natural)
-    excess = sum(w + PADDING for w in widths.values()) - width
-    while excess > 0:
-        key = max(shrink, key=lambda k: widths[k])
-        if widths[key] <= floor:
-            break
-        widths[key] -= 1
-        excess -= 1
-    return widths
+__all__ = ["COLUMNS", "SHRINKABLE", "SitesScreen", "fit_widths", "site_cells"]
 
 
 class _BarButton(Button, can_focus=False):
@@ -164,7 +151,7 @@ class SitesScreen(Screen[None]):
         if [key.value for key in table.rows] != [site.name for site in sites]:
             return  # a config event is on its way and redraws everything
         for site in sites:
-            table.update_cell(site.name, "upstreams", self._cells(site)[-1])
+            table.update_cell(site.name, "upstreams", site_cells(site, self.services.upstream_state)[-1])
         self._show_detail()
 
     # --- rendering -----------------------------------------------------------------------
@@ -182,7 +169,7 @@ class SitesScreen(Screen[None]):
         table = self.query_one("#sites-table", DataTable)
         natural = {key: cell_len(label) for label, key in COLUMNS}
         for site in config.sites:
-            for (_label, key), cell in zip(COLUMNS, self._cells(site), strict=True):
+            for (_label, key), cell in zip(COLUMNS, site_cells(site, self.services.upstream_state), strict=True):
                 natural[key] = max(natural[key], cell.cell_len)
         width = (table.region.width or self.app.size.width) - table.styles.scrollbar_size_vertical
         return fit_widths(natural, width, SHRINKABLE)
@@ -202,7 +189,7 @@ class SitesScreen(Screen[None]):
         else:
             table.clear()
         for site in config.sites:
-            table.add_row(*self._cells(site), key=site.name)
+            table.add_row(*site_cells(site, self.services.upstream_state), key=site.name)
         legend = LEGEND if cell_len(LEGEND) + 2 <= self.app.size.width else LEGEND_SHORT
         self.query_one("#sites-legend", Static).update(Text(legend, style="dim"))
         names = [s.name for s in config.sites]
@@ -210,31 +197,6 @@ class SitesScreen(Screen[None]):
             table.move_cursor(row=names.index(current) if current in names else min(row, len(names) - 1))
         self.set_class(not names, "-no-sites")
         self._show_detail()
-
-    def _cells(self, site: Site) -> tuple[Text, ...]:
-        name = site_name(site)
-        if not site.enabled:
-            state = Text("○ off", style="dim")
-        elif site.maintenance:
-            state = Text("◐ maint", style="yellow")
-        else:
-            state = Text("● on", style="green")
-        # "http://" is the rule and costs a narrow column the port; https:// and mdns:// say something.
-        ups = Text()
-        for i, url in enumerate(site.upstream_urls):
-            dot, style = HEALTH_DOTS.get(self.services.upstream_state(site.name, url), HEALTH_DOTS[""])
-            ups.append(", " if i else "")
-            ups.append(dot + " ", style=style)
-            ups.append(url.removeprefix("http://"))
-        if site.redirect:
-            ups = Text(f"→ {site.redirect}")
-        if site.routes:
-            ups.append(f" +{len(site.routes)} route{'s' if len(site.routes) > 1 else ''}", style="dim")
-        cells = name, state, feature_flags(site), Text(", ".join(site.hosts)), ups
-        for cell in cells:  # a column narrower than its text ends it in "…"
-            cell.no_wrap = True
-            cell.overflow = "ellipsis"
-        return cells
 
     @on(DataTable.RowHighlighted, "#sites-table")
     def _highlighted(self, _event: DataTable.RowHighlighted) -> None:
