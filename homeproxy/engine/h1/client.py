@@ -6,6 +6,8 @@ gives it, and decides after each answer whether the connection goes on, closes o
 It enforces the `[server]` limits on what a client sends (sizes at parse time, timeouts when
 the server's sweep calls `check_timeouts()`, `send_timeout` while a response waits on it); the
 checks of each read, the refusals, the timeouts and the lingering close are in `client_limits.py`.
+A little over 400 lines, and one piece on purpose: the parser's callbacks, the queue of requests
+and the writes all move the same per-connection state, which is read on every request's path.
 """
 
 from __future__ import annotations
