@@ -1,9 +1,15 @@
-"""rate_limit: a token bucket per client IP, per site; over it, 429 with Retry-After.
+"""rate_limit: a token bucket per client IP (IPv6 by /64), per site; over it, 429 with Retry-After.
 
 Each client starts with `burst` tokens; a request takes one, and tokens come
 back at `rate` per second up to `burst`. A request that finds no token gets
 homeproxy's 429 page with `Retry-After` (whole seconds until a token is back,
 RFC 9110 section 10.2.3).
+
+A client is keyed by `hop.ip_key`, the grouping the per-IP connection cap and
+auth's failed-login budget use: an IPv4 address as it is (IPv4-mapped IPv6 as
+the IPv4 address), an IPv6 one by its /64, since one host commonly holds a
+whole /64 and could otherwise take a fresh address, and a fresh bucket, per
+request.
 
 The buckets of a site live in `FeatureContext.state`, so a config apply (even
 one that changes the rate) neither forgets nor resets them. The table is
@@ -21,7 +27,7 @@ from homeproxy.config.model import Site
 from homeproxy.engine.chain import Handler, Middleware
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.features import FeatureContext
-from homeproxy.engine.features.access import client_key
+from homeproxy.engine.hop import ip_key
 from homeproxy.engine.pages import error_reply
 from homeproxy.engine.reply import Reply
 
@@ -69,7 +75,7 @@ class Buckets:
 
 
 def make_ratelimit(site: Site, ctx: FeatureContext) -> Middleware:
-    """A per-client-IP token bucket for `site` (`site.rate_limit` must be set)."""
+    """A per-client-IP (IPv6: per /64) token bucket for `site` (`site.rate_limit` must be set)."""
     limit = site.rate_limit
     assert limit is not None
     rate, burst = limit.rate, max(1, limit.burst)
@@ -78,7 +84,7 @@ def make_ratelimit(site: Site, ctx: FeatureContext) -> Middleware:
     clock = ctx.clock
 
     async def ratelimit(ex: Exchange, nxt: Handler) -> Reply:
-        wait = buckets.take(client_key(ex.client), clock(), rate, burst)
+        wait = buckets.take(ip_key(ex.client), clock(), rate, burst)
         if wait > 0.0:
             ex.error = "rate limited"
             reply = error_reply(429, ex.request)

@@ -1,4 +1,4 @@
-"""rate_limit: a token bucket per client IP per site, 429 with Retry-After; an injected clock refills it."""
+"""rate_limit: a token bucket per client IP (IPv6 by /64) per site, 429 with Retry-After; a fake clock refills it."""
 
 from __future__ import annotations
 
@@ -80,6 +80,30 @@ async def test_clients_behind_a_trusted_proxy_are_told_apart(
     assert await as_client("::ffff:192.168.1.10") == 429  # the same client, IPv4-mapped
     assert await as_client("192.168.1.11") == 200
     assert await as_client("2001:db8::1") == 200
+
+
+async def test_an_ipv6_client_shares_one_bucket_across_its_64(
+    feature_proxy: StartFeatureProxy, echo: Backend, session: aiohttp.ClientSession, fake_clock: FakeClock
+) -> None:
+    config = make_config(
+        site("app", ["app.test"], [echo.url], rate_limit={"rate": "1/s", "burst": 2}), trusted_proxies=["127.0.0.1/32"]
+    )
+    p = await feature_proxy(config, clock=fake_clock)
+
+    async def as_client(ip: str) -> int:
+        return (await fetch(session, p, "/", host="app.test", headers={"X-Forwarded-For": ip})).status
+
+    # Three addresses of 2001:db8:1:2::/64 (as a host rotating privacy addresses would) share
+    # a burst of 2; the neighbouring /64 and another /48 still have theirs.
+    same_64 = [
+        await as_client(ip) for ip in ("2001:db8:1:2::1", "2001:db8:1:2:aaaa::7", "2001:db8:1:2:ffff:ffff:ffff:fffe")
+    ]
+    other_64 = [await as_client(ip) for ip in ("2001:db8:1:3::1", "2001:db8:1:3::2", "2001:db8:1:3::3")]
+    other_48 = await as_client("2001:db8:2:2::1")
+
+    assert same_64 == [200, 200, 429]
+    assert other_64 == [200, 200, 429]
+    assert other_48 == 200
 
 
 async def test_forwarded_for_from_an_untrusted_client_does_not_escape_the_limit(
