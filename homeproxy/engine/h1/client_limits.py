@@ -1,4 +1,5 @@
-"""A `ClientConnection`'s limits: each read checked, refusals and their page, the sweep's timeouts, lingering close."""
+"""A `ClientConnection`'s limits: each read checked, refusals (a CONNECT's too) and their page, the sweep's timeouts,
+lingering close."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from homeproxy.config.model import ServerSettings
-from homeproxy.engine.h1.limits import LINGER_BYTES, LINGER_TIME, MAX_CHUNK_LINE, Refused, reason
+from homeproxy.engine.h1.limits import LINGER_BYTES, LINGER_TIME, MAX_CHUNK_LINE, Refused, reason, refuse_connect
 from homeproxy.engine.pages import plain_page, title
 from homeproxy.engine.request import BodyError, Request, RequestBody
 
@@ -33,6 +34,14 @@ def feed(conn: ClientConnection, data: bytes) -> None:
     try:
         conn._parser.feed_data(data)
     except httptools.HttpParserUpgrade as e:
+        if conn._parser.get_method() == b"CONNECT":
+            # SECURITY: llhttp hands over a CONNECT (in any target form) as an upgrade, its head
+            # already a request. It is taken back before it starts (it starts once this read is
+            # parsed, in data_received) and refused: what the client sent after it is never a
+            # tunnel's, nor parsed.
+            _take_back_last(conn)
+            refuse(conn, refuse_connect())
+            return
         offset = e.args[0] if e.args and isinstance(e.args[0], int) else len(data)
         conn._upgraded = bytearray(data[offset:])
         conn._pause(UPGRADED)  # nothing more is parsed: the handler tunnels or the connection ends
@@ -80,6 +89,16 @@ def feed(conn: ClientConnection, data: bytes) -> None:
     conn._read_body = 0
 
 
+def _take_back_last(conn: ClientConnection) -> None:
+    """Forget the request whose head was the last one parsed, before its handler starts: it is
+    the last one queued, or else the one begun in the read being parsed."""
+    if conn._queue:
+        conn._queue.pop()
+    elif conn._current is not None and conn._current is conn._ready:
+        conn._current = conn._ready = None
+    conn._parsing = None
+
+
 def refuse(conn: ClientConnection, refused: Refused) -> None:
     """Stop reading from the client and answer `refused` (after the answer being written, if any)."""
     if conn._lingering:
@@ -104,19 +123,20 @@ def refuse(conn: ClientConnection, refused: Refused) -> None:
 def send_refusal(conn: ClientConnection, refused: Refused) -> None:
     """One event for the refusal, then its page."""
     conn.server.on_error(conn.remote, refused.status, refused.why)
-    write_error(conn, refused.status)
+    write_error(conn, refused.status, refused.headers)
 
 
-def write_error(conn: ClientConnection, status: int) -> None:
-    """homeproxy's plain page for `status`, then close."""
+def write_error(conn: ClientConnection, status: int, headers: tuple[tuple[str, str], ...] = ()) -> None:
+    """homeproxy's plain page for `status` (with `headers`, homeproxy's own, never a client's), then close."""
     transport = conn.transport
     if transport is None:
         return
     body = plain_page(status)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     head = (
         f"HTTP/1.1 {status} {title(status)}\r\nContent-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n"
-        f"Server: homeproxy\r\n\r\n"
+        f"{extra}Server: homeproxy\r\n\r\n"
     )
     transport.write(head.encode() + body)
     transport.close()

@@ -2,8 +2,9 @@
 
 The fixed limits (the configurable ones, with nginx's defaults, are `ServerSettings`'
 `max_*` and `*_timeout` in the config's `[server]` table), `Refused` (raised in a parser
-callback: the request gets `status` and the connection closes), and `check_head()`, the
-checks on a parsed head that llhttp does not make itself.
+callback: the request gets `status` and the connection closes), `check_head()`, the
+checks on a parsed head that llhttp does not make itself, and `refuse_connect()`, the 405
+every CONNECT gets.
 """
 
 from __future__ import annotations
@@ -26,13 +27,26 @@ WRITE_HIGH_WATER = 512 * 1024
 """Bytes waiting for a client before a streamed response stops reading its upstream."""
 
 
-class Refused(Exception):
-    """Raised in a parser callback: the request is refused with `status`."""
+ALLOW = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+"""The `Allow` header of the 405 a CONNECT gets (RFC 9110 section 15.5.6 requires one): the methods
+a site's upstream is commonly asked; homeproxy passes any other method on too, but never CONNECT."""
 
-    def __init__(self, status: int, why: str) -> None:
+
+class Refused(Exception):
+    """Raised in a parser callback: the request is refused with `status`, and `headers` on the page."""
+
+    def __init__(self, status: int, why: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(why)
         self.status = status
         self.why = why
+        self.headers = headers
+
+
+def refuse_connect() -> Refused:
+    """CONNECT asks for a tunnel to any host (RFC 9110 section 9.3.6): a forward proxy's job.
+    homeproxy is a reverse proxy, so it is refused with a 405 before any routing: routed by its
+    Host like another request, it would reach a site's upstream (or `default_site`'s)."""
+    return Refused(405, "CONNECT (homeproxy is a reverse proxy, not a forward proxy)", (("Allow", ALLOW),))
 
 
 def check_head(version: str, target: str, headers: CIMultiDict[str]) -> tuple[bool, int | None]:
