@@ -6,8 +6,11 @@ every request, as Traefik's ForwardAuth, Caddy's forward_auth and nginx's auth_r
   `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`, `-For` (the client IP homeproxy
   believes, alone), `X-Real-IP`, `X-Original-URL` and `X-Original-Method`. A client's
   own copies of these are replaced (a trusted proxy's Proto and Host are believed,
-  as when forwarding). The client's cookies and Authorization go along: they are
-  how the auth service knows the user.
+  as when forwarding). The path in `X-Forwarded-Uri` and `X-Original-URL` is the normal
+  form routes are matched on (`paths.normalize_path`; the query as sent): an auth rule for
+  `/admin` also sees `/%61dmin`, `//admin` and `/x/../admin`, which reach the same route.
+  The client's cookies and Authorization go along: they are how the auth service knows
+  the user.
 - A 2xx answer lets the request through, with the `forward_headers`
   (Remote-User, Remote-Groups, ...) of the answer set on it. The client's own
   copies of those headers are always removed first, so a client can never
@@ -36,6 +39,7 @@ from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.features import FeatureContext
 from homeproxy.engine.hop import HOP_BY_HOP, connection_tokens
 from homeproxy.engine.pages import error_reply
+from homeproxy.engine.paths import is_plain, normalize_path
 from homeproxy.engine.reply import Reply
 
 #: The auth service's answers are read whole; larger ones are a 502.
@@ -102,6 +106,18 @@ def shared_client(ctx: FeatureContext) -> ForwardClient:
     return client
 
 
+def route_uri(path: str, path_qs: str) -> str:
+    """`path_qs` with its `path` in normal form: what the auth service is asked about."""
+    # SECURITY: the auth service must judge the path the route was chosen by; asked about the
+    # path as sent, a rule for `/admin` would not match `/%61dmin`, which reaches the same route.
+    if is_plain(path):
+        return path_qs
+    normal = normalize_path(path)
+    if normal is None:  # a `..` above the root: refused with a 400 before any feature runs
+        return path_qs
+    return normal.path + path_qs[len(path) :]
+
+
 def question_headers(ex: Exchange) -> CIMultiDict[str]:
     """The headers of the question to the auth service about `ex`'s request."""
     request = ex.request
@@ -111,7 +127,7 @@ def question_headers(ex: Exchange) -> CIMultiDict[str]:
     trusted = ex.trusted_peer
     proto = (src.get("X-Forwarded-Proto") if trusted else None) or request.scheme
     host = (src.get("X-Forwarded-Host") if trusted else None) or src.get("Host") or ex.host
-    uri = request.path_qs
+    uri = route_uri(request.path, request.path_qs)
     headers["X-Forwarded-Method"] = request.method
     headers["X-Forwarded-Proto"] = proto
     headers["X-Forwarded-Host"] = host

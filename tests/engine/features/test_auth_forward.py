@@ -51,11 +51,15 @@ class AuthService:
     questions: list[Question] = field(default_factory=list)
     refuse: str = "401"
     hang: asyncio.Event | None = None
+    forbidden: str | None = None
+    """A path prefix no one may reach (403), judged by `X-Forwarded-Uri` as Authelia's rules are."""
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         self.questions.append(Question(request.method, request.raw_path, request.headers, await request.read()))
         if self.hang is not None:
             await self.hang.wait()
+        if self.forbidden is not None and request.headers.get("X-Forwarded-Uri", "").startswith(self.forbidden):
+            return web.Response(status=403, text="not for you")
         if "session=good" in request.headers.get("Cookie", ""):
             headers = CIMultiDict(
                 [
@@ -156,6 +160,37 @@ async def test_the_question_describes_the_original_request(
     assert h["Authorization"] == "Basic YTpi"
     assert "X-Hop" not in h and "Connection" not in h  # hop-by-hop
     assert h["Host"] != "app.test"  # the auth service's own host
+
+
+PATH_SPELLINGS = {
+    "escaped-letter": (b"/%61dmin/panel?x=%61&y", "/admin/panel?x=%61&y"),
+    "double-slash-and-dot": (b"//admin/./panel?next=%2Fhome", "/admin/panel?next=%2Fhome"),
+    "dot-dot-and-encoded-slash": (b"/docs/..%2Fadmin", "/admin"),
+}
+
+
+@pytest.mark.parametrize(("target", "asked"), list(PATH_SPELLINGS.values()), ids=list(PATH_SPELLINGS))
+async def test_the_auth_service_is_asked_about_the_path_routes_see(
+    proxy: StartProxy, echo: Backend, auth_service: AuthService, target: bytes, asked: str
+) -> None:
+    """Any spelling of `/admin` is asked about as `/admin` (the query as it was sent), so a rule
+    for `/admin` holds for it: refused, and the upstream never hears of it."""
+    auth_service.forbidden = "/admin"
+    p = await proxy(_config(echo, auth_service))
+
+    got = await raw_request(
+        p.port, b"GET %s HTTP/1.1\r\nHost: app.test\r\nCookie: session=good\r\nConnection: close\r\n\r\n" % target
+    )
+    fine = await raw_request(
+        p.port, b"GET /%61pp?x=%61 HTTP/1.1\r\nHost: app.test\r\nCookie: session=good\r\nConnection: close\r\n\r\n"
+    )
+
+    first, second = auth_service.questions
+    assert first.headers.getall("X-Forwarded-Uri") == [asked]
+    assert first.headers.getall("X-Original-URL") == [f"http://app.test{asked}"]
+    assert got.status == 403  # the auth service's answer: the echo upstream was never asked
+    assert second.headers.getall("X-Forwarded-Uri") == ["/app?x=%61"]
+    assert fine.status == 200 and Seen.of(fine.body).path == "/%61pp?x=%61"  # upstream: as sent
 
 
 async def test_a_trusted_proxys_proto_and_host_are_believed(
