@@ -117,7 +117,7 @@ class RequestHandler:
             self.publish(ex, started)
 
     def bad_request(self, peer: str, status: int, why: str) -> None:
-        """A request homeproxy could not parse or would not take: one event saying why.
+        """A request homeproxy could not parse or would not take (a CONNECT: "refused"): one event saying why.
         Method and path are unknown: nothing of such a request is trusted."""
         self.bus.publish(
             RequestCompleted(
@@ -132,7 +132,7 @@ class RequestHandler:
                 bytes_out=0,
                 duration=0.0,
                 upstream="",
-                error=f"malformed request: {why}",
+                error=f"{'refused' if status == 405 else 'malformed'} request: {why}",
             )
         )
 

@@ -10,8 +10,8 @@ reports for IPv4 peers) are matched as the IPv4 address they are, and a rule
 written in mapped form matches the plain IPv4 client too. A client address that
 does not parse is refused when any rule is set (fail closed).
 
-`Networks` and `client_address()` are shared with auth's `bypass`; `client_key()` keys
-per-client tables (rate limit), `client_group()` auth's failed logins (an IPv6 /64 is one).
+`Networks` and `client_address()` are shared with auth's `bypass`; `client_group()` keys auth's
+failed logins (an IPv6 /64 is one; the rate limit and the connection cap count by the same key).
 """
 
 from __future__ import annotations
@@ -43,12 +43,6 @@ def client_address(client: str) -> Address | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
-
-
-def client_key(client: str) -> str:
-    """A stable key for per-client tables: the normalised address, or the raw text."""
-    ip = client_address(client)
-    return str(ip) if ip is not None else client
 
 
 def client_group(client: str) -> str:
