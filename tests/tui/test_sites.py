@@ -146,6 +146,8 @@ async def test_add_site_through_the_form(runtime: Runtime, backend: int) -> None
         text = runtime.config_path.read_text()
         assert 'name = "media"' in text and f'"http://127.0.0.1:{backend}"' in text
         assert "# my homelab" in text and "# the file server in the closet" in text
+        for default in ("passive_health", "retries", "retry_idempotent", "retry_deadline", "header_timeout"):
+            assert default not in text  # left at their defaults: not written
         status, _, body = await fetch(runtime, "tv.home.arpa", "/hello")
         assert (status, body) == (200, b"hello from backend /hello")
 

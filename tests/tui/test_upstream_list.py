@@ -225,3 +225,145 @@ async def test_health_checks_off_again_and_a_route_rewrite(runtime: Runtime, bac
     assert "health" not in site_table(runtime)
     status, _, body = await fetch(runtime, "files.home.arpa", "/v1/users")
     assert (status, body) == (200, b"hello from backend /api/users")
+
+
+# --- passive health, retries, header timeout ----------------------------------------------
+
+NEW_KEYS = ("passive_health", "retries", "retry_idempotent", "retry_deadline", "header_timeout")
+
+
+async def test_passive_health_retries_and_header_timeout_are_saved_as_typed(runtime: Runtime) -> None:
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "e")
+        form = editor.form
+        assert form.checks["passive_health"].value  # on by default, its options shown
+        assert form.query_one("#passive-health-options").display
+        assert (form.inputs["retries"].value, form.inputs["retry_deadline"].value) == ("2", "15s")
+        assert form.inputs["header_timeout"].value == ""  # unset: as long as read_timeout
+        await type_into(pilot, form.inputs["passive_health.fails"], "5")
+        await type_into(pilot, form.inputs["passive_health.window"], "45s")
+        form.checks["passive_health.status_5xx"].focus()
+        await pilot.press("space")
+        await type_into(pilot, form.inputs["retries"], "4")
+        await type_into(pilot, form.inputs["retry_deadline"], "20s")
+        form.checks["retry_idempotent"].focus()
+        await pilot.press("space")
+        await type_into(pilot, form.inputs["header_timeout"], "10s")
+        await wait_for(lambda: editor.candidate is not None and editor.dirty, description="a valid, changed site")
+        await save_and_wait(pilot, app)
+
+    site = runtime.store.config.site("files")
+    assert site is not None
+    assert (site.passive_health.fails, site.passive_health.window, site.passive_health.status_5xx) == (5, 45.0, True)
+    assert (site.retries, site.retry_deadline, site.retry_idempotent, site.header_timeout) == (4, 20.0, True, 10.0)
+    table = site_table(runtime)
+    assert table["passive_health"] == {"fails": 5, "window": "45s", "status_5xx": True}  # cooldown: the default
+    assert (table["retries"], table["retry_deadline"], table["retry_idempotent"]) == (4, "20s", True)
+    assert table["header_timeout"] == "10s"
+    text = runtime.config_path.read_text()
+    assert "# my homelab" in text and "# the file server in the closet" in text
+
+
+async def test_defaults_are_not_written_and_off_or_blank_is_saved(runtime: Runtime) -> None:
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "e")
+        form = editor.form
+        await type_into(pilot, form.inputs["retries"], "3")
+        await type_into(pilot, form.inputs["retries"], "2")  # typed back to the default
+        form.checks["passive_health"].focus()
+        await pilot.press("space", "space")  # off and on again
+        await wait_for(lambda: form.query_one("#passive-health-options").display, description="options shown")
+        form.checks["websockets"].focus()
+        await pilot.press("space")
+        await wait_for(lambda: editor.candidate is not None and editor.dirty, description="a valid, changed site")
+        await save_and_wait(pilot, app)
+        assert not set(NEW_KEYS) & set(site_table(runtime))  # at their defaults: not written
+
+        editor = await open_editor(pilot, "e")
+        form = editor.form
+        form.checks["passive_health"].focus()
+        await pilot.press("space")
+        await wait_for(lambda: not form.query_one("#passive-health-options").display, description="options hidden")
+        await save_and_wait(pilot, app)
+    assert site_table(runtime)["passive_health"] is False
+    site = runtime.store.config.site("files")
+    assert site is not None and not site.passive_health.enabled
+    assert "# the file server in the closet" in runtime.config_path.read_text()
+
+
+async def test_bad_values_show_the_loaders_errors_under_their_fields_and_save_nothing(runtime: Runtime) -> None:
+    before = runtime.config_path.read_bytes()
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "e")
+        form = editor.form
+
+        def under(key: str) -> str:
+            return form.fields[key].error_line.messages
+
+        await type_into(pilot, form.inputs["retries"], "-1")
+        await wait_for(lambda: "whole number >= 0, got -1" in under("retries"), description="the retries error")
+        await type_into(pilot, form.inputs["passive_health.fails"], "0")
+        await wait_for(lambda: "from 1 to 1000, got 0" in under("passive_health.fails"), description="fails error")
+        assert under("passive_health.fails").startswith("expected")  # under its own field, without the key
+        await type_into(pilot, form.inputs["retry_deadline"], "soon")
+        await wait_for(lambda: '"soon"' in under("retry_deadline"), description="the deadline error")
+        await type_into(pilot, form.inputs["header_timeout"], "never")
+        await wait_for(lambda: "expected a duration" in under("header_timeout"), description="the header timeout")
+        await pilot.press("ctrl+s")
+        await wait_for(lambda: "Not saved" in " ".join(n.title for n in app._notifications), description="refused")
+        assert app.screen is editor and editor.candidate is None
+        assert runtime.config_path.read_bytes() == before
+
+
+async def test_a_file_with_these_keys_reads_back_unchanged(runtime: Runtime) -> None:
+    runtime.config_path.write_text(
+        runtime.config_path.read_text()
+        + 'passive_health = { fails = 5, window = "45s", cooldown = "2m", status_5xx = true }\n'
+        'retries = 0\nretry_idempotent = true\nretry_deadline = "20s"\nheader_timeout = "1500ms"\n'
+    )
+    assert runtime.store.reload()
+    original = runtime.store.config.site("files")
+    assert original is not None
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "e")
+        form = editor.form
+        assert [form.inputs[k].value for k in ("passive_health.fails", "passive_health.window")] == ["5", "45s"]
+        assert form.inputs["passive_health.cooldown"].value == "2m"
+        assert form.checks["passive_health.status_5xx"].value and form.checks["retry_idempotent"].value
+        assert [form.inputs[k].value for k in ("retries", "retry_deadline", "header_timeout")] == ["0", "20s", "1.5s"]
+        assert editor.validate() and editor.candidate == original and not editor.dirty
+        await type_into(pilot, form.inputs["header_timeout"], "")  # blank: back to read_timeout, the key goes
+        await wait_for(lambda: editor.candidate is not None and editor.dirty, description="a valid, changed site")
+        await save_and_wait(pilot, app)
+    table = site_table(runtime)
+    assert "header_timeout" not in table
+    assert table["passive_health"] == {"fails": 5, "window": "45s", "cooldown": "2m", "status_5xx": True}
+    assert (table["retries"], table["retry_deadline"]) == (0, "20s")
+
+
+async def test_passive_health_off_keeps_the_files_options(runtime: Runtime) -> None:
+    runtime.config_path.write_text(
+        runtime.config_path.read_text() + "passive_health = { enabled = false, fails = 7 }\n"
+    )
+    assert runtime.store.reload()
+    app = HomeproxyApp(runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await sites_screen(pilot)
+        editor = await open_editor(pilot, "e")
+        form = editor.form
+        assert not form.checks["passive_health"].value
+        assert not form.query_one("#passive-health-options").display
+        assert form.inputs["passive_health.fails"].value == "7"  # kept for when it is turned on
+        await type_into(pilot, form.inputs["retries"], "1")
+        await wait_for(lambda: editor.candidate is not None and editor.dirty, description="a valid, changed site")
+        await save_and_wait(pilot, app)
+    table = site_table(runtime)
+    assert table["passive_health"] == {"enabled": False, "fails": 7} and table["retries"] == 1

@@ -112,7 +112,7 @@ def save_site(store: ConfigStore, original: Site | None, site: Site) -> Config:
     """Add `site`, or put it in place of `original`, through the store (call in a thread)."""
     if original is None:
         return store.add_site(site)
-    for name in ("cache", "compression"):
+    for name in ("cache", "compression", "passive_health"):
         old = getattr(original, name)
         if not old.enabled and not getattr(site, name).enabled:
             # Still off: keep the options the file has (the form sends an off switch bare).

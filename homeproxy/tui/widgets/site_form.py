@@ -7,8 +7,9 @@ its key path inside the site, e.g. `cache.default_ttl` or `routes[1].path`)
 under the field it belongs to. Fields the user has not touched keep their
 errors to themselves until `reveal` (after a save attempt).
 
-A switched-off feature (cache, compression, rate limit, auth) is sent as off,
-without its options, but the inputs keep what was typed while the form is open.
+A switched-off feature (cache, compression, rate limit, auth, health checks,
+passive health) is sent as off, without its options, but the inputs keep what
+was typed while the form is open.
 HTTPS follows the same rule for the certificate files; the hints under it (HSTS
 on internal names, ACME for names it cannot issue) are the form's own, since
 they are advice and not errors.

@@ -52,14 +52,14 @@ class SiteFormErrors(SiteFormBase):
                 sub = f"{m.group(2)}: " if m.group(2) else ""
                 route_rows.setdefault(int(m.group(1)), []).extend(sub + msg for msg in messages)
                 continue
-            if key == "health":  # one converter for the table: "interval: expected a duration ..."
+            if key in ("health", "passive_health"):  # one converter per table: "interval: expected a duration ..."
                 for msg in messages:
                     sub, _, rest = msg.partition(": ")
-                    option = f"health.{sub}"
+                    option = f"{key}.{sub}"
                     if option in self.fields:
                         placed.setdefault(option, []).append(rest)
                     else:
-                        placed.setdefault("health", []).append(msg)
+                        placed.setdefault(key, []).append(msg)
                 continue
             target = self._target(key) if key else None
             if target is None:

@@ -83,7 +83,7 @@ class SiteFields(SiteFormBase):
         )
 
     def _balance_fields(self) -> ComposeResult:
-        """The Balancing and health section: the balance policy and the active health checks."""
+        """The Balancing and health section: the balance policy, health checks (active and passive) and retries."""
         health = self.site.health or HealthCheck()
         yield Static("Balancing and health", classes="section")
         balance: Select[str] = Select(
@@ -131,6 +131,83 @@ class SiteFields(SiteFormBase):
             yield self._input(
                 "health.passes", "Up after", str(health.passes), "2", "Passing checks in a row that bring it back"
             )
+        yield from self._passive_fields()
+        yield from self._retry_fields()
+
+    def _passive_fields(self) -> ComposeResult:
+        """Passive health: failing requests take an upstream out for a cool-down (on by default)."""
+        passive = self.site.passive_health
+        yield self._check(
+            "passive_health",
+            "Passive health",
+            "take failing upstreams out",
+            passive.enabled,
+            "Requests that fail (refused, reset, timed out) count against their upstream: "
+            "enough of them within the window take it out for the cool-down",
+        )
+        with Vertical(classes="options", id="passive-health-options"):
+            yield self._input(
+                "passive_health.fails",
+                "Out after",
+                str(passive.fails),
+                "3",
+                "Failed requests within the window that take an upstream out (1 to 1000)",
+            )
+            yield self._input(
+                "passive_health.window",
+                "Within",
+                duration_text(passive.window),
+                "30s",
+                "The time over which failures are counted",
+            )
+            yield self._input(
+                "passive_health.cooldown",
+                "Out for",
+                duration_text(passive.cooldown),
+                "30s",
+                "How long it stays out (with health checks on, passing checks bring it back sooner)",
+            )
+            yield self._check(
+                "passive_health.status_5xx",
+                "Gateway errors",
+                "count 502, 503 and 504",
+                passive.status_5xx,
+                "Also count the upstream's own 502, 503 or 504 answers as failures (a 500 is the app's error)",
+            )
+
+    def _retry_fields(self) -> ComposeResult:
+        """Retries on another upstream, their deadline, and the wait for an answer's headers."""
+        s = self.site
+        yield self._input(
+            "retries",
+            "Retries",
+            str(s.retries),
+            "2",
+            "How many other upstreams a request may go to when one fails before anything was sent "
+            "(refused, reset on connect); 0: never. 0 to 10",
+        )
+        yield self._input(
+            "retry_deadline",
+            "Retry deadline",
+            duration_text(s.retry_deadline),
+            "15s",
+            "How long all the attempts of one request may take together: no retry starts after it",
+        )
+        yield self._check(
+            "retry_idempotent",
+            "Retry timeouts",
+            "resend GET, PUT, DELETE...",
+            s.retry_idempotent,
+            "Also send GET, HEAD, OPTIONS, PUT and DELETE requests to the next upstream after a header "
+            "timeout or a connection lost while waiting (the first one may have acted on it already)",
+        )
+        yield self._input(
+            "header_timeout",
+            "Header timeout",
+            "" if s.header_timeout is None else duration_text(s.header_timeout),
+            "as read timeout",
+            "Wait this long for the answer's headers once the request is sent (then 504); blank: the read timeout",
+        )
 
     def _tls_fields(self) -> ComposeResult:
         """The HTTPS section: TLS, where the certificate comes from, and the plain-HTTP redirect."""

@@ -30,6 +30,7 @@ class SiteFormOptions(SiteFormBase):
         self.query_one("#cache-options").display = self.is_on("cache")
         self.query_one("#compression-options").display = self.is_on("compression")
         self.query_one("#health-options").display = self.is_on("health")
+        self.query_one("#passive-health-options").display = self.is_on("passive_health")
         for field in self.query(".auth-field"):
             field.display = field.has_class(f"auth-{self.auth_mode}")
         tls = self.is_on("tls")

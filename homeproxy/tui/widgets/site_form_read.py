@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from homeproxy.tui.widgets.form_parts import number
@@ -14,10 +15,16 @@ FORM_KEYS = frozenset(
         "name", "hosts", "upstreams", "routes", "verify_upstream", "enabled", "websockets", "preserve_host",
         "connect_timeout", "read_timeout", "allow", "deny", "headers", "publish", "tls", "redirect_to_https",
         "issuer", "cert", "key", "rate_limit", "auth", "cache", "compression", "balance", "health",
+        "passive_health", "retries", "retry_idempotent", "retry_deadline", "header_timeout",
     }
 )  # fmt: skip
 """The site keys `SiteForm.raw()` may write (a key it leaves out means its default); the editor
 keeps every other key of the site as the file has it."""
+
+
+def integer(text: str) -> int | str:
+    """A whole number as an int, negative too (the loader says what range it takes), else as typed."""
+    return int(text) if re.fullmatch(r"-?[0-9]+", text) else text
 
 
 class SiteFormReading(SiteFormBase):
@@ -65,6 +72,21 @@ class SiteFormReading(SiteFormBase):
             if on("health")
             else False
         )
+        raw["passive_health"] = (
+            {
+                "fails": integer(text("passive_health.fails")),
+                "window": text("passive_health.window"),
+                "cooldown": text("passive_health.cooldown"),
+                "status_5xx": on("passive_health.status_5xx"),
+            }
+            if on("passive_health")
+            else False
+        )
+        raw["retries"] = integer(text("retries"))
+        raw["retry_deadline"] = text("retry_deadline")
+        raw["retry_idempotent"] = on("retry_idempotent")
+        if header_timeout := text("header_timeout"):  # blank: unset, as long as read_timeout
+            raw["header_timeout"] = header_timeout
         if (publish := PUBLISH_VALUES[self.publish_choice]) is not None:
             raw["publish"] = publish
         raw["tls"] = on("tls")

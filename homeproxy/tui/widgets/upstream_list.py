@@ -64,9 +64,14 @@ class UpstreamRow(ListRow):
     UpstreamRow .upstream-max-conns {
         width: 5;
     }
-    UpstreamRow .move-row {
-        min-width: 3;
-        width: 3;
+    UpstreamRow .move-row, UpstreamRow .remove-row {
+        /* Narrow buttons side by side, so that the URL takes the width they leave (a two-column
+           form at 120 columns gives a row about 56); their line-pad is 0 (see UpstreamRow). */
+        min-width: 2;
+        width: 2;
+        margin-left: 0;
+    }
+    UpstreamRow .move-up {
         margin-left: 1;
     }
     UpstreamRow.-invalid .upstream-url {
@@ -109,6 +114,10 @@ class UpstreamRow(ListRow):
         self.up_button = _RowButton("↑", compact=True, classes="move-row move-up", tooltip="Move up (alt+↑)")
         self.down_button = _RowButton("↓", compact=True, classes="move-row move-down", tooltip="Move down (alt+↓)")
         self.remove_button.tooltip = "Remove this upstream (ctrl+delete)"
+        for button in (self.up_button, self.down_button, self.remove_button):
+            # Button pads its label with a cell each side, which draws past a width of 2 (and
+            # shifts the rest of the screen line); TCSS refuses `line-pad: 0`, the style takes it.
+            button.styles.line_pad = 0
 
     def controls(self) -> ComposeResult:
         yield self.url
@@ -149,7 +158,7 @@ class UpstreamList(RowList[UpstreamRow]):
         width: 7;
     }
     UpstreamList > .upstream-header > .header-max {
-        width: 17;
+        width: 12;
         margin-right: 0;
     }
     """
