@@ -135,29 +135,35 @@ class ExpressLane:
         bytes: `_as_sent` said so), without decoding it into a `Reply`'s headers."""
         request = ex.request
         conn = request.conn
-        status = response.status
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, response.reason_raw or reason_phrase(status).encode("latin-1"))]
-        lines += [b"%s: %s\r\n" % item for item in response.raw]
-        marks = response.marks
-        if not marks & SERVER:
-            lines.append(_SERVER)
-        if not marks & DATE:
-            lines.append(date_line())
-        if not conn.keeps_alive(request):
-            lines.append(b"Connection: close\r\n")
-            conn.must_close = True
-        elif request.version != "1.1":
-            lines.append(b"Connection: keep-alive\r\n")
-        lines.append(b"\r\n")
-        ex.status = status
-        ex.bytes_out = 0
-        if body and not no_body:
-            ex.bytes_out = len(body)
-            lines.append(body)
         try:
+            status = response.status
+            reason = response.reason_raw or reason_phrase(status).encode("latin-1")
+            lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+            lines += [b"%s: %s\r\n" % item for item in response.raw]
+            marks = response.marks
+            if not marks & SERVER:
+                lines.append(_SERVER)
+            if not marks & DATE:
+                lines.append(date_line())
+            if not conn.keeps_alive(request):
+                lines.append(b"Connection: close\r\n")
+                conn.must_close = True
+            elif request.version != "1.1":
+                lines.append(b"Connection: keep-alive\r\n")
+            lines.append(b"\r\n")
+            ex.status = status
+            ex.bytes_out = 0
+            if body and not no_body:
+                ex.bytes_out = len(body)
+                lines.append(body)
             conn.write(b"".join(lines))
         except ConnectionError:  # `write` raises it only for a connection closed or closing
             ex.error = "client went away"
+        except Exception:  # as ClientConnection._run does for a handler that raised
+            log.exception("error handling %s %s", request.method, request.raw_path)
+            if not conn.response_started and conn.transport is not None:
+                write_error(conn, 500)
+            conn.must_close = True
         finally:
             self.server.express_ended()
             self.handler.publish(ex, started)
@@ -196,7 +202,20 @@ _SERVER = b"Server: homeproxy\r\n"
 class Call:
     """One request out on the express lane: waits for the upstream's answer by callback."""
 
-    __slots__ = ("conn", "deadline", "ex", "forwarder", "health", "lane", "order", "origin", "started", "timer")
+    __slots__ = (
+        "conn",
+        "deadline",
+        "ended",
+        "ex",
+        "forwarder",
+        "health",
+        "lane",
+        "order",
+        "origin",
+        "released",
+        "started",
+        "timer",
+    )
 
     def __init__(
         self,
@@ -219,6 +238,10 @@ class Call:
         self.conn = conn
         self.timer: object = None
         self.deadline = math.inf
+        self.released = False
+        """The upstream connection and the in-flight counts were given back."""
+        self.ended = False
+        """The request was handed on (answered, or given to the ordinary path)."""
 
     def send(self, upstream_head: bytes) -> None:
         conn = self.conn
@@ -245,6 +268,7 @@ class Call:
             self.conn.head_timed_out()
 
     def _release(self, complete: bool) -> None:
+        self.released = True
         self.origin.in_flight -= 1
         self.health.done()
         if complete:
@@ -255,6 +279,7 @@ class Call:
     def _failed(self, error: BaseException) -> None:
         """Nothing came back: the ordinary path decides what the error means (a retry, a 502, a 504)."""
         self._release(False)
+        self.ended = True
         self.lane.resume(self.ex, self.started, self.forwarder, self.order, error)
 
     def cut(self) -> None:
@@ -263,6 +288,7 @@ class Call:
         self._stop_waiting()
         self.conn.notify = None
         self._release(False)
+        self.ended = True
         lane = self.lane
         lane.server.express_ended()
         lane.handler.publish(self.ex, self.started)
@@ -276,6 +302,33 @@ class Call:
 
     def _answered(self) -> None:
         """The head came (or an error in its place), in the read that has just been parsed."""
+        try:
+            self._answer()
+        except Exception as e:  # a bug must not leave the client waiting for ever
+            self._broke(e)
+
+    def _broke(self, error: Exception) -> None:
+        """What `RequestHandler.complete` does for an exception: logged, a 502 page if nothing
+        was sent yet, else the client's connection cut; the event says so."""
+        ex = self.ex
+        request = ex.request
+        log.error("express lane: error answering %s %s", request.method, request.raw_path, exc_info=error)
+        if not self.released:
+            self._release(False)
+        if self.ended:
+            return  # handed on already: whoever has it answers
+        self.ended = True
+        ex.error = f"internal error: {type(error).__name__}"
+        if not request.conn.response_started:
+            self.lane.finish(ex, self.started, error_reply(502, request))
+            return
+        request.conn.abort()
+        lane = self.lane
+        lane.server.express_ended()
+        lane.handler.publish(ex, self.started)
+        request.conn.finished(request)
+
+    def _answer(self) -> None:
         self._stop_waiting()
         conn = self.conn
         head = conn._head
@@ -298,6 +351,7 @@ class Call:
                 in_hand = response.in_hand()
                 if in_hand is None:  # more bytes than the length said: not trusted (as `Response.read`)
                     self._release(False)
+                    self.ended = True
                     self.lane.finish(ex, self.started, failed(ex, UpstreamProtocolError(OVERRUN)))
                     return
                 body = in_hand
@@ -305,11 +359,14 @@ class Call:
             lane = self.lane
             if lane.handler.bus.wants_headers or not _as_sent(response, no_body):
                 reply = Reply(status, response.headers, body, reason=response.reason)
+                self.ended = True  # from here `finish` answers, whatever happens
                 lane.finish(ex, self.started, reply)
             else:
+                self.ended = True
                 lane.finish_raw(ex, self.started, response, body, no_body)
             return
         # A large or streamed answer, or a small one still on its way: the ordinary path reads it.
+        self.released = self.ended = True  # `_reply` releases the connection and counts from here
         lane = self.lane
         lane.server.express_ended()
         request = ex.request

@@ -740,3 +740,33 @@ async def test_a_request_still_waiting_when_the_drain_ends_is_cut_cleanly(
     await wait_for(lambda: up.closed == up.connections, timeout=5.0, description="the upstream connection closed")
     await wait_for(lambda: len(recorder.poll()) >= 2, timeout=3.0, description="the cut request's event")
     assert [e.path for e in recorder.events] == ["/warm", "/forever"]
+
+
+# --- 6. a fault in the lane itself --------------------------------------------------------------
+
+
+async def test_a_fault_in_the_lane_is_a_502_with_its_event_never_a_hang(
+    proxy: StartProxy, upstream: StartUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug met while answering (injected here: the lane's own head check raises) must not leave
+    the client waiting: it gets homeproxy's 502 page, the event names the error, and the next
+    request is answered as usual."""
+    up = await upstream("a")
+    p = await proxy(make_config(site("app", ["app.lan"], [up.url])))
+    recorder = record(p)
+    await converse(p.port, [req("/warm")])  # a pooled connection: the next GET takes the lane
+    await recorder.wait(1)
+
+    def broken(*args: object) -> bool:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(express, "_as_sent", broken)
+    seen, _ = await asyncio.wait_for(converse(p.port, [req("/boom")]), 10)
+    assert seen[0].status == 502
+    await recorder.wait(2)
+    event = recorder.poll()[1]
+    assert (event.path, event.status, event.error) == ("/boom", 502, "internal error: RuntimeError")
+    assert server_of(p).express_calls == 0
+    monkeypatch.undo()
+    seen, _ = await converse(p.port, [req("/after")])
+    assert seen[0].status == 200
