@@ -4,8 +4,10 @@ The handshake goes to the upstream first, on a connection of its own (never a po
 no idle connection the upstream closed can be met); the client gets the 101 only once the
 upstream has said it. From then on each side's bytes are written to the other as they come,
 frames and close handshakes included, with back-pressure both ways (reading from one side
-pauses while the other's transport is full). The whole session is one event: bytes in and
-out, and its duration.
+pauses while the other's transport is full). A side whose transport stays full for longer
+than `[server] send_timeout` (a peer that reads nothing) ends the tunnel; one that is merely
+idle never does. The whole session is one event: bytes in and out, its duration, and why a
+stalled tunnel was cut.
 """
 
 from __future__ import annotations
@@ -190,14 +192,37 @@ async def _tunnel(ex: Exchange, upstream: _Upstream, rest: bytes) -> None:
         if client is not None and not client.is_closing():
             client.write(data)
 
+    # SECURITY: the paused side waits on the full one, so a peer that reads nothing would hold
+    # both connections forever. Only a full, unread buffer counts: idle WebSockets are normal.
+    timeout = conn.server.settings().send_timeout
+    full: dict[str, asyncio.TimerHandle] = {}
+    """The sides whose transport is full now, with the timer that cuts the tunnel."""
+    cut: list[str] = []
+
+    def stalled(side: str) -> None:
+        cut.append(side)
+        ex.error = f"{side} read nothing for {timeout:g} s"
+        end()
+
+    def watch(side: str, ok: bool) -> None:
+        if ok:
+            if (handle := full.pop(side, None)) is not None:
+                handle.cancel()
+        elif side not in full and not ended.done():
+            full[side] = loop.call_later(timeout, stalled, side)
+
     def upstream_writable(ok: bool) -> None:  # the upstream reads slowly: stop reading the client
+        watch("upstream", ok)
         (conn.resume_reading if ok else conn.pause_reading)()
 
     def client_writable(ok: bool) -> None:  # the client reads slowly: stop reading the upstream
+        watch("client", ok)
         (up.resume_reading if ok else up.pause_reading)()
 
     upstream.sink, upstream.on_close, upstream.on_writable = to_client, end, upstream_writable
     pending = conn.tunnel(to_upstream, end, client_writable)
+    if conn.write_paused:  # full before the tunnel began: no pause_writing is coming
+        client_writable(False)
     if rest:
         to_client(rest)
     if pending:
@@ -205,9 +230,12 @@ async def _tunnel(ex: Exchange, upstream: _Upstream, rest: bytes) -> None:
     try:
         await ended
     finally:
-        up.close()
-        if conn.transport is not None:
-            conn.transport.close()
+        for handle in full.values():
+            handle.cancel()
+        # After a stall, a full side is aborted: closing would wait for it to read, forever.
+        for side, transport in (("upstream", up), ("client", conn.transport)):
+            if transport is not None:
+                (transport.abort if cut and side in full else transport.close)()
 
 
 def _close(upstream: _Upstream | None) -> None:
