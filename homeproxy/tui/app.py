@@ -31,6 +31,7 @@ from textual.screen import Screen
 from homeproxy.config import Config, ConfigChanged, ConfigRejected
 from homeproxy.discovery.events import DISCOVERY_EVENTS, DiscoveryEvent, NameAnnounced, NameConflict
 from homeproxy.engine import ProblemReported, RequestCompleted, Stats, UpstreamHealthChanged
+from homeproxy.keymap import full_keymap
 from homeproxy.runtime import Runtime
 from homeproxy.tui.bridge import ConfigEventArrived, RequestBuffer, drain
 from homeproxy.tui.format import safe_text
@@ -245,11 +246,14 @@ class HomeproxyApp(App[None]):
         self._to_screen(message)
 
     def _apply_keymap(self, config: Config) -> None:
-        """The user's keys (`[tui.keymap]`); the footer, the screens and Help follow them."""
+        """The user's keys (`[tui.keymap]`); the footer, the screens and Help follow them.
+
+        Textual is given every id (the others at their default keys), so that the footer keeps
+        its order under a remap (see `full_keymap`)."""
         keymap = dict(config.tui.keymap)
         if keymap != self._user_keymap:
             self._user_keymap = keymap
-            self.set_keymap(keymap)
+            self.set_keymap(full_keymap(keymap))
 
     def _to_screen(self, message: Message) -> None:
         """Hand a message to the visible screen (there is none while starting or leaving)."""

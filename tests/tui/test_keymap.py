@@ -13,15 +13,19 @@ import pytest
 from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.pilot import Pilot
+from textual.widgets import Footer
+from textual.widgets._footer import FooterKey, FooterLabel
 
 import homeproxy.tui
-from homeproxy.keymap import BINDING_IDS, key_problem
+from homeproxy.keymap import BINDING_IDS, DEFAULT_KEYS, full_keymap, key_problem
 from homeproxy.runtime import Runtime
 from homeproxy.tui.app import HomeproxyApp
+from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.help import HelpScreen
 from homeproxy.tui.screens.sites import SitesScreen
 from homeproxy.tui.screens.traffic import TrafficScreen
 from tests.tui.conftest import snapshot_config, snapshot_runtime_at
+from tests.tui.test_help import section
 from tests.waiting import wait_for
 
 # Unusual, and not the other snapshots' own, so all can run at once.
@@ -38,6 +42,8 @@ KEYMAP = """
 "screen.traffic" = "t"
 "screen.help" = "h"
 sites.toggle = "o"
+"dashboard.upstreams" = "v"
+"screen.help.f1" = "f2"
 """
 
 
@@ -60,6 +66,17 @@ def test_every_binding_has_an_id_and_a_tooltip_and_the_config_knows_each_id() ->
     ids = [b.id for _name, b in bindings]
     assert len(ids) == len(set(ids)), "two bindings share an id"
     assert set(ids) == BINDING_IDS
+    assert {b.id: b.key for _name, b in bindings} == DEFAULT_KEYS
+
+
+def test_textual_is_given_every_id_but_the_users_key_wins() -> None:
+    keymap = full_keymap({"screen.traffic": "t", "sites.add": "e", "quit": "?"})
+    assert keymap["screen.traffic"] == "t" and keymap["screen.dashboard"] == "1"
+    # Sites' own "e" (edit) would clash with the user's: left for Textual to drop, as without defaults.
+    assert keymap["sites.add"] == "e" and "sites.edit" not in keymap
+    assert "screen.help" not in keymap  # "?" is "question_mark"
+    # The Certificates screen's own "t" is another node's binding: no clash, it keeps its place.
+    assert keymap["certificates.trust"] == "t"
 
 
 def test_every_default_key_passes_the_config_check() -> None:
@@ -115,3 +132,44 @@ async def show_help(pilot: Pilot[None]) -> None:
 
 def test_help_shows_the_remapped_keys(snap_compare: Callable[..., bool], keymap_runtime: Runtime) -> None:
     assert snap_compare(HomeproxyApp(keymap_runtime), terminal_size=(120, 40), run_before=show_help)
+
+
+def footer_line(app: HomeproxyApp) -> list[str]:
+    """The footer as shown, left to right: each key (with its description, if any) and group label."""
+    footer = app.screen.query_one(Footer)
+    parts = [(key.region.x, f"{key.key_display} {key.description}".strip()) for key in footer.query(FooterKey)]
+    parts += [(label.region.x, str(label.content)) for label in footer.query(FooterLabel)]
+    return [text for _x, text in sorted(parts)]
+
+
+async def test_a_remapped_key_keeps_its_place_in_the_footer(keymap_runtime: Runtime) -> None:
+    app = HomeproxyApp(keymap_runtime)
+    async with app.run_test(size=(200, 40)) as pilot:
+        await pilot.press("2")
+        await wait_for(lambda: isinstance(app.screen, SitesScreen), description="the Sites screen")
+        await wait_for(lambda: "t" in footer_line(app), description="the remapped key in the footer")
+        # Traffic on "t" stays third in the compact "screens" group (alone at the end, Textual would
+        # show it as a key of its own), and Sites' on/off on "o" stays where "space" was.
+        assert footer_line(app) == [
+            *("a Add", "e Edit", "d Duplicate", "o On/off", "x Delete", "p Purge cache"),
+            *("1", "2", "t", "4", "5", "6", "screens"),
+            *("q Quit", "^p palette"),
+        ]
+        # Every id is remapped under the hood: a binding with two keys ("x,delete") still acts once.
+        depth = len(app.screen_stack)
+        await pilot.press("delete")
+        await wait_for(lambda: isinstance(app.screen, ConfirmModal), description="the delete question")
+        assert len(app.screen_stack) == depth + 1
+
+
+async def test_help_writes_the_users_keys_into_its_prose(keymap_runtime: Runtime) -> None:
+    app = HomeproxyApp(keymap_runtime)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await show_help(pilot)
+        dashboard = " ".join(section(app, "help-dashboard-text").split())
+        assert "v shows them in full" in dashboard and "u shows" not in dashboard
+        assert "F2 opens it from anywhere" in " ".join(section(app, "help-help-text").split())
+        # Keys left alone are still written as their defaults.
+        assert "(a, e, d)" in section(app, "help-site-editor-text")
+        sites = " ".join(section(app, "help-sites-text").split())
+        assert "m puts a site in maintenance" in sites and "u shows its upstreams'" in sites

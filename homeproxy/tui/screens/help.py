@@ -4,11 +4,13 @@ Nothing here is written twice: the key tables are read from the real
 `BINDINGS` of the app and of each screen class in the app's `MODES` (a key
 added or remapped there shows up here), with the user's keys from the
 config's `[tui.keymap]` in their place, and a screen's paragraph is its
-`HELP` text when it has one.
+`HELP` text when it has one. A key named in a paragraph is written as a
+binding id, `{key:sites.add}`, and shown as the user's key for it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Header, Static
 
+from homeproxy.keymap import DEFAULT_KEYS
 from homeproxy.tui.bridge import ConfigEventArrived
 from homeproxy.tui.screens.confirm import ConfirmModal
 from homeproxy.tui.screens.site_editor import SiteEditorModal
@@ -39,8 +42,8 @@ SCREEN_HELP = {
         "The proxy at a glance. The top line says whether the engine serves, where it listens, for how long, "
         "and the total request rate and 5xx count; under it, a chart of the total rate over the last two minutes. "
         "The table has one row per site: its hosts, its upstreams (a dot each: green up, red down, yellow "
-        "cooling down after failing requests, grey not checked yet; **u** shows them in full), the features "
-        "it has on (the legend at the bottom), requests per second, median and 95th "
+        "cooling down after failing requests, grey not checked yet; **{key:dashboard.upstreams}** shows them "
+        "in full), the features it has on (the legend at the bottom), requests per second, median and 95th "
         "percentile latency, the share of 5xx answers and of cache hits, and the last seconds as a sparkline "
         "(up to 30, as many as the width allows; narrow terminals drop the hosts and upstreams columns). "
         "A red banner shows a listener that could not be opened or a config file edit that was rejected."
@@ -49,8 +52,9 @@ SCREEN_HELP = {
         "Every site in the config file: add one (it starts with the defaults from Settings), edit its hosts, "
         "upstreams and features, turn it on or off, or remove it. Each change is validated, applied to the "
         "running proxy and saved to the config file with its comments kept. Purge empties a site's cache; "
-        "m puts a site in maintenance (a 503 page, its upstreams untouched) and back; u shows its upstreams' "
-        "health and traffic. A toast says when an upstream goes down or comes back."
+        "{key:sites.maintenance} puts a site in maintenance (a 503 page, its upstreams untouched) and back; "
+        "{key:sites.upstreams} shows its upstreams' health and traffic. A toast says when an upstream goes "
+        "down or comes back."
     ),
     "traffic": (
         "The live request log: each request as it finishes, with its site, method, path, status and timing. "
@@ -59,9 +63,9 @@ SCREEN_HELP = {
 }
 
 EDITOR_HELP = (
-    "Opened from Sites (a, e, d). Every field is checked as you type, with the same rules as the config "
-    "file. Upstreams are a row each (URL, weight, backup, most connections at once): while the cursor is "
-    "in one, these keys add, remove and reorder them:"
+    "Opened from Sites ({key:sites.add}, {key:sites.edit}, {key:sites.duplicate}). Every field is checked "
+    "as you type, with the same rules as the config file. Upstreams are a row each (URL, weight, backup, "
+    "most connections at once): while the cursor is in one, these keys add, remove and reorder them:"
 )
 
 INTRO = (
@@ -137,6 +141,30 @@ def key_table(rows: list[KeyRow]) -> Table:
     return table
 
 
+#: A key in a paragraph: `{key:<binding id>}`.
+KEY_MARK = re.compile(r"\{key:([^{}\s]+)\}")
+
+
+def keys_of(binding_id: str, keymap: Mapping[str, str]) -> list[str]:
+    """The keys of a binding: the user's from `keymap`, else its default ones."""
+    return [k.strip() for k in (keymap.get(binding_id) or DEFAULT_KEYS[binding_id]).split(",")]
+
+
+def with_keys(app: App[object], text: str, keymap: Mapping[str, str]) -> str:
+    """`text` (Markdown) with each `{key:<id>}` written as that binding's key(s), as the footer shows
+    them (a function key in capitals, as prose writes it: "F1"); several keys are joined with "/"."""
+
+    def key(match: re.Match[str]) -> str:
+        shown = []
+        for k in keys_of(match.group(1), keymap):
+            display = app.get_key_display(Binding(k, ""))
+            shown.append(display.upper() if re.fullmatch(r"f\d+", display) else display)
+        # A key such as "*" or "_" is a character, not Markdown's emphasis.
+        return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", "/".join(shown))
+
+    return KEY_MARK.sub(key, text)
+
+
 def screen_paragraph(mode: str, cls: type[Screen[Any]]) -> str:
     """What a screen does: its class's `HELP`, else the text here, else its docstring."""
     own = cls.HELP
@@ -153,7 +181,7 @@ class HelpScreen(Screen[None]):
     TITLE = "Help"
     HELP = (
         "This page. It lists the keys that work everywhere, then each screen with its own keys, read from "
-        "the app itself; **F1** opens it from anywhere."
+        "the app itself; **{key:screen.help.f1}** opens it from anywhere."
     )
     CSS_PATH = "help.tcss"
 
@@ -208,15 +236,15 @@ class HelpScreen(Screen[None]):
             title = screen.TITLE or mode.title()
             heading = Text.assemble((f" {keys} ", "reverse"), " ", title) if keys else Text(title)
             rows = key_rows(app, class_bindings(screen, stop_at=Screen), keymap)
-            yield from self._section(mode, heading, screen_paragraph(mode, screen), rows)
+            paragraph = with_keys(app, screen_paragraph(mode, screen), keymap)
+            yield from self._section(mode, heading, paragraph, rows)
         rows = key_rows(app, class_bindings(UpstreamsScreen, stop_at=Screen), keymap)
-        opens = "  ".join(
-            app.get_key_display(Binding(k.strip(), "")) for k in keymap.get("sites.upstreams", "u").split(",")
-        )
+        opens = "  ".join(app.get_key_display(Binding(k, "")) for k in keys_of("sites.upstreams", keymap))
         heading = Text.assemble((f" {opens} ", "reverse"), " ", UpstreamsScreen.TITLE or "Upstreams")
-        yield from self._section("upstreams", heading, UpstreamsScreen.HELP, rows)
+        yield from self._section("upstreams", heading, with_keys(app, UpstreamsScreen.HELP, keymap), rows)
         editor = [*class_bindings(SiteEditorModal, stop_at=ModalScreen), *class_bindings(UpstreamList)]
-        yield from self._section("site-editor", Text("Site editor"), EDITOR_HELP, key_rows(app, editor, keymap))
+        paragraph = with_keys(app, EDITOR_HELP, keymap)
+        yield from self._section("site-editor", Text("Site editor"), paragraph, key_rows(app, editor, keymap))
         dialogs = [ConfirmModal]
         rows = key_rows(app, [b for d in dialogs for b in class_bindings(d, stop_at=ModalScreen)], keymap)
         yield from self._section(
