@@ -96,6 +96,9 @@ class ExpressLane:
         ex = handler.exchange_for(request, host)
         ex.site = compiled.site.name
         self.server.express_began()
+        call: Call | None = None
+        upstream_head = b""
+        conn = None
         try:
             order = forwarder.candidates(ex)
             if order:
@@ -109,13 +112,18 @@ class ExpressLane:
                         ex.upstream = forwarder._names[i]
                         base = forwarder.upstreams[i]
                         upstream_head = head(forwarder, ex, base, base_path, [])  # type: ignore[arg-type]
-                        Call(self, ex, started, forwarder, order, origin, health, conn).send(upstream_head)
-                        return True
-            self.resume(ex, started, forwarder, order, None)
+                        call = Call(self, ex, started, forwarder, order, origin, health, conn)
         except Exception as e:  # never a stack trace to the client (as RequestHandler.complete)
             log.exception("error handling %s %s", request.method, request.raw_path)
+            if conn is not None:
+                conn.close()  # taken from the pool, never used
             ex.error = f"internal error: {type(e).__name__}"
             self.finish(ex, started, error_reply(502, request))
+            return True
+        if call is not None:
+            call.send(upstream_head)
+        else:
+            self.resume(ex, started, forwarder, order, None)
         return True
 
     def resume(
@@ -125,10 +133,11 @@ class ExpressLane:
         if not order:  # every upstream is down: answered here, as the Forwarder would
             self.finish(ex, started, forwarder._all_down(ex))
             return
-        self.server.express_ended()
         request = ex.request
         answer = forwarder.resume(ex, order, raised, since=started)
         request.conn.run(request, self.handler.complete(ex, started, answer))
+        # Counted out only once its task counts: a drain must never see nothing in flight between.
+        self.server.express_ended()
 
     def finish_raw(self, ex: Exchange, started: float, response: Response, body: bytes, no_body: bool) -> None:
         """`finish`, writing the upstream's head as it came, with what `reply._head` adds (the same
@@ -286,7 +295,11 @@ class Call:
         """The engine stops and the drain time is over: as a cancelled task on the ordinary path,
         the upstream connection is aborted and the event says what was known."""
         self._stop_waiting()
-        self.conn.notify = None
+        conn = self.conn
+        conn.notify = None
+        head = conn._head
+        if head is not None and not head.done():
+            head.cancel()  # nobody will read what the abort sets on it
         self._release(False)
         self.ended = True
         lane = self.lane
@@ -368,11 +381,11 @@ class Call:
         # A large or streamed answer, or a small one still on its way: the ordinary path reads it.
         self.released = self.ended = True  # `_reply` releases the connection and counts from here
         lane = self.lane
-        lane.server.express_ended()
         request = ex.request
         pool = self.forwarder.client.pool
         answer = _reply(pool, site, ex, self.origin, self.health, conn, response, None)
         request.conn.run(request, lane.handler.complete(ex, self.started, _paired(answer)))
+        lane.server.express_ended()  # after its task counts (see `ExpressLane.resume`)
 
 
 async def _paired(answer: object) -> tuple[Reply, None]:

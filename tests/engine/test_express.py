@@ -770,3 +770,84 @@ async def test_a_fault_in_the_lane_is_a_502_with_its_event_never_a_hang(
     monkeypatch.undo()
     seen, _ = await converse(p.port, [req("/after")])
     assert seen[0].status == 200
+
+
+# --- 7. found in review -------------------------------------------------------------------------
+
+BIG = 2_000_000
+
+
+def big_after_first(request: Parsed, on_conn: int, n: int) -> list[Action]:
+    if n == 0:
+        return [answer(b"")]
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG
+    return [0.5, head, *[x for _ in range(10) for x in (0.1, b"x" * (BIG // 10))]]
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["lane", "ordinary"])
+async def test_a_large_answer_handed_over_at_stop_is_drained_whole(
+    proxy: StartProxy, upstream: StartUpstream, on: bool
+) -> None:
+    """The lane hands a large body to a task; the drain must see that task (it once saw nothing
+    in flight for a moment and cut the body short)."""
+    up = await upstream("a", big_after_first)
+    p = await proxy(make_config(site("app", ["app.lan"], [up.url]), drain_timeout="10s"))
+    if not on:
+        server_of(p).express = None
+    assert (await get(p.port, "/warm")).status == 200
+    pending = asyncio.ensure_future(get(p.port, "/big"))
+    await wait_for(lambda: up.received == 2, description="the big request at the upstream")
+    await asyncio.to_thread(p.engine.stop)
+    seen = await asyncio.wait_for(pending, STEP_TIMEOUT)
+    assert (seen.status, len(seen.body)) == (200, BIG)
+
+
+def names_date_and_server(request: Parsed, on_conn: int, n: int) -> list[Action]:
+    return [
+        b"HTTP/1.1 200 OK\r\nConnection: Date, Server\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
+        b"Server: up\r\nContent-Length: 2\r\n\r\nhi"
+    ]
+
+
+async def test_a_date_and_server_the_upstream_names_in_connection_are_replaced_by_ours(
+    proxy: StartProxy, upstream: StartUpstream
+) -> None:
+    up = await upstream("a", names_date_and_server)
+    p = await proxy(make_config(site("app", ["app.lan"], [up.url])))
+    http = server_of(p)
+    lane = http.express
+    heads = {}
+    for on in (True, False):
+        http.express = lane if on else None
+        seen, _ = await converse(p.port, [req("/warm"), req("/second")])
+        heads[on] = seen[1].headers  # Date left out (`Seen`)
+    assert heads[True] == heads[False]
+    assert ("Server", "homeproxy") in heads[True]
+    http.express = lane  # and homeproxy's own Date, not the upstream's, on the lane
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+    writer.write(req("/warm") + req("/third", "app.lan", "Connection: close"))
+    raw = await asyncio.wait_for(reader.read(), STEP_TIMEOUT)
+    writer.close()
+    second = raw.split(b"\r\n\r\nhi", 1)[1]
+    assert b"\r\nDate: " in second and b"2001" not in second
+
+
+def trailer_then_plain(request: Parsed, on_conn: int, n: int) -> list[Action]:
+    if request.target == "/chunked":
+        return [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Leak: trailer\r\n\r\n"]
+    return [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["lane", "ordinary"])
+async def test_a_chunked_answers_trailer_never_becomes_the_next_answers_header(
+    proxy: StartProxy, upstream: StartUpstream, on: bool
+) -> None:
+    up = await upstream("a", trailer_then_plain)
+    p = await proxy(make_config(site("app", ["app.lan"], [up.url])))
+    if not on:
+        server_of(p).express = None
+    first = await get(p.port, "/chunked")
+    second = await get(p.port, "/other")  # on the same pooled upstream connection
+    assert (first.status, first.body, second.status, second.body) == (200, b"ok", 200, b"ok")
+    assert up.connections == 1
+    assert not any(n.lower() == "x-leak" for n, _ in [*first.headers, *second.headers])

@@ -182,7 +182,9 @@ class H1Connection(asyncio.Protocol):
                     named |= {t.strip() for t in value.split(b",")} - {b"close", b"keep-alive", b""}
         if named:  # and so do those the upstream's Connection header names
             response.raw = raw = [item for item in raw if item[0].lower() not in named]
-            response.lengths = sum(1 for item in raw if item[0].lower() == b"content-length")
+            lowered = [item[0].lower() for item in raw]
+            response.lengths = lowered.count(b"content-length")
+            response.marks = (SERVER if b"server" in lowered else 0) | (DATE if b"date" in lowered else 0)
         response.content_length = None if chunked else length
         no_body = self._head_only or status in (204, 304)
         response.until_eof = not no_body and not chunked and length is None
@@ -205,6 +207,7 @@ class H1Connection(asyncio.Protocol):
             self._interim = False
             return
         self._at_boundary = True
+        self._header_items = []  # a chunked body's trailer fields: dropped, never the next head's
         self._done()
 
     # --- the exchange -------------------------------------------------------------------------------
@@ -229,6 +232,7 @@ class H1Connection(asyncio.Protocol):
         if not self._at_boundary or self._parser is None:
             self._parser = httptools.HttpResponseParser(self)
         self._at_boundary = False
+        self._header_items = []
         self._response = Response(self)
         self._active = True
         self._head = self.loop.create_future()
