@@ -6,13 +6,16 @@ import asyncio
 import importlib
 import inspect
 import pkgutil
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from textual.app import App
 from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.pilot import Pilot
+from textual.screen import Screen
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey, FooterLabel
 
@@ -20,10 +23,14 @@ import homeproxy.tui
 from homeproxy.keymap import BINDING_IDS, DEFAULT_KEYS, full_keymap, key_problem
 from homeproxy.runtime import Runtime
 from homeproxy.tui.app import HomeproxyApp
+from homeproxy.tui.screens.certificates import CertificatesScreen
 from homeproxy.tui.screens.confirm import ConfirmModal
-from homeproxy.tui.screens.help import HelpScreen
+from homeproxy.tui.screens.discovery import DiscoveryScreen
+from homeproxy.tui.screens.help import HelpScreen, with_keys
+from homeproxy.tui.screens.settings import SettingsScreen
 from homeproxy.tui.screens.sites import SitesScreen
 from homeproxy.tui.screens.traffic import TrafficScreen
+from homeproxy.tui.screens.upstreams import UpstreamsScreen
 from tests.tui.conftest import snapshot_config, snapshot_runtime_at
 from tests.tui.test_help import section
 from tests.waiting import wait_for
@@ -173,3 +180,32 @@ async def test_help_writes_the_users_keys_into_its_prose(keymap_runtime: Runtime
         assert "(a, e, d)" in section(app, "help-site-editor-text")
         sites = " ".join(section(app, "help-sites-text").split())
         assert "m puts a site in maintenance" in sites and "u shows its upstreams'" in sites
+
+
+@pytest.mark.parametrize(
+    ("screen", "binding_id", "default", "sentence"),
+    [
+        (CertificatesScreen, "certificates.renew", "r", "renews the selected certificate"),
+        (CertificatesScreen, "certificates.trust", "t", "): the local CA's root"),
+        (CertificatesScreen, "certificates.export", "x", "writes the root"),
+        (DiscoveryScreen, "discovery.add", "a", "opens the site editor"),
+        (SettingsScreen, "settings.restore", "r", "restores one"),
+        (UpstreamsScreen, "dashboard.upstreams", "u", "on a site in the Dashboard"),
+    ],
+)
+def test_every_screens_help_names_the_users_key(
+    screen: type[Screen[None]], binding_id: str, default: str, sentence: str
+) -> None:
+    """The other screens' paragraphs in Help write their keys as `{key:<id>}` too: the default
+    key without a keymap, the user's key with one (on the text Help renders)."""
+    app: App[object] = App()
+    help_text = screen.HELP or ""
+    assert "{key:" + binding_id + "}" in help_text
+
+    def key_before(keymap: dict[str, str]) -> str:
+        text = with_keys(app, help_text, keymap)
+        at = text.index(sentence)
+        return text[max(0, at - 40) : at]
+
+    assert re.search(rf"(^|\W){default}(\W|$)", key_before({}))
+    assert "F7" in key_before({binding_id: "f7"})

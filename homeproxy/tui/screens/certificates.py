@@ -62,12 +62,12 @@ class CertificatesScreen(Screen[None]):
     TITLE = "Certificates"
     HELP = (
         "One row per site with HTTPS on: the names its certificate covers, where it comes from (homeproxy's "
-        "local CA, ACME, or your own files), when it expires (yellow once renewal is due or within 7 days, red "
-        "when expired or the last attempt failed), the last renewal's state or the step under way, and the "
-        "next renewal. **r** renews the selected certificate now. Below (or with **t**): the local CA's root, "
-        "its SHA-256 fingerprint, a QR code of the URL a phone downloads it from, and the steps for each "
-        "platform. Install the **root**, never a site's certificate. **x** writes the root into the current "
-        "directory."
+        "local CA, ACME, or your own files), when it expires (yellow once renewal is due or within 7 days, "
+        "red when expired or the last attempt failed), the last renewal's state or the step under way, and "
+        "the next renewal. **{key:certificates.renew}** renews the selected certificate now. Below (or with "
+        "**{key:certificates.trust}**): the local CA's root, its SHA-256 fingerprint, a QR code of the URL a "
+        "phone downloads it from, and the steps for each platform. Install the **root**, never a site's "
+        "certificate. **{key:certificates.export}** writes the root into the current directory."
     )
     #: The root panel (QR code and steps) needs room: only on terminals this tall.
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]

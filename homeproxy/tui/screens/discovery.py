@@ -101,12 +101,13 @@ class DiscoveryScreen(Screen[None]):
 
     TITLE = "Discovery"
     HELP = (
-        "The web UIs and devices that announce themselves on the LAN over mDNS (Bonjour/Avahi): each with "
-        "its type, address, path and the site that already points at it. The top lines say what is browsed, "
-        "on which interfaces, and which `.local` names homeproxy answers for. Type to filter (**/**); "
-        "**Enter** or **a** opens the site editor filled in from the selected service: its upstream is the "
-        "service's `mdns://` name, so the site follows the device when its address changes. homeproxy's own "
-        "adverts are dimmed and marked *this homeproxy*; they cannot be added, since they loop back."
+        "The web UIs and devices that announce themselves on the LAN over mDNS (Bonjour/Avahi): each with its "
+        "type, address, path and the site that already points at it. The top lines say what is browsed, on "
+        "which interfaces, and which `.local` names homeproxy answers for. Type to filter "
+        "(**{key:discovery.filter}**); **Enter** or **{key:discovery.add}** opens the site editor filled in "
+        "from the selected service: its upstream is the service's `mdns://` name, so the site follows the "
+        "device when its address changes. homeproxy's own adverts are dimmed and marked *this homeproxy*; "
+        "they cannot be added, since they loop back."
     )
     BINDINGS = [
         Binding(

@@ -81,12 +81,13 @@ class SettingsScreen(BackupsPane):
 
     TITLE = "Settings"
     HELP = (
-        "Listeners, logging, what new sites start with, the shared cache, mDNS discovery, and the config's backups. "
-        "Type a value and press **Enter** to save it (**Esc** undoes an edit, **ctrl+s** saves every edited field); "
-        "check boxes and choices save at once. Each change is validated, applied to the running proxy and "
-        "written to the config file with its comments kept: an invalid value shows its error under the field "
-        "and is not saved, and a port that cannot be opened is refused. The **Backups** tab lists the copies "
-        "kept before each save (newest first) with a diff against the current file; **r** restores one."
+        "Listeners, logging, what new sites start with, the shared cache, mDNS discovery, and the config's "
+        "backups. Type a value and press **Enter** to save it (**Esc** undoes an edit, **ctrl+s** saves every "
+        "edited field); check boxes and choices save at once. Each change is validated, applied to the "
+        "running proxy and written to the config file with its comments kept: an invalid value shows its "
+        "error under the field and is not saved, and a port that cannot be opened is refused. The **Backups** "
+        "tab lists the copies kept before each save (newest first) with a diff against the current file; "
+        "**{key:settings.restore}** restores one."
     )
     BINDINGS = [
         Binding(

@@ -114,12 +114,13 @@ class UpstreamsScreen(Screen[None]):
 
     TITLE = "Upstreams"
     HELP = (
-        "One site's upstreams (u on a site in the Dashboard or Sites screen), read again every second. "
-        "Each has a dot: green up, red down (failed its active checks), yellow cooling down (taken out by "
-        "failing requests for a while), grey not checked yet. The table shows its requests, errors (5xx or "
-        "failed), median latency and share of the site's requests since homeproxy started, and as the width "
-        "allows the requests in flight, the last check, since when it is in its state and its options; the "
-        "pane under it tells everything about the highlighted one, with the reason for its state."
+        "One site's upstreams ({key:dashboard.upstreams} on a site in the Dashboard or Sites screen), read "
+        "again every second. Each has a dot: green up, red down (failed its active checks), yellow cooling "
+        "down (taken out by failing requests for a while), grey not checked yet. The table shows its "
+        "requests, errors (5xx or failed), median latency and share of the site's requests since homeproxy "
+        "started, and as the width allows the requests in flight, the last check, since when it is in its "
+        "state and its options; the pane under it tells everything about the highlighted one, with the reason "
+        "for its state."
     )
     CSS_PATH = "upstreams.tcss"
     BINDINGS = [
