@@ -29,7 +29,8 @@ import logging
 import math
 import os
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.h1.client_limits import write_error
@@ -37,6 +38,7 @@ from homeproxy.engine.h1.connection import DATE, OVERRUN, SERVER, H1Connection, 
 from homeproxy.engine.h1.errors import UpstreamProtocolError
 from homeproxy.engine.health import UpstreamHealth
 from homeproxy.engine.pages import error_reply
+from homeproxy.engine.paths import is_plain
 from homeproxy.engine.reply import NO_BODY_STATUS, Reply, date_line, reason_phrase, send_whole
 from homeproxy.engine.request import Request
 from homeproxy.engine.routing import normalize_host
@@ -87,7 +89,7 @@ class ExpressLane:
         if compiled is None or compiled.error_pages or compiled.site.tls != secure:
             return False
         path = request.path
-        if "%" in path or "/." in path or "//" in path or "\\" in path or not path.startswith("/"):
+        if not is_plain(path) or not path.startswith("/"):
             return False
         forwarder = compiled.route_for(path).express
         if forwarder is None:
@@ -140,35 +142,22 @@ class ExpressLane:
         self.server.express_ended()
 
     def finish_raw(self, ex: Exchange, started: float, response: Response, body: bytes, no_body: bool) -> None:
-        """`finish`, writing the upstream's head as it came, with what `reply._head` adds (the same
-        bytes: `_as_sent` said so), without decoding it into a `Reply`'s headers."""
+        """`finish`, writing the upstream's head as it came (`_write_raw`)."""
+        self._end(ex, started, _write_raw, ex, response, body, no_body)
+
+    def finish(self, ex: Exchange, started: float, reply: Reply) -> None:
+        """Write `reply` (its body in hand), publish the event, and go on with the connection."""
+        self._end(ex, started, send_whole, ex, reply)
+
+    def _end(self, ex: Exchange, started: float, write: Callable[..., None], *args: Any) -> None:
+        """`write(*args)` the answer, then publish the event and go on with the connection, whatever
+        happened: an exception is what ClientConnection._run makes of a handler's (a 500 page if
+        nothing was sent yet, and the connection closes after)."""
         request = ex.request
         conn = request.conn
         try:
-            status = response.status
-            reason = response.reason_raw or reason_phrase(status).encode("latin-1")
-            lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-            lines += [b"%s: %s\r\n" % item for item in response.raw]
-            marks = response.marks
-            if not marks & SERVER:
-                lines.append(_SERVER)
-            if not marks & DATE:
-                lines.append(date_line())
-            if not conn.keeps_alive(request):
-                lines.append(b"Connection: close\r\n")
-                conn.must_close = True
-            elif request.version != "1.1":
-                lines.append(b"Connection: keep-alive\r\n")
-            lines.append(b"\r\n")
-            ex.status = status
-            ex.bytes_out = 0
-            if body and not no_body:
-                ex.bytes_out = len(body)
-                lines.append(body)
-            conn.write(b"".join(lines))
-        except ConnectionError:  # `write` raises it only for a connection closed or closing
-            ex.error = "client went away"
-        except Exception:  # as ClientConnection._run does for a handler that raised
+            write(*args)
+        except Exception:
             log.exception("error handling %s %s", request.method, request.raw_path)
             if not conn.response_started and conn.transport is not None:
                 write_error(conn, 500)
@@ -178,21 +167,36 @@ class ExpressLane:
             self.handler.publish(ex, started)
             conn.finished(request)
 
-    def finish(self, ex: Exchange, started: float, reply: Reply) -> None:
-        """Write `reply` (its body in hand), publish the event, and go on with the connection."""
-        request = ex.request
-        conn = request.conn
-        try:
-            send_whole(ex, reply)
-        except Exception:  # as ClientConnection._run does for a handler that raised
-            log.exception("error handling %s %s", request.method, request.raw_path)
-            if not conn.response_started and conn.transport is not None:
-                write_error(conn, 500)
-            conn.must_close = True
-        finally:
-            self.server.express_ended()
-            self.handler.publish(ex, started)
-            conn.finished(request)
+
+def _write_raw(ex: Exchange, response: Response, body: bytes, no_body: bool) -> None:
+    """Write the upstream's head as it came, with what `reply._head` adds (the same bytes:
+    `_as_sent` said so), without decoding it into a `Reply`'s headers; as `send_whole`."""
+    request = ex.request
+    conn = request.conn
+    status = response.status
+    reason = response.reason_raw or reason_phrase(status).encode("latin-1")
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+    lines += [b"%s: %s\r\n" % item for item in response.raw]
+    marks = response.marks
+    if not marks & SERVER:
+        lines.append(_SERVER)
+    if not marks & DATE:
+        lines.append(date_line())
+    if not conn.keeps_alive(request):
+        lines.append(b"Connection: close\r\n")
+        conn.must_close = True
+    elif request.version != "1.1":
+        lines.append(b"Connection: keep-alive\r\n")
+    lines.append(b"\r\n")
+    ex.status = status
+    ex.bytes_out = 0
+    if body and not no_body:
+        ex.bytes_out = len(body)
+        lines.append(body)
+    try:
+        conn.write(b"".join(lines))
+    except ConnectionError:  # `write` raises it only for a connection closed or closing
+        ex.error = "client went away"
 
 
 def _as_sent(response: Response, no_body: bool) -> bool:

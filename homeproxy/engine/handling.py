@@ -13,7 +13,7 @@ from homeproxy.engine.events import EventBus, RequestCompleted
 from homeproxy.engine.exchange import Exchange
 from homeproxy.engine.hop import Network, client_ip, forwarded_for, in_networks
 from homeproxy.engine.pages import error_reply, own_page
-from homeproxy.engine.paths import normalize_path
+from homeproxy.engine.paths import is_plain, normalize_path
 from homeproxy.engine.reply import CLIENT_CLOSED, Reply, client_gone, send
 from homeproxy.engine.request import Request
 from homeproxy.engine.routing import CompiledSite, RoutingTable, normalize_host
@@ -81,7 +81,7 @@ class RequestHandler:
             return https_redirect(request, table.https_host(compiled, host), self.https_port()), compiled
         ex.site = compiled.site.name
         path = request.path
-        if "%" in path or "/." in path or "//" in path or "\\" in path:  # rare: see paths.py
+        if not is_plain(path):  # rare: see paths.py
             normal = normalize_path(path)
             path = normal.path if normal is not None else ""
         if not path:  # a ".." above the root: no route may be guessed for it

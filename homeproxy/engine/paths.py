@@ -18,7 +18,7 @@ the prefix is there as it is, else from the normalised path (`/%61pi/users` with
 `/api/` goes as `/users`).
 
 A plain path (no `%`, `\\`, `//` or `/.`: nearly every request) is its own normal form; the
-callers test that with `in` and never come here. The rest is cached (bounded).
+callers test that with `is_plain` and never come here. The rest is cached (bounded).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class NormalPath(NamedTuple):
 
 
 def is_plain(path: str) -> bool:
-    """`path` is its own normal form (the test the engine inlines on its hot path)."""
+    """`path` is its own normal form (nearly every request's: then `normalize_path` is not called)."""
     return not ("%" in path or "/." in path or "//" in path or "\\" in path)
 
 

@@ -207,7 +207,6 @@ class H1Connection(asyncio.Protocol):
             self._interim = False
             return
         self._at_boundary = True
-        self._header_items = []  # a chunked body's trailer fields: dropped, never the next head's
         self._done()
 
     # --- the exchange -------------------------------------------------------------------------------
@@ -232,7 +231,7 @@ class H1Connection(asyncio.Protocol):
         if not self._at_boundary or self._parser is None:
             self._parser = httptools.HttpResponseParser(self)
         self._at_boundary = False
-        self._header_items = []
+        self._header_items = []  # a chunked answer's trailer fields: dropped, never the next head's
         self._response = Response(self)
         self._active = True
         self._head = self.loop.create_future()
